@@ -1,0 +1,278 @@
+"""Trains the stage-1 PQ tokenizer and the spatial-style decoder on Parquet fashion photos.
+
+    m6-fashion train-tokenizer --data ../shared/data/fashion-product-images --output_dir runs/stage1
+    accelerate launch -m m6_fashion.training.train_tokenizer --data ... --output_dir ...   # multi-process
+
+Losses: L1 + (1 - SSIM) reconstruction, commitment, and after `--adv_start_step` a non-saturating
+adversarial loss from a StyleGAN2 discriminator with lazy R1 regularisation. Codebooks learn by EMA.
+Checkpoints are written with `accelerator.save_state` every `--checkpoint_every` steps; rerunning the same
+command resumes from the latest one exactly (same batches, same RNG state). The final models are written
+with `save_pretrained` (safetensors) to `OUTPUT_DIR/image_tokenizer` and `OUTPUT_DIR/decoder`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..models import PQTokenizer, StyleDecoder, StyleGANDiscriminator
+from .data import images_to_array, load_parquet_splits
+
+
+@dataclass
+class TokenizerTrainingArguments:
+    data: str = field(metadata={"help": "folder with train.parquet/test.parquet (or one .parquet file) with an `image` column"})
+    output_dir: str = field(metadata={"help": "where checkpoints, logs and the final models go"})
+    resolution: int = field(default=64, metadata={"help": "image side in pixels (64, 128 or 256)"})
+    quantizer_type: str = field(default="product", metadata={"help": "product | vector | residual"})
+    num_groups: int = field(default=4, metadata={"help": "M, codebook groups (PQ) or stages (RQ)"})
+    codebook_size: int = field(default=256, metadata={"help": "K, codes per codebook"})
+    latent_channels: int = field(default=64, metadata={"help": "D, latent channels"})
+    encoder_channels: List[int] = field(default_factory=lambda: [64, 128, 256], metadata={"help": "encoder widths; len-1 = number of 2x downsamplings"})
+    decoder_channels: List[int] = field(default_factory=lambda: [256, 128, 64], metadata={"help": "decoder widths per resolution"})
+    style_channels: int = field(default=128)
+    train_batch_size: int = field(default=32, metadata={"help": "per process"})
+    max_train_steps: int = field(default=2000)
+    learning_rate: float = field(default=2e-4)
+    disc_learning_rate: float = field(default=2e-4)
+    ssim_weight: float = field(default=0.5)
+    adv_weight: float = field(default=0.05)
+    adv_start_step: int = field(default=1000, metadata={"help": "adversarial loss is off before this step (warm-up)"})
+    r1_gamma: float = field(default=1.0)
+    r1_every: int = field(default=16)
+    eval_every: int = field(default=500)
+    eval_limit: Optional[int] = field(default=None, metadata={"help": "evaluate on at most this many test images"})
+    train_limit: Optional[int] = field(default=None, metadata={"help": "use at most this many train images"})
+    checkpoint_every: int = field(default=500)
+    checkpoints_total_limit: int = field(default=2)
+    seed: int = field(default=0)
+    num_proc: Optional[int] = field(default=None, metadata={"help": "processes for image decoding"})
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (accelerate)"})
+    max_minutes: Optional[float] = field(default=None, metadata={"help": "stop (after checkpointing) once this much wall time has passed"})
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM of images in [-1, 1] (differentiable; gaussian window 11, sigma 1.5; computed in [0, 1])."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return structural_similarity_index_measure((x.float() + 1) / 2, (y.float() + 1) / 2, data_range=1.0)
+
+
+def psnr_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image, images in [-1, 1] compared on the [0, 1] scale."""
+    mse = (((x.float().clamp(-1, 1) - y.float()) / 2) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def to_pixels(batch_uint8: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(batch_uint8).to(device).float().div(127.5).sub(1.0)
+
+
+@torch.no_grad()
+def evaluate(tokenizer: PQTokenizer, decoder: StyleDecoder, images: np.ndarray, device, batch_size: int = 128):
+    """Reconstruction PSNR/SSIM and per-group codebook usage over a whole evaluation pass."""
+    tokenizer.eval(); decoder.eval()
+    k = tokenizer.config.codebook_size
+    counts = torch.zeros(tokenizer.num_token_groups, k, dtype=torch.long, device=device)
+    psnrs, ssims, weights = [], [], []
+    for i in range(0, len(images), batch_size):
+        x = to_pixels(images[i : i + batch_size], device)
+        tokens = tokenizer.encode(x)
+        rec = decoder(tokenizer.lookup(tokens)).sample.float().clamp(-1, 1)
+        psnrs.append(psnr_per_image(rec, x).sum().item())
+        ssims.append(ssim(rec, x).item() * len(x))
+        weights.append(len(x))
+        counts += F.one_hot(tokens.flatten(0, 2), k).sum(0)
+    n = sum(weights)
+    probs = counts.float() / counts.sum(-1, keepdim=True)
+    perplexity = torch.exp(-(probs * probs.clamp_min(1e-10).log()).sum(-1))
+    tokenizer.train(); decoder.train()
+    return {
+        "psnr": sum(psnrs) / n,
+        "ssim": sum(ssims) / n,
+        "codebook_usage": (counts > 0).float().mean(-1).tolist(),
+        "perplexity": perplexity.tolist(),
+        "num_images": n,
+    }
+
+
+def _latest_checkpoint(output_dir: str) -> Optional[str]:
+    ckpt_root = os.path.join(output_dir, "checkpoints")
+    if not os.path.isdir(ckpt_root):
+        return None
+    steps = [(int(m.group(1)), d) for d in os.listdir(ckpt_root) if (m := re.fullmatch(r"step-(\d+)", d))]
+    if not steps:
+        return None
+    # only complete checkpoints (state.json is written last)
+    for step, d in sorted(steps, reverse=True):
+        if os.path.exists(os.path.join(ckpt_root, d, "trainer_state.json")):
+            return os.path.join(ckpt_root, d)
+    return None
+
+
+def batch_indices(step: int, batch_size: int, num_items: int, seed: int, rank: int, world: int) -> np.ndarray:
+    """Indices of the per-process batch at a global step; a pure function of (step, seed) so resume is exact."""
+    global_bs = batch_size * world
+    per_epoch = num_items // global_bs
+    if per_epoch == 0:
+        raise ValueError(f"train set of {num_items} images is smaller than one global batch ({global_bs})")
+    epoch, pos = divmod(step, per_epoch)
+    perm = np.random.default_rng(seed + epoch).permutation(num_items)
+    start = pos * global_bs + rank * batch_size
+    return np.sort(perm[start : start + batch_size])
+
+
+def train(args: TokenizerTrainingArguments) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if args.quantizer_type not in ("product", "vector", "residual"):
+        raise ValueError(f"unknown quantizer_type {args.quantizer_type!r}; accepted: product, vector, residual")
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    set_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    ds = load_parquet_splits(args.data, required_columns=("image",))
+    if "test" not in ds:
+        ds = ds["train"].train_test_split(test_size=0.05, seed=args.seed)
+    with accelerator.main_process_first():
+        train_images = images_to_array(ds["train"], args.resolution, args.num_proc, args.train_limit)
+        test_images = images_to_array(ds["test"], args.resolution, args.num_proc, args.eval_limit)
+    accelerator.print(f"train images {train_images.shape}, test images {test_images.shape}")
+
+    tokenizer = PQTokenizer(
+        sample_size=args.resolution, block_out_channels=tuple(args.encoder_channels), latent_channels=args.latent_channels,
+        quantizer_type=args.quantizer_type, num_groups=args.num_groups, codebook_size=args.codebook_size,
+    )
+    decoder = StyleDecoder(
+        latent_channels=args.latent_channels, style_channels=args.style_channels,
+        block_out_channels=tuple(args.decoder_channels), sample_size=args.resolution,
+    )
+    if tokenizer.grid_size * decoder.upsample_factor != args.resolution:
+        raise ValueError(
+            f"encoder downsamples {args.resolution}px to {tokenizer.grid_size}x{tokenizer.grid_size} but the decoder upsamples by "
+            f"{decoder.upsample_factor}; give decoder_channels {len(args.encoder_channels)} levels"
+        )
+    disc = StyleGANDiscriminator(sample_size=args.resolution)
+    opt_g = torch.optim.Adam(list(tokenizer.parameters()) + list(decoder.parameters()), lr=args.learning_rate, betas=(0.5, 0.99))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=args.disc_learning_rate, betas=(0.0, 0.99))
+    tokenizer, decoder, disc, opt_g, opt_d = accelerator.prepare(tokenizer, decoder, disc, opt_g, opt_d)
+    tok_m, dec_m, disc_m = (accelerator.unwrap_model(m) for m in (tokenizer, decoder, disc))
+
+    state = {"step": 0, "history": []}
+    resume = _latest_checkpoint(args.output_dir)
+    if resume:
+        accelerator.load_state(resume)
+        with open(os.path.join(resume, "trainer_state.json")) as f:
+            state = json.load(f)
+        accelerator.print(f"resumed from {resume} at step {state['step']}")
+
+    start_time = time.time()
+    log_path = os.path.join(args.output_dir, "log.jsonl")
+    progress = tqdm(range(state["step"], args.max_train_steps), initial=state["step"], total=args.max_train_steps,
+                    disable=not accelerator.is_local_main_process, desc="stage-1")
+
+    def checkpoint():
+        accelerator.wait_for_everyone()
+        path = os.path.join(args.output_dir, "checkpoints", f"step-{state['step']}")
+        accelerator.save_state(path)
+        if accelerator.is_main_process:
+            with open(os.path.join(path, "trainer_state.json"), "w") as f:
+                json.dump(state, f)
+            ckpts = sorted((int(d.split("-")[1]), d) for d in os.listdir(os.path.dirname(path)) if d.startswith("step-"))
+            for _, d in ckpts[: -args.checkpoints_total_limit]:
+                shutil.rmtree(os.path.join(os.path.dirname(path), d), ignore_errors=True)
+
+    for _ in progress:
+        step = state["step"]
+        idx = batch_indices(step, args.train_batch_size, len(train_images), args.seed, accelerator.process_index, accelerator.num_processes)
+        x = to_pixels(train_images[idx], accelerator.device)
+        use_adv = args.adv_weight > 0 and step >= args.adv_start_step
+
+        # ---- generator (encoder + quantiser + decoder)
+        with accelerator.autocast():
+            out = tokenizer(x)
+            rec = decoder(out.latents).sample.float()
+            l1 = (rec - x).abs().mean()
+            ssim_loss = 1 - ssim(rec, x)
+            loss = l1 + args.ssim_weight * ssim_loss + out.commitment_loss
+            adv = torch.zeros((), device=x.device)
+            if use_adv:
+                adv = F.softplus(-disc(rec)).mean()
+                loss = loss + args.adv_weight * adv
+        opt_g.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        opt_g.step()
+
+        # ---- discriminator
+        d_loss = torch.zeros((), device=x.device)
+        if use_adv:
+            with accelerator.autocast():
+                d_loss = F.softplus(disc(rec.detach())).mean() + F.softplus(-disc(x)).mean()
+            if step % args.r1_every == 0:
+                xr = x.detach().requires_grad_(True)
+                real_logits = disc(xr)
+                (grad,) = torch.autograd.grad(real_logits.sum(), xr, create_graph=True)
+                d_loss = d_loss + args.r1_gamma / 2 * grad.pow(2).flatten(1).sum(1).mean() * args.r1_every
+            opt_d.zero_grad(set_to_none=True)
+            accelerator.backward(d_loss)
+            opt_d.step()
+
+        state["step"] = step + 1
+        if step % 50 == 0 or step + 1 == args.max_train_steps:
+            rec_psnr = psnr_per_image(rec.detach(), x).mean().item()
+            record = {"step": step, "loss": loss.item(), "l1": l1.item(), "ssim": 1 - ssim_loss.item(), "psnr": rec_psnr,
+                      "commit": out.commitment_loss.item(), "adv": adv.item(), "d_loss": d_loss.item(),
+                      "perplexity": [round(p, 1) for p in out.perplexity.tolist()]}
+            state["history"].append({k: record[k] for k in ("step", "loss", "psnr")})
+            progress.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{rec_psnr:.2f}")
+            if accelerator.is_main_process:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+        if (step + 1) % args.eval_every == 0 and accelerator.is_main_process:
+            metrics = evaluate(tok_m, dec_m, test_images, accelerator.device)
+            metrics["step"] = step + 1
+            accelerator.print(json.dumps(metrics))
+            with open(os.path.join(args.output_dir, "eval.jsonl"), "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+        out_of_time = args.max_minutes is not None and (time.time() - start_time) / 60 > args.max_minutes
+        if (step + 1) % args.checkpoint_every == 0 or out_of_time:
+            checkpoint()
+        if out_of_time:
+            accelerator.print(f"stopping at step {state['step']}: --max_minutes {args.max_minutes} reached (rerun to resume)")
+            break
+
+    accelerator.wait_for_everyone()
+    metrics = {}
+    if accelerator.is_main_process:
+        metrics = evaluate(tok_m, dec_m, test_images, accelerator.device)
+        metrics["step"] = state["step"]
+        tok_m.save_pretrained(os.path.join(args.output_dir, "image_tokenizer"))
+        dec_m.save_pretrained(os.path.join(args.output_dir, "decoder"))
+        with open(os.path.join(args.output_dir, "final_metrics.json"), "w") as f:
+            json.dump({"metrics": metrics, "args": asdict(args)}, f, indent=2)
+        accelerator.print(json.dumps(metrics))
+    accelerator.end_training()
+    return metrics
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(TokenizerTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    return train(args)
+
+
+if __name__ == "__main__":
+    main()
