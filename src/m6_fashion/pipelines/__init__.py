@@ -1,0 +1,1 @@
+from .pipeline_m6fashion import M6FashionPipeline, M6FashionPipelineOutput

@@ -1,0 +1,453 @@
+"""`M6FashionPipeline`: every task of M6-Fashion behind one diffusers pipeline, sampled with SMART.
+
+Tasks (all through `__call__`):
+
+| task                          | arguments                                                        |
+|-------------------------------|------------------------------------------------------------------|
+| unconditional generation      | nothing (or `prompt=""`)                                         |
+| text-to-image                 | `prompt`                                                         |
+| (text-guided) inpainting      | `image`, `mask_image` (white = regenerate), optionally `prompt`  |
+| outpainting                   | `image`, `image_box` (where the image sits; the rest is new)     |
+| local editing with a patch    | `reference_images=[(patch_image, box)]`, optionally `image`      |
+| text-guided local editing     | `prompt` + `reference_images`                                    |
+| style mixing of two garments  | `image`, `style_image`, `mask_image` (region taken from style)   |
+| several visual conditions     | `reference_images` with several `(image, box)` pairs             |
+
+Boxes are pixel boxes `(left, top, right, bottom)` on the output canvas (`sample_size` pixels square),
+PIL's crop convention; they are mapped outwards to whole token cells.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from transformers import PreTrainedTokenizerBase
+
+from ..image_processing import PipelineImageInput, postprocess, preprocess, preprocess_mask
+from ..models.pq_tokenizer import PQTokenizer
+from ..models.sequence_layout import build_model_inputs
+from ..models.style_decoder import StyleDecoder
+from ..models.transformer_m6fashion import M6FashionTransformer
+from ..schedulers.scheduling_smart import SMARTScheduler
+
+Box = Tuple[int, int, int, int]
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from m6_fashion import M6FashionPipeline
+        >>> pipe = M6FashionPipeline.from_pretrained()            # the shipped default model
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> shirt = pipe("Men Navy Blue Casual Shirt", generator=g).images[0]
+        >>> # text-guided inpainting of the lower half
+        >>> import PIL.Image
+        >>> mask = PIL.Image.new("L", (64, 64), 0); mask.paste(255, (0, 32, 64, 64))
+        >>> edited = pipe("Men Red Casual Shirt", image=shirt, mask_image=mask, generator=g).images[0]
+        ```
+"""
+
+
+@dataclass
+class M6FashionPipelineOutput(BaseOutput):
+    """
+    Args:
+        images: list of PIL images, a uint8 array `(B, H, W, 3)` or a float tensor `(B, 3, H, W)` in [-1, 1];
+            `None` when `output_type="tokens"`.
+        tokens (`torch.LongTensor` of shape `(B, h, w, M)`): the generated token grids.
+    """
+
+    images: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor, None] = None
+    tokens: Optional[torch.LongTensor] = None
+
+
+class M6FashionPipeline(DiffusionPipeline):
+    r"""Multi-modal fashion image generation and editing (M6-Fashion, KDD'22).
+
+    Components:
+        image_tokenizer ([`PQTokenizer`]): images -> PQ token grids `(B, h, w, M)`.
+        decoder ([`StyleDecoder`]): latents of token grids -> images.
+        transformer ([`M6FashionTransformer`]): the masked multi-modal transformer.
+        tokenizer ([`PreTrainedTokenizerFast`]): caption tokenizer of the transformer.
+        scheduler ([`SMARTScheduler`]): the SMART mask-predict sampler.
+    """
+
+    model_cpu_offload_seq = "transformer->decoder"
+    _callback_tensor_inputs = ["tokens"]
+
+    def __init__(
+        self,
+        image_tokenizer: PQTokenizer,
+        decoder: StyleDecoder,
+        transformer: M6FashionTransformer,
+        tokenizer: PreTrainedTokenizerBase,
+        scheduler: SMARTScheduler,
+    ):
+        super().__init__()
+        self.register_modules(
+            image_tokenizer=image_tokenizer, decoder=decoder, transformer=transformer, tokenizer=tokenizer, scheduler=scheduler
+        )
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Optional[str] = None, **kwargs):
+        """Loads a pipeline folder or Hub repo (safetensors only). Without a path: the shipped default model."""
+        if pretrained_model_name_or_path is None:
+            from ..default_model import default_model_path
+
+            pretrained_model_name_or_path = default_model_path()
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory, safe_serialization: bool = True, **kwargs):
+        if not safe_serialization:
+            raise ValueError("this project saves weights as safetensors only; safe_serialization must be True")
+        return super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def sample_size(self) -> int:
+        return self.image_tokenizer.config.sample_size
+
+    @property
+    def grid_size(self) -> int:
+        return self.transformer.config.grid_size
+
+    @property
+    def cell(self) -> int:
+        """Pixels per token cell."""
+        return self.sample_size // self.grid_size
+
+    def box_to_cells(self, box: Sequence[int]) -> Tuple[int, int, int, int]:
+        """Pixel box (left, top, right, bottom) -> grid box (top, left, height, width), rounded outwards."""
+        s = self.sample_size
+        try:
+            left, top, right, bottom = (int(round(float(v))) for v in box)
+        except (TypeError, ValueError):
+            raise ValueError(f"a box must be 4 numbers (left, top, right, bottom) in pixels; got {box!r}") from None
+        if not (0 <= left < right <= s and 0 <= top < bottom <= s):
+            raise ValueError(
+                f"box {box!r} is outside the {s}x{s} canvas or empty; accepted: 0 <= left < right <= {s} and "
+                f"0 <= top < bottom <= {s} (pixels, PIL's (left, top, right, bottom) order)"
+            )
+        c = self.cell
+        t, l = top // c, left // c
+        b, r = math.ceil(bottom / c), math.ceil(right / c)
+        return t, l, b - t, r - l
+
+    # ------------------------------------------------------------------ validation
+    def check_inputs(
+        self,
+        prompt,
+        image,
+        mask_image,
+        style_image,
+        image_box,
+        reference_images,
+        num_inference_steps,
+        num_images_per_prompt,
+        guidance_scale,
+        output_type,
+        callback_on_step_end_tensor_inputs,
+    ):
+        if prompt is not None and not isinstance(prompt, (str, list, tuple)):
+            raise TypeError(f"prompt must be a string or a list of strings; got {type(prompt).__name__}")
+        if isinstance(prompt, (list, tuple)):
+            if len(prompt) == 0:
+                raise ValueError("prompt is an empty list; pass at least one prompt (use '' for no text)")
+            if not all(isinstance(p, str) for p in prompt):
+                raise TypeError("every prompt in the list must be a string")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be an integer >= 1; got {num_inference_steps!r}")
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be an integer >= 1; got {num_images_per_prompt!r}")
+        if guidance_scale < 1.0:
+            raise ValueError(f"guidance_scale must be >= 1.0 (1.0 = no guidance); got {guidance_scale}")
+        if output_type not in ("pil", "np", "pt", "tokens"):
+            raise ValueError(f"output_type {output_type!r} is not supported; use 'pil', 'np', 'pt' or 'tokens'")
+        if mask_image is not None and image is None:
+            raise ValueError("mask_image needs an image to edit: pass image=...")
+        if style_image is not None and (image is None or mask_image is None):
+            raise ValueError("style mixing needs image (the base garment), style_image and mask_image (region taken from style_image)")
+        if image_box is not None:
+            if image is None:
+                raise ValueError("image_box (outpainting) needs an image to place: pass image=...")
+            if mask_image is not None:
+                raise ValueError("pass either image_box (outpainting) or mask_image (inpainting), not both")
+            self.box_to_cells(image_box)
+        if image is not None and mask_image is None and image_box is None and reference_images is None:
+            raise ValueError(
+                "an image alone says nothing to edit: add mask_image (inpainting), image_box (outpainting), "
+                "style_image + mask_image (style mixing) or reference_images (local editing)"
+            )
+        if isinstance(image, (list, tuple)) and len(image) == 0:
+            raise ValueError("image is an empty list; pass at least one image")
+        if image is not None and mask_image is not None:
+            for im, m in zip(_as_list(image), _as_list(mask_image)):
+                isz, msz = _size_of(im), _size_of(m)
+                if isz is not None and msz is not None and isz != msz:
+                    raise ValueError(f"mask_image size {msz} does not match image size {isz}; give a mask of the same size as the image")
+        if reference_images is not None:
+            if not isinstance(reference_images, (list, tuple)) or len(reference_images) == 0:
+                raise ValueError("reference_images must be a non-empty list of (image, box) pairs")
+            for i, ref in enumerate(reference_images):
+                if not isinstance(ref, (list, tuple)) or len(ref) != 2:
+                    raise ValueError(f"reference_images[{i}] must be a pair (image, box) with box = (left, top, right, bottom) in pixels")
+                self.box_to_cells(ref[1])
+        if callback_on_step_end_tensor_inputs is not None and not all(k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs):
+            raise ValueError(f"callback_on_step_end_tensor_inputs must be a subset of {self._callback_tensor_inputs}")
+
+    # ------------------------------------------------------------------ encoding helpers
+    def encode_prompt(self, prompts: List[str]) -> List[List[int]]:
+        """Captions -> token id lists (no special tokens), truncated to `max_text_length` with a warning."""
+        limit = self.transformer.config.max_text_length
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        out = []
+        for p, row in zip(prompts, ids):
+            if len(row) > limit:
+                warnings.warn(f"prompt {p!r} has {len(row)} tokens; truncated to the model's limit of {limit}")
+                row = row[:limit]
+            out.append(list(row))
+        return out
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.LongTensor:
+        """Pixels (B, 3, H, W) in [-1, 1] -> tokens (B, N, M)."""
+        tokens = self.image_tokenizer.encode(images.to(self.device, self.image_tokenizer.dtype))
+        return tokens.reshape(tokens.shape[0], -1, tokens.shape[-1])
+
+    @torch.no_grad()
+    def decode_tokens(self, tokens: torch.LongTensor) -> torch.Tensor:
+        """Tokens (B, N, M) or (B, h, w, M) -> images (B, 3, H, W) in [-1, 1]."""
+        g = self.grid_size
+        if tokens.ndim == 3:
+            tokens = tokens.reshape(tokens.shape[0], g, g, tokens.shape[-1])
+        latents = self.image_tokenizer.lookup(tokens.to(self.device))
+        return self.decoder(latents.to(self.decoder.dtype)).sample.float().clamp(-1, 1)
+
+    def _reference_patch(self, image: PipelineImageInput, box: Sequence[int]):
+        """Places a reference patch image into `box` on a white canvas, encodes it, returns (codes (n, M), positions (n,))."""
+        s = self.sample_size
+        top, left, h, w = self.box_to_cells(box)
+        c = self.cell
+        pil = image if isinstance(image, PIL.Image.Image) else postprocess(preprocess(image, s), "pil")[0]
+        from ..image_processing import to_rgb
+
+        canvas = PIL.Image.new("RGB", (s, s), (255, 255, 255))
+        canvas.paste(to_rgb(pil).resize((w * c, h * c), PIL.Image.BICUBIC), (left * c, top * c))
+        tokens = self.encode_images(preprocess(canvas, s))[0]  # (N, M)
+        rows = torch.arange(top, top + h)
+        cols = torch.arange(left, left + w)
+        positions = (rows[:, None] * self.grid_size + cols[None, :]).reshape(-1).to(tokens.device)
+        return tokens[positions].cpu(), positions.cpu()
+
+    def _cell_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """Pixel mask (B, 1, S, S) in {0,1} -> (B, N) bool: a cell is editable if any of its pixels is masked."""
+        g = self.grid_size
+        return (F.adaptive_max_pool2d(mask, (g, g)) > 0.5).reshape(mask.shape[0], -1)
+
+    # ------------------------------------------------------------------ sampling
+    def _logits(self, inputs: Dict[str, torch.Tensor], uncond: Optional[Dict[str, torch.Tensor]], tokens: torch.Tensor, guidance_scale: float):
+        n = tokens.shape[1]
+        inputs["image_codes"][:, -n:] = tokens
+        logits = self.transformer(**inputs).logits
+        if uncond is not None and guidance_scale > 1.0:
+            uncond["image_codes"][:, -n:] = tokens
+            logits_u = self.transformer(**uncond).logits
+            logits = logits_u + guidance_scale * (logits - logits_u)
+        return logits
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Union[str, List[str], None] = None,
+        image: Union[PipelineImageInput, List[PipelineImageInput], None] = None,
+        mask_image: Union[PipelineImageInput, List[PipelineImageInput], None] = None,
+        style_image: Union[PipelineImageInput, List[PipelineImageInput], None] = None,
+        image_box: Optional[Box] = None,
+        reference_images: Optional[List[Tuple[PipelineImageInput, Box]]] = None,
+        num_inference_steps: int = 10,
+        num_images_per_prompt: int = 1,
+        guidance_scale: float = 1.0,
+        temperature: Optional[float] = None,
+        generator: Optional[torch.Generator] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        blend_pixels: bool = True,
+        refine_ratio: float = 0.25,
+        callback_on_step_end: Optional[Callable[["M6FashionPipeline", int, int, Dict[str, Any]], Dict[str, Any]]] = None,
+        callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
+    ):
+        r"""Generates or edits garment images.
+
+        Args:
+            prompt: caption(s); `None` or `""` = no text. Prompts longer than the model's text limit are
+                truncated with a warning.
+            image: the image to edit (inpainting, outpainting, style mixing, or the canvas around reference
+                patches); one image for all prompts or one per prompt.
+            mask_image: white where `image` is regenerated (inpainting) or taken from `style_image` (mixing);
+                same size as `image`.
+            style_image: second garment for style mixing: its tokens fill the mask region, then SMART refines
+                the seam (`refine_ratio` of the tokens around it are re-sampled).
+            image_box: outpainting: `image` is resized into this pixel box of the canvas and everything outside
+                it is generated.
+            reference_images: local editing: a list of `(patch_image, box)`; each patch is resized into its box
+                and given to the model as a visual condition at that place. Several pairs = several conditions.
+            num_inference_steps: T, SMART passes (default 10).
+            num_images_per_prompt: images per prompt.
+            guidance_scale: classifier-free guidance scale (1.0 = off); > 1 runs an unconditional pass too.
+            temperature: overrides the scheduler's sampling temperature for this call.
+            generator: `torch.Generator` making the call reproducible.
+            output_type: `"pil"`, `"np"`, `"pt"` or `"tokens"` (skip decoding).
+            blend_pixels: for inpainting/mixing, paste the original pixels back outside the mask.
+            callback_on_step_end: called after every pass as `fn(pipe, step, timestep, {"tokens": ...})`;
+                it may return a dict replacing `tokens`.
+
+        Returns:
+            [`M6FashionPipelineOutput`] with `images` and `tokens (B, h, w, M)`, or a tuple `(images, tokens)`.
+        """
+        self.check_inputs(
+            prompt, image, mask_image, style_image, image_box, reference_images, num_inference_steps,
+            num_images_per_prompt, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
+        )
+        device = self.device
+        cfg = self.transformer.config
+        g, n, k = cfg.grid_size, cfg.num_image_tokens, cfg.codebook_size
+        s = self.sample_size
+
+        # ---- batch
+        if prompt is None:
+            prompts = [""] * max(1, len(_as_list(image)) if isinstance(image, (list, tuple)) else 1)
+        else:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        b = len(prompts)
+
+        # ---- initial tokens and editable cells
+        tokens = torch.full((b, n, cfg.num_groups), k, dtype=torch.long, device=device)
+        editable = torch.ones(b, n, dtype=torch.bool, device=device)
+        base_pixels, pixel_mask = None, None
+        if image is not None:
+            if image_box is not None:
+                top, left, h, w = self.box_to_cells(image_box)
+                canvases = []
+                for im in _expand(image, len(prompts) // num_images_per_prompt, "image"):
+                    pil = postprocess(preprocess(im, s), "pil")[0]
+                    canvas = PIL.Image.new("RGB", (s, s), (255, 255, 255))
+                    canvas.paste(pil.resize((w * self.cell, h * self.cell), PIL.Image.BICUBIC), (left * self.cell, top * self.cell))
+                    canvases.append(canvas)
+                base_pixels = preprocess(canvases, s)
+                pixel_mask = torch.ones(len(canvases), 1, s, s)
+                pixel_mask[:, :, top * self.cell : (top + h) * self.cell, left * self.cell : (left + w) * self.cell] = 0
+            else:
+                base_pixels = preprocess(_expand(image, len(prompts) // num_images_per_prompt, "image"), s)
+                if mask_image is not None:
+                    masks = _expand(mask_image, base_pixels.shape[0], "mask_image")
+                    pixel_mask = torch.stack([preprocess_mask(m, s) for m in masks])
+                else:
+                    pixel_mask = torch.zeros(base_pixels.shape[0], 1, s, s)
+            base_pixels = base_pixels.repeat_interleave(num_images_per_prompt, 0)
+            pixel_mask = pixel_mask.repeat_interleave(num_images_per_prompt, 0)
+            base_tokens = self.encode_images(base_pixels)
+            editable = self._cell_mask(pixel_mask).to(device)
+            if style_image is not None:
+                style_pixels = preprocess(_expand(style_image, len(prompts) // num_images_per_prompt, "style_image"), s)
+                style_tokens = self.encode_images(style_pixels.repeat_interleave(num_images_per_prompt, 0))
+                base_tokens = torch.where(editable[..., None], style_tokens, base_tokens)
+                base_pixels = torch.where(pixel_mask.bool(), style_pixels.repeat_interleave(num_images_per_prompt, 0), base_pixels)
+                editable = self._seam(editable, refine_ratio, generator)
+                pixel_mask = F.interpolate(editable.float().reshape(b, 1, g, g), size=(s, s), mode="nearest").cpu()
+            tokens = torch.where(editable[..., None], torch.full_like(base_tokens, k), base_tokens)
+
+        # ---- conditions
+        conditions = None
+        if reference_images is not None:
+            patches = [self._reference_patch(im, box) for im, box in reference_images]
+            conditions = [patches for _ in range(b)]
+            if image is None:
+                tokens = torch.full((b, n, cfg.num_groups), k, dtype=torch.long, device=device)
+
+        text_ids = self.encode_prompt(prompts)
+        inputs = {key: v.to(device) for key, v in build_model_inputs(cfg, text_ids, tokens.cpu(), conditions).items()}
+        uncond = None
+        if guidance_scale > 1.0:
+            uncond = {key: v.to(device) for key, v in build_model_inputs(cfg, [[] for _ in range(b)], tokens.cpu(), None).items()}
+
+        # ---- SMART loop
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        saved_temperature = self.scheduler.config.temperature
+        if temperature is not None:
+            self.scheduler.register_to_config(temperature=float(temperature))
+        try:
+            with self.progress_bar(total=num_inference_steps) as progress_bar:
+                for i, t in enumerate(self.scheduler.timesteps):
+                    if not (tokens == k).any():
+                        progress_bar.update()
+                        continue
+                    logits = self._logits(inputs, uncond, tokens, guidance_scale)
+                    tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
+                    if callback_on_step_end is not None:
+                        cb = callback_on_step_end(self, i, int(t), {"tokens": tokens})
+                        tokens = (cb or {}).get("tokens", tokens)
+                    progress_bar.update()
+        finally:
+            self.scheduler.register_to_config(temperature=saved_temperature)
+
+        grid_tokens = tokens.reshape(b, g, g, cfg.num_groups)
+        if output_type == "tokens":
+            images = None
+        else:
+            pixels = self.decode_tokens(tokens).cpu()
+            if base_pixels is not None and blend_pixels:
+                pixels = torch.where(pixel_mask.bool(), pixels, base_pixels.float())
+            images = postprocess(pixels, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, grid_tokens)
+        return M6FashionPipelineOutput(images=images, tokens=grid_tokens)
+
+    def _seam(self, region: torch.Tensor, refine_ratio: float, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Cells on both sides of the border of `region` (B, N): the part SMART refines after style mixing."""
+        g = self.grid_size
+        r = region.float().reshape(-1, 1, g, g)
+        grown = F.max_pool2d(r, 3, stride=1, padding=1)
+        shrunk = -F.max_pool2d(-r, 3, stride=1, padding=1)
+        seam = (grown - shrunk) > 0.5
+        if refine_ratio > 0:
+            extra = torch.rand(r.shape, generator=generator, device=generator.device if generator is not None else r.device).to(r.device) < refine_ratio
+            seam = seam | (extra & (grown > 0.5))
+        return seam.reshape(region.shape[0], -1)
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _size_of(im) -> Optional[Tuple[int, int]]:
+    if isinstance(im, PIL.Image.Image):
+        return im.size
+    if isinstance(im, np.ndarray) and im.ndim >= 2:
+        return (im.shape[1], im.shape[0])
+    if isinstance(im, torch.Tensor) and im.ndim >= 2:
+        return (im.shape[-1], im.shape[-2])
+    return None
+
+
+def _expand(x, batch: int, name: str) -> list:
+    items = _as_list(x)
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        items = list(x)
+    if len(items) == 1:
+        return items * batch
+    if len(items) != batch:
+        raise ValueError(f"{name} has {len(items)} entries but there are {batch} prompts; give one, or one per prompt")
+    return items

@@ -1,0 +1,1 @@
+from .scheduling_smart import SMARTScheduler, SMARTSchedulerOutput
