@@ -1,0 +1,1 @@
+"""Training scripts and data utilities (stage-1 tokenizer, stage-2 transformer)."""
