@@ -100,12 +100,18 @@ class M6FashionPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Optional[str] = None, **kwargs):
-        """Loads a pipeline folder or Hub repo (safetensors only). Without a path: the shipped default model."""
+        """Loads a pipeline folder or Hub repo (safetensors only). Without a path: the shipped default model.
+
+        Weights are loaded in float32 unless `torch_dtype` says otherwise (the shipped model stores float16).
+        """
         if pretrained_model_name_or_path is None:
             from ..default_model import default_model_path
 
             pretrained_model_name_or_path = default_model_path()
         kwargs.setdefault("use_safetensors", True)
+        # weights may be stored in float16 to keep checkpoints small; compute in float32 unless asked otherwise
+        if "torch_dtype" not in kwargs:
+            kwargs.setdefault("dtype", torch.float32)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def save_pretrained(self, save_directory, safe_serialization: bool = True, **kwargs):
