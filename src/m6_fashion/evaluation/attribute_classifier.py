@@ -1,0 +1,446 @@
+"""A small attribute classifier (articleType, baseColour, gender) used as the relevance metric.
+
+No CLIP weights are available offline, so text-image relevance is measured as an **attribute hit rate**:
+the classifier predicts the article type, base colour and gender of a generated image, and the prediction
+is compared with the attributes of the prompt (taken from the dataset row the prompt came from, or parsed
+from a free-text caption with :func:`parse_attributes`). The classifier is trained on the train split of
+fashion-product-images (``python -m m6_fashion.evaluation.train_classifier``) and its accuracy on the real
+test images is stored next to its weights in ``eval_results.json``.
+
+Input: 64x64 RGB images in [-1, 1], as produced by ``m6_fashion.image_processing.preprocess(images, 64)``
+(padded to a square on white, never cropped).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.utils import BaseOutput
+from torch import Tensor, nn
+
+from ..image_processing import preprocess
+
+HEADS: Tuple[str, ...] = ("articleType", "baseColour", "gender")
+_HEAD_CONFIG_KEYS = {"articleType": "article_type_labels", "baseColour": "base_colour_labels", "gender": "gender_labels"}
+
+DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "fashion-product-images")
+DEFAULT_CACHE_DIR = os.path.join(".cache", "m6-fashion")
+DEFAULT_MODEL_SUBDIR = os.path.join("models", "attribute-classifier")
+
+
+@dataclass
+class AttributeClassifierOutput(BaseOutput):
+    """``logits``: head name -> (B, num_labels) logits; ``features``: (B, C) pooled penultimate features."""
+
+    logits: Dict[str, Tensor]
+    features: Tensor
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class AttributeClassifier(ModelMixin, ConfigMixin):
+    """Small CNN with three classification heads over a shared trunk.
+
+    Trunk: a stride-2 stem, then one stage per entry of ``block_out_channels`` (the first at stride 1, the
+    others at stride 2), each stage two 3x3 conv + BN + ReLU layers except the last, which has one; global
+    average pooling; dropout; one linear head per attribute. Label vocabularies live in the config, so
+    ``save_pretrained`` / ``from_pretrained`` round-trip the label names.
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        article_type_labels: Sequence[str] = (),
+        base_colour_labels: Sequence[str] = (),
+        gender_labels: Sequence[str] = (),
+        sample_size: int = 64,
+        block_out_channels: Sequence[int] = (32, 64, 128, 256),
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        for key, labels in (
+            ("article_type_labels", article_type_labels),
+            ("base_colour_labels", base_colour_labels),
+            ("gender_labels", gender_labels),
+        ):
+            if len(labels) < 2:
+                raise ValueError(f"{key} needs at least 2 label names; got {len(labels)}")
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"{key} contains duplicate label names")
+        if len(block_out_channels) < 2:
+            raise ValueError("block_out_channels needs at least 2 stages")
+        if sample_size < 16 or sample_size % (2 ** len(block_out_channels)) != 0:
+            raise ValueError(f"sample_size must be >= 16 and divisible by {2 ** len(block_out_channels)}; got {sample_size}")
+        chans = list(block_out_channels)
+        layers: List[nn.Module] = [_conv_bn_relu(3, chans[0], 2)]
+        c_prev = chans[0]
+        for i, c in enumerate(chans):
+            layers.append(_conv_bn_relu(c_prev, c, 1 if i == 0 else 2))
+            if i < len(chans) - 1:
+                layers.append(_conv_bn_relu(c, c, 1))
+            c_prev = c
+        self.trunk = nn.Sequential(*layers)
+        self.head_dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict(
+            {
+                "articleType": nn.Linear(c_prev, len(article_type_labels)),
+                "baseColour": nn.Linear(c_prev, len(base_colour_labels)),
+                "gender": nn.Linear(c_prev, len(gender_labels)),
+            }
+        )
+
+    # -- label helpers -----------------------------------------------------------------------------
+
+    def labels(self, head: str) -> List[str]:
+        if head not in _HEAD_CONFIG_KEYS:
+            raise ValueError(f"unknown head {head!r}; heads are {HEADS}")
+        return list(getattr(self.config, _HEAD_CONFIG_KEYS[head]))
+
+    @property
+    def label_to_index(self) -> Dict[str, Dict[str, int]]:
+        return {h: {name: i for i, name in enumerate(self.labels(h))} for h in HEADS}
+
+    # -- forward / predict -------------------------------------------------------------------------
+
+    def forward(self, pixel_values: Tensor, return_dict: bool = True):
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must have shape (B, 3, H, W); got {tuple(pixel_values.shape)}")
+        size = self.config.sample_size
+        if pixel_values.shape[-2:] != (size, size):
+            raise ValueError(
+                f"pixel_values must be {size}x{size}; got {tuple(pixel_values.shape[-2:])} "
+                f"(use m6_fashion.image_processing.preprocess(images, {size}))"
+            )
+        h = self.trunk(pixel_values.to(self.dtype))
+        features = h.mean(dim=(2, 3))
+        z = self.head_dropout(features)
+        logits = {name: head(z) for name, head in self.heads.items()}
+        if not return_dict:
+            return logits, features
+        return AttributeClassifierOutput(logits=logits, features=features)
+
+    def _to_pixels(self, images) -> Tensor:
+        size = self.config.sample_size
+        if isinstance(images, Tensor) and images.dtype == torch.uint8:
+            if images.ndim == 3:
+                images = images[None]
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"uint8 image tensors must have shape (B, 3, H, W); got {tuple(images.shape)}")
+            images = images.float().div(127.5).sub(1.0)
+        if isinstance(images, Tensor) and torch.is_floating_point(images):
+            if images.numel() and (images.min() < -1.001 or images.max() > 1.001):
+                raise ValueError("float image tensors must lie in [-1, 1]")
+            if images.ndim == 4 and images.shape[-2:] != (size, size) and images.shape[1] == 3:
+                return F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+        return preprocess(images, size)
+
+    @torch.no_grad()
+    def predict_proba(self, images, batch_size: int = 256) -> Dict[str, Tensor]:
+        """Images (anything ``preprocess`` accepts, or uint8 tensors) -> head -> (B, num_labels) probabilities."""
+        pixels = self._to_pixels(images)
+        was_training = self.training
+        self.eval()
+        out: Dict[str, List[Tensor]] = {h: [] for h in HEADS}
+        try:
+            for i in range(0, pixels.shape[0], batch_size):
+                logits = self(pixels[i : i + batch_size].to(self.device)).logits
+                for h in HEADS:
+                    out[h].append(logits[h].float().softmax(-1).cpu())
+        finally:
+            self.train(was_training)
+        return {h: torch.cat(v) for h, v in out.items()}
+
+    @torch.no_grad()
+    def predict(self, images, batch_size: int = 256) -> List[Dict[str, str]]:
+        """Images -> one dict per image mapping each head to its predicted label name."""
+        probs = self.predict_proba(images, batch_size=batch_size)
+        names = {h: self.labels(h) for h in HEADS}
+        idx = {h: probs[h].argmax(-1).tolist() for h in HEADS}
+        n = len(idx[HEADS[0]])
+        return [{h: names[h][idx[h][i]] for h in HEADS} for i in range(n)]
+
+
+def default_classifier_path() -> Path:
+    """Where the shipped classifier lives: ``$M6_FASHION_CLASSIFIER_PATH``, else ``models/attribute-classifier``
+    in the source checkout, else ``models/attribute-classifier`` under the current directory."""
+    env = os.environ.get("M6_FASHION_CLASSIFIER_PATH")
+    if env:
+        return Path(env)
+    repo_root = Path(__file__).resolve().parents[3]
+    candidate = repo_root / DEFAULT_MODEL_SUBDIR
+    if (candidate / "config.json").is_file():
+        return candidate
+    return Path(DEFAULT_MODEL_SUBDIR)
+
+
+def load_default_classifier(path: Optional[Union[str, os.PathLike]] = None) -> AttributeClassifier:
+    """Loads the trained attribute classifier (eval mode)."""
+    path = Path(path) if path is not None else default_classifier_path()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no attribute classifier at {str(path)!r}; train one with "
+            "`python -m m6_fashion.evaluation.train_classifier --output_dir models/attribute-classifier`"
+        )
+    return AttributeClassifier.from_pretrained(str(path)).eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# attributes of prompts
+
+
+def attributes_from_row(row: Mapping[str, object]) -> Dict[str, Optional[str]]:
+    """The prompt attributes of a dataset row (``articleType``, ``baseColour``, ``gender``); missing -> None."""
+    out: Dict[str, Optional[str]] = {}
+    for h in HEADS:
+        v = row.get(h)
+        out[h] = None if v is None or (isinstance(v, float) and math.isnan(v)) or v == "NA" else str(v)
+    return out
+
+
+_GENDER_WORDS = {
+    "men": "Men", "mens": "Men", "man": "Men",
+    "women": "Women", "womens": "Women", "woman": "Women",
+    "boys": "Boys", "boy": "Boys", "girls": "Girls", "girl": "Girls",
+    "unisex": "Unisex",
+}
+
+
+def _norm_tokens(text: str) -> List[str]:
+    text = text.lower().replace("'s", "s").replace("-", "")
+    tokens = re.findall(r"[a-z0-9]+", text)
+    out = []
+    for t in tokens:  # crude singularisation so "T-shirt" matches "Tshirts", "Shoe" matches "Shoes"
+        if len(t) > 3 and t.endswith("es") and t[:-2].endswith(("sh", "ch", "ss", "x")):
+            t = t[:-2]
+        elif len(t) > 3 and t.endswith("s") and not t.endswith("ss"):
+            t = t[:-1]
+        out.append(t)
+    return out
+
+
+def _find_phrase(tokens: List[str], phrase: List[str]) -> int:
+    n = len(phrase)
+    for i in range(len(tokens) - n + 1):
+        if tokens[i : i + n] == phrase:
+            return i
+    return -1
+
+
+def _match_vocab(tokens: List[str], vocab: Sequence[str]) -> Optional[str]:
+    """Vocabulary entry found in ``tokens``: the longest phrase, earliest position on ties."""
+    best: Optional[Tuple[int, int, str]] = None
+    for label in vocab:
+        if label == "NA":
+            continue
+        phrase = _norm_tokens(label)
+        if not phrase:
+            continue
+        pos = _find_phrase(tokens, phrase)
+        if pos < 0:
+            continue
+        key = (-len(phrase), pos, label)
+        if best is None or key < best:
+            best = key
+    return None if best is None else best[2]
+
+
+def parse_attributes(
+    caption: str,
+    article_types: Sequence[str],
+    base_colours: Sequence[str],
+    genders: Sequence[str] = ("Men", "Women", "Boys", "Girls", "Unisex"),
+) -> Dict[str, Optional[str]]:
+    """Best-effort attributes from a free-text caption; heads the caption does not name are None.
+
+    Matching is by whole words against the label vocabularies (case-insensitive, with naive plural
+    folding), e.g. "Puma Men Grey Solid Round Neck T-Shirt" -> Tshirts / Grey / Men. Captions often do
+    not name the exact article type (e.g. "Shoe" for "Casual Shoes"), so for prompts taken from the
+    dataset prefer :func:`attributes_from_row`.
+    """
+    if not isinstance(caption, str):
+        raise ValueError(f"caption must be a string; got {type(caption).__name__}")
+    tokens = _norm_tokens(caption)
+    gender = None
+    for t in tokens:
+        g = _GENDER_WORDS.get(t) or _GENDER_WORDS.get(t + "s")
+        if g is not None and g in genders:
+            gender = g
+            break
+    return {
+        "articleType": _match_vocab(tokens, article_types),
+        "baseColour": _match_vocab(tokens, base_colours),
+        "gender": gender,
+    }
+
+
+def attribute_hit_rate(
+    pred_labels: Union[Sequence[Mapping[str, str]], Mapping[str, Sequence[str]]],
+    prompt_attributes: Sequence[Mapping[str, Optional[str]]],
+    heads: Sequence[str] = HEADS,
+) -> Dict[str, float]:
+    """Fraction of generated images whose predicted attribute equals the prompt's, per head.
+
+    ``pred_labels``: the output of :meth:`AttributeClassifier.predict` (one dict per image) or a dict of
+    per-head lists. ``prompt_attributes``: one dict per image; a head whose value is None (the prompt did
+    not specify it) is left out of that head's rate. Returns ``{head: rate, "mean": mean over heads,
+    "all": fraction of images where every specified head is hit, "n_<head>": count, "n": images}``;
+    a head with no specified prompts gets ``nan``.
+    """
+    if isinstance(pred_labels, Mapping):
+        lengths = {len(v) for v in pred_labels.values()}
+        if len(lengths) != 1:
+            raise ValueError("per-head prediction lists have different lengths")
+        n = lengths.pop()
+        pred_labels = [{h: pred_labels[h][i] for h in pred_labels} for i in range(n)]
+    pred_labels = list(pred_labels)
+    prompt_attributes = list(prompt_attributes)
+    if len(pred_labels) != len(prompt_attributes):
+        raise ValueError(f"got {len(pred_labels)} predictions but {len(prompt_attributes)} prompt attribute sets")
+    if not pred_labels:
+        raise ValueError("attribute_hit_rate needs at least one image")
+    for h in heads:
+        if h not in HEADS:
+            raise ValueError(f"unknown head {h!r}; heads are {HEADS}")
+    hits = {h: 0 for h in heads}
+    counts = {h: 0 for h in heads}
+    all_hits = all_count = 0
+    for pred, attrs in zip(pred_labels, prompt_attributes):
+        specified = [h for h in heads if attrs.get(h) is not None]
+        ok = True
+        for h in specified:
+            if h not in pred:
+                raise ValueError(f"prediction is missing head {h!r}")
+            counts[h] += 1
+            if pred[h] == attrs[h]:
+                hits[h] += 1
+            else:
+                ok = False
+        if specified:
+            all_count += 1
+            all_hits += int(ok)
+    result: Dict[str, float] = {}
+    for h in heads:
+        result[h] = hits[h] / counts[h] if counts[h] else float("nan")
+    rates = [result[h] for h in heads if counts[h]]
+    result["mean"] = sum(rates) / len(rates) if rates else float("nan")
+    result["all"] = all_hits / all_count if all_count else float("nan")
+    for h in heads:
+        result[f"n_{h}"] = counts[h]
+    result["n"] = len(pred_labels)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# cached 64x64 images of a split
+
+
+def load_split_cache(
+    split: str,
+    data_dir: Union[str, os.PathLike] = DEFAULT_DATA_DIR,
+    cache_dir: Optional[Union[str, os.PathLike]] = DEFAULT_CACHE_DIR,
+    size: int = 64,
+    limit: Optional[int] = None,
+    verbose: bool = False,
+) -> Dict[str, object]:
+    """Decoded, preprocessed images of a split as one uint8 tensor (cached on disk after the first call).
+
+    Returns ``{"images": uint8 (N, 3, size, size), "ids": int64 (N,), "text": [...], "articleType": [...],
+    "baseColour": [...], "gender": [...]}``. ``images.float() / 127.5 - 1`` equals
+    ``preprocess(row_image, size)`` exactly. ``limit`` takes the first rows only (never cached);
+    ``cache_dir=None`` disables the disk cache.
+    """
+    import datasets
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit must be positive; got {limit}")
+    source = Path(data_dir) / f"{split}.parquet"
+    if not source.is_file():
+        raise FileNotFoundError(f"{split} split not found at {str(source)!r}; pass --data_dir")
+    fingerprint = source.stat().st_size
+    cache_file = None
+    if cache_dir is not None and limit is None:
+        cache_file = Path(cache_dir) / f"fashion-product-images-{split}-{size}px.pt"
+        if cache_file.is_file():
+            cached = torch.load(cache_file, weights_only=True)
+            if cached.get("source_bytes") == fingerprint:
+                return cached
+    ds = datasets.load_dataset("parquet", data_files={split: str(source)}, split=split)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    chunks: List[Tensor] = []
+    cols: Dict[str, list] = {"ids": [], "text": [], **{h: [] for h in HEADS}}
+    done = 0
+    for batch in ds.iter(batch_size=1000):
+        pixels = preprocess(batch["image"], size)
+        chunks.append(pixels.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8))
+        cols["ids"].extend(batch["id"])
+        cols["text"].extend(batch["text"])
+        for h in HEADS:
+            cols[h].extend(batch[h])
+        done += len(batch["id"])
+        if verbose:
+            print(f"decoded {done}/{len(ds)} {split} images", flush=True)
+    data: Dict[str, object] = {
+        "images": torch.cat(chunks),
+        "ids": torch.tensor(cols["ids"], dtype=torch.long),
+        "text": cols["text"],
+        **{h: cols[h] for h in HEADS},
+        "source_bytes": fingerprint,
+        "size": size,
+    }
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        torch.save(data, tmp)
+        tmp.replace(cache_file)
+    return data
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: AttributeClassifier,
+    images: Tensor,
+    labels: Mapping[str, Sequence[str]],
+    batch_size: int = 512,
+) -> Dict[str, Dict[str, float]]:
+    """Top-1 accuracy per head on uint8/float images, with the majority-class rate of ``labels`` as chance.
+
+    Labels the model has never seen (not in its vocabulary) count as errors.
+    """
+    from collections import Counter
+
+    preds = model.predict(images, batch_size=batch_size)
+    result: Dict[str, Dict[str, float]] = {}
+    for h in HEADS:
+        truth = list(labels[h])
+        if len(truth) != len(preds):
+            raise ValueError(f"{len(truth)} {h} labels for {len(preds)} images")
+        correct = sum(p[h] == t for p, t in zip(preds, truth))
+        majority_label, majority_count = Counter(truth).most_common(1)[0]
+        result[h] = {
+            "accuracy": correct / len(truth),
+            "chance_majority": majority_count / len(truth),
+            "majority_label": majority_label,
+            "num_classes_seen": len(set(truth)),
+            "n": len(truth),
+        }
+    return result
