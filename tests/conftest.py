@@ -78,3 +78,39 @@ def pretokenized_subset(fashion_subset_dir, tiny_pq_tokenizer_dir, tmp_path_fact
         split: pretokenize(str(fashion_subset_dir), str(tiny_pq_tokenizer_dir), split, output_dir=str(cache), batch_size=16)
         for split in ("train", "test")
     }
+
+
+# ---------------------------------------------------------------------------------------------- stage 1 / pipeline
+@pytest.fixture(scope="session")
+def real_images():
+    """The first 16 real test-split product photos (PIL) with their rows."""
+    if not (FASHION_DIR / "test.parquet").is_file():
+        pytest.skip("fashion-product-images not found beside the repo")
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files={"test": str(FASHION_DIR / "test.parquet")})["test"].select(range(16))
+    return [row for row in ds]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(real_images):
+    """A tiny randomly initialised M6FashionPipeline (64 px, 16x16x4 tokens, K=256) with a text tokenizer
+    trained on real captions; in eval mode."""
+    import torch
+
+    from m6_fashion import M6FashionConfig, M6FashionPipeline, M6FashionTransformer, PQTokenizer, SMARTScheduler, StyleDecoder
+    from m6_fashion.training.text_tokenizer import config_token_kwargs, train_text_tokenizer
+
+    torch.manual_seed(0)
+    tok = train_text_tokenizer([r["text"] for r in real_images], min_frequency=1)
+    cfg = M6FashionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                          max_condition_tokens=128, prefix_attention="isolated", **config_token_kwargs(tok))
+    pipe = M6FashionPipeline(
+        image_tokenizer=PQTokenizer(block_out_channels=(8, 16, 16), latent_channels=16).eval(),
+        decoder=StyleDecoder(latent_channels=16, style_channels=8, block_out_channels=(16, 8, 8)).eval(),
+        transformer=M6FashionTransformer(cfg).eval(),
+        tokenizer=tok,
+        scheduler=SMARTScheduler(mask_token_id=256),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

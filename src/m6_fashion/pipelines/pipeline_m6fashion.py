@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..image_processing import PipelineImageInput, postprocess, preprocess, preprocess_mask
 from ..models.pq_tokenizer import PQTokenizer
-from ..models.sequence_layout import build_model_inputs
+from ..models.sequence_layout import build_model_inputs, split_prefix_and_target
 from ..models.style_decoder import StyleDecoder
 from ..models.transformer_m6fashion import M6FashionTransformer
 from ..schedulers.scheduling_smart import SMARTScheduler
@@ -262,13 +262,29 @@ class M6FashionPipeline(DiffusionPipeline):
         return (F.adaptive_max_pool2d(mask, (g, g)) > 0.5).reshape(mask.shape[0], -1)
 
     # ------------------------------------------------------------------ sampling
-    def _logits(self, inputs: Dict[str, torch.Tensor], uncond: Optional[Dict[str, torch.Tensor]], tokens: torch.Tensor, guidance_scale: float):
+    def _prepare(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+        """Prepares one model input set for the SMART passes.
+
+        With `prefix_attention="isolated"` the condition + text prefix never attends to the target, so its
+        keys/values are computed once here and reused by every pass, which then only runs the N target positions.
+        """
+        if self.transformer.config.prefix_attention == "isolated":
+            prefix, target = split_prefix_and_target(inputs, self.transformer.config.num_image_tokens)
+            return {"inputs": target, "cache": self.transformer.encode_prefix(**prefix)}
+        return {"inputs": inputs, "cache": None}
+
+    def _forward(self, prepared: Dict[str, Any], tokens: torch.Tensor) -> torch.Tensor:
+        inputs = prepared["inputs"]
         n = tokens.shape[1]
         inputs["image_codes"][:, -n:] = tokens
-        logits = self.transformer(**inputs).logits
+        if prepared["cache"] is None:
+            return self.transformer(**inputs).logits
+        return self.transformer(**inputs, past_key_values=prepared["cache"], use_cache=False).logits
+
+    def _logits(self, cond: Dict[str, Any], uncond: Optional[Dict[str, Any]], tokens: torch.Tensor, guidance_scale: float):
+        logits = self._forward(cond, tokens)
         if uncond is not None and guidance_scale > 1.0:
-            uncond["image_codes"][:, -n:] = tokens
-            logits_u = self.transformer(**uncond).logits
+            logits_u = self._forward(uncond, tokens)
             logits = logits_u + guidance_scale * (logits - logits_u)
         return logits
 
@@ -384,9 +400,11 @@ class M6FashionPipeline(DiffusionPipeline):
 
         text_ids = self.encode_prompt(prompts)
         inputs = {key: v.to(device) for key, v in build_model_inputs(cfg, text_ids, tokens.cpu(), conditions).items()}
+        cond = self._prepare(inputs)
         uncond = None
         if guidance_scale > 1.0:
-            uncond = {key: v.to(device) for key, v in build_model_inputs(cfg, [[] for _ in range(b)], tokens.cpu(), None).items()}
+            uncond_inputs = build_model_inputs(cfg, [[] for _ in range(b)], tokens.cpu(), None)
+            uncond = self._prepare({key: v.to(device) for key, v in uncond_inputs.items()})
 
         # ---- SMART loop
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -399,7 +417,7 @@ class M6FashionPipeline(DiffusionPipeline):
                     if not (tokens == k).any():
                         progress_bar.update()
                         continue
-                    logits = self._logits(inputs, uncond, tokens, guidance_scale)
+                    logits = self._logits(cond, uncond, tokens, guidance_scale)
                     tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
                     if callback_on_step_end is not None:
                         cb = callback_on_step_end(self, i, int(t), {"tokens": tokens})
