@@ -104,7 +104,7 @@ def tiny_pipeline(real_images):
     torch.manual_seed(0)
     tok = train_text_tokenizer([r["text"] for r in real_images], min_frequency=1)
     cfg = M6FashionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                          max_condition_tokens=128, prefix_attention="isolated", **config_token_kwargs(tok))
+                          max_condition_tokens=256, prefix_attention="isolated", **config_token_kwargs(tok))
     pipe = M6FashionPipeline(
         image_tokenizer=PQTokenizer(block_out_channels=(8, 16, 16), latent_channels=16).eval(),
         decoder=StyleDecoder(latent_channels=16, style_channels=8, block_out_channels=(16, 8, 8)).eval(),

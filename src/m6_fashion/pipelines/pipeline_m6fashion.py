@@ -119,6 +119,40 @@ class M6FashionPipeline(DiffusionPipeline):
             raise ValueError("this project saves weights as safetensors only; safe_serialization must be True")
         return super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: Optional[str] = None,
+        private: Optional[bool] = None,
+        token: Optional[str] = None,
+        create_pr: bool = False,
+        revision: Optional[str] = None,
+        model_card: Optional[str] = None,
+    ):
+        """Uploads the whole pipeline (safetensors) with a model card as the repo's README.md.
+
+        The card is `model_card` if given, else the README.md of the folder the pipeline was loaded from, else a
+        minimal card; the Hub metadata (library_name, pipeline_tag, license, datasets) is always present.
+        """
+        import os
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if model_card is None:
+            source = os.path.join(str(getattr(self.config, "_name_or_path", "") or ""), "README.md")
+            model_card = open(source, encoding="utf-8").read() if os.path.isfile(source) else ""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+                f.write(with_hub_metadata(model_card))
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=tmp, commit_message=commit_message or "Upload M6FashionPipeline",
+                create_pr=create_pr, revision=revision,
+            )
+
     # ------------------------------------------------------------------ geometry
     @property
     def sample_size(self) -> int:
@@ -450,6 +484,31 @@ class M6FashionPipeline(DiffusionPipeline):
             extra = torch.rand(r.shape, generator=generator, device=generator.device if generator is not None else r.device).to(r.device) < refine_ratio
             seam = seam | (extra & (grown > 0.5))
         return seam.reshape(region.shape[0], -1)
+
+
+HUB_METADATA = {
+    "library_name": "m6-fashion",
+    "pipeline_tag": "text-to-image",
+    "license": "apache-2.0",
+    "datasets": ["fashion-product-images-small"],
+    "tags": ["m6-fashion", "fashion", "image-generation", "image-editing", "masked-image-modeling"],
+}
+
+
+def with_hub_metadata(card: str) -> str:
+    """Returns the card with a YAML header holding at least `HUB_METADATA` (keys already present are kept)."""
+    import yaml
+
+    card = card or "# M6-Fashion pipeline\n\nA pipeline of the m6-fashion library.\n"
+    data, body = {}, card
+    if card.startswith("---\n"):
+        end = card.find("\n---", 4)
+        if end != -1:
+            data = yaml.safe_load(card[4:end]) or {}
+            body = card[end + 4 :].lstrip("\n")
+    for key, value in HUB_METADATA.items():
+        data.setdefault(key, value)
+    return "---\n" + yaml.safe_dump(data, sort_keys=False) + "---\n" + body
 
 
 def _as_list(x) -> list:

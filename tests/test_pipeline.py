@@ -1,0 +1,163 @@
+"""M6FashionPipeline: every task end to end on real photos through a tiny pipeline."""
+
+from unittest import mock
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from m6_fashion import M6FashionPipeline
+from m6_fashion.image_processing import preprocess, preprocess_mask
+
+
+def _g(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _lower_half_mask(image):
+    mask = PIL.Image.new("L", image.size, 0)
+    mask.paste(255, (0, image.size[1] // 2, image.size[0], image.size[1]))
+    return mask
+
+
+def _tokens_of(pipe, image):
+    return pipe.encode_images(preprocess(image, 64))[0]
+
+
+def test_text_to_image_and_unconditional(tiny_pipeline, real_images):
+    out = tiny_pipeline([r["text"] for r in real_images[:2]], generator=_g())
+    assert len(out.images) == 2 and out.images[0].size == (64, 64)
+    assert out.tokens.shape == (2, 16, 16, 4) and int(out.tokens.max()) < 256
+    out = tiny_pipeline(generator=_g(), num_images_per_prompt=2, output_type="np")
+    assert out.images.shape == (2, 64, 64, 3) and out.images.dtype == np.uint8
+
+
+def test_same_generator_same_output_different_generator_different(tiny_pipeline):
+    a = tiny_pipeline("Men Navy Blue Shirt", generator=_g(0), output_type="tokens").tokens
+    b = tiny_pipeline("Men Navy Blue Shirt", generator=_g(0), output_type="tokens").tokens
+    c = tiny_pipeline("Men Navy Blue Shirt", generator=_g(1), output_type="tokens").tokens
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_inpainting_keeps_tokens_and_pixels_outside_mask(tiny_pipeline, real_images):
+    image = real_images[0]["image"]
+    mask = _lower_half_mask(image)
+    out = tiny_pipeline("Women Red Top", image=image, mask_image=mask, generator=_g(), output_type="pt")
+    editable = tiny_pipeline._cell_mask(preprocess_mask(mask, 64)[None])[0]
+    assert editable.any() and not editable.all()
+    base = _tokens_of(tiny_pipeline, image)
+    got = out.tokens.reshape(-1, 4)
+    assert torch.equal(got[~editable], base[~editable])
+    pix_mask = preprocess_mask(mask, 64).bool()
+    original = preprocess(image, 64)[0]
+    assert torch.allclose(out.images[0][:, ~pix_mask[0]], original[:, ~pix_mask[0]], atol=1e-6)
+
+
+def test_outpainting_extends_the_canvas(tiny_pipeline, real_images):
+    box = (16, 16, 48, 48)
+    out = tiny_pipeline(image=real_images[1]["image"], image_box=box, generator=_g(), output_type="tokens")
+    assert out.tokens.shape == (1, 16, 16, 4)
+    # the placed image's cells are kept: encode the same canvas and compare inside the box
+    top, left, h, w = tiny_pipeline.box_to_cells(box)
+    inside = torch.zeros(16, 16, dtype=torch.bool)
+    inside[top : top + h, left : left + w] = True
+    assert (out.tokens[0][~inside] < 256).all()
+
+
+def test_local_editing_with_reference_patches(tiny_pipeline, real_images):
+    refs = [(real_images[2]["image"], (0, 0, 32, 32)), (real_images[3]["image"], (32, 32, 64, 64))]
+    out = tiny_pipeline("Men Black Shoes", reference_images=refs, generator=_g())
+    assert out.images[0].size == (64, 64)
+    # text-guided local editing of an existing image: only the masked cells change
+    image = real_images[4]["image"]
+    mask = _lower_half_mask(image)
+    out = tiny_pipeline("Men Blue Tshirt", image=image, mask_image=mask, reference_images=refs[:1], generator=_g(),
+                        output_type="tokens")
+    editable = tiny_pipeline._cell_mask(preprocess_mask(mask, 64)[None])[0]
+    assert torch.equal(out.tokens.reshape(-1, 4)[~editable], _tokens_of(tiny_pipeline, image)[~editable])
+
+
+def test_style_mixing_takes_regions_from_both(tiny_pipeline, real_images):
+    a, b = real_images[5]["image"], real_images[6]["image"]
+    mask = _lower_half_mask(a)
+    out = tiny_pipeline(image=a, style_image=b, mask_image=mask, refine_ratio=0.0, generator=_g(), output_type="tokens")
+    region = tiny_pipeline._cell_mask(preprocess_mask(mask, 64)[None])[0].reshape(16, 16)
+    seam = tiny_pipeline._seam(region.reshape(1, -1), 0.0, None)[0].reshape(16, 16)
+    ta, tb = _tokens_of(tiny_pipeline, a).reshape(16, 16, 4), _tokens_of(tiny_pipeline, b).reshape(16, 16, 4)
+    got = out.tokens[0]
+    assert torch.equal(got[~region & ~seam], ta[~region & ~seam])
+    assert torch.equal(got[region & ~seam], tb[region & ~seam])
+
+
+def test_classifier_free_guidance_and_callback(tiny_pipeline):
+    seen = []
+    out = tiny_pipeline("Women Pink Handbag", guidance_scale=3.0, num_inference_steps=4, generator=_g(),
+                        callback_on_step_end=lambda p, i, t, kw: seen.append(i) or kw, output_type="tokens")
+    assert seen == [0, 1, 2, 3] and out.tokens.shape == (1, 16, 16, 4)
+
+
+def test_save_load_round_trip_identical(tiny_pipeline, tmp_path):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe")
+    assert not list((tmp_path / "pipe").rglob("*.bin")) and list((tmp_path / "pipe").rglob("*.safetensors"))
+    loaded = M6FashionPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    a = tiny_pipeline("Men Navy Blue Shirt", generator=_g(3), output_type="np").images
+    b = loaded("Men Navy Blue Shirt", generator=_g(3), output_type="np").images
+    assert np.array_equal(a, b)
+
+
+def test_push_to_hub_uploads_the_pipeline_and_card(tiny_pipeline):
+    uploaded = {}
+
+    def fake_upload(self, repo_id, folder_path, **kw):
+        import os
+
+        uploaded["files"] = sorted(os.path.relpath(os.path.join(r, f), folder_path) for r, _, fs in os.walk(folder_path) for f in fs)
+        uploaded["card"] = open(os.path.join(folder_path, "README.md")).read()
+        uploaded["repo_id"] = repo_id
+
+    fake_repo = mock.Mock(repo_id="user/m6-fashion-test")
+    with mock.patch("huggingface_hub.HfApi.create_repo", return_value=fake_repo) as create, \
+            mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload):
+        tiny_pipeline.push_to_hub("user/m6-fashion-test", model_card="# Test card")
+    create.assert_called_once()
+    files = uploaded["files"]
+    assert "model_index.json" in files and "README.md" in files
+    for comp in ("image_tokenizer", "decoder", "transformer"):
+        assert any(f.startswith(comp + "/") and f.endswith(".safetensors") for f in files), comp
+    assert not any(f.endswith(".bin") for f in files)
+    assert "pipeline_tag: text-to-image" in uploaded["card"] and "library_name: m6-fashion" in uploaded["card"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(prompt=[]), "empty"),
+        (dict(prompt="x", num_inference_steps=0), "num_inference_steps"),
+        (dict(prompt="x", reference_images=[("IMG", (0, 0, 80, 80))]), "outside"),
+        (dict(prompt="x", output_type="jpeg"), "output_type"),
+        (dict(prompt="x", guidance_scale=0.5), "guidance_scale"),
+        (dict(prompt="x", image="IMG"), "says nothing to edit"),
+    ],
+)
+def test_bad_inputs(tiny_pipeline, real_images, kwargs, match):
+    kwargs = {k: (real_images[0]["image"] if v == "IMG" else v) for k, v in kwargs.items()}
+    if "reference_images" in kwargs:
+        kwargs["reference_images"] = [(real_images[0]["image"], kwargs["reference_images"][0][1])]
+    with pytest.raises(ValueError, match=match):
+        tiny_pipeline(**kwargs)
+
+
+def test_mask_size_mismatch_and_wrong_mode(tiny_pipeline, real_images):
+    image = real_images[0]["image"]
+    with pytest.raises(ValueError, match="does not match"):
+        tiny_pipeline("x", image=image, mask_image=PIL.Image.new("L", (10, 10), 255))
+    with pytest.raises(ValueError, match="mode"):
+        tiny_pipeline("x", image=image.convert("F"), mask_image=_lower_half_mask(image))
+
+
+def test_long_prompt_is_truncated_with_warning(tiny_pipeline):
+    with pytest.warns(UserWarning, match="truncated"):
+        out = tiny_pipeline(" ".join(["shirt"] * 60), num_inference_steps=2, generator=_g(), output_type="tokens")
+    assert out.tokens.shape == (1, 16, 16, 4)
