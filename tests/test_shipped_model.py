@@ -1,0 +1,51 @@
+"""The shipped default pipeline loads offline and runs every task once (few SMART steps)."""
+
+import os
+
+import PIL.Image
+import pytest
+import torch
+
+from m6_fashion import M6FashionPipeline
+from m6_fashion.default_model import default_model_path
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    p = M6FashionPipeline.from_pretrained()
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_shipped_model_is_small_safetensors_only():
+    root = default_model_path()
+    files = [os.path.join(r, f) for r, _, fs in os.walk(root) for f in fs]
+    assert sum(os.path.getsize(f) for f in files) <= 40 * 2**20
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl"))]
+    assert os.path.isfile(os.path.join(root, "README.md"))
+
+
+def test_loads_in_float32_with_expected_geometry(pipe):
+    assert pipe.transformer.dtype == torch.float32
+    assert pipe.transformer.config.grid_size == 16 and pipe.transformer.config.num_groups == 4
+    assert pipe.image_tokenizer.config.quantizer_type == "product" and pipe.sample_size == 64
+
+
+def test_every_task_once(pipe, real_images):
+    g = torch.Generator().manual_seed(0)
+    a, b = real_images[0]["image"], real_images[1]["image"]
+    mask = PIL.Image.new("L", a.size, 0)
+    mask.paste(255, (0, a.size[1] // 2, a.size[0], a.size[1]))
+    runs = {
+        "text": dict(prompt="Men Navy Blue Casual Shirt"),
+        "unconditional": dict(),
+        "inpaint": dict(prompt="Women Red Top", image=a, mask_image=mask),
+        "outpaint": dict(image=a, image_box=(16, 8, 48, 56)),
+        "edit": dict(prompt="Men Black Shoes", reference_images=[(b, (0, 0, 32, 32))]),
+        "multi": dict(reference_images=[(a, (0, 0, 32, 32)), (b, (32, 32, 64, 64))]),
+        "mix": dict(image=a, style_image=b, mask_image=mask),
+    }
+    for name, kw in runs.items():
+        out = pipe(num_inference_steps=3, generator=g, **kw)
+        assert out.images[0].size == (64, 64), name
+        assert out.tokens.shape == (1, 16, 16, 4), name
