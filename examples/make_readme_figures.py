@@ -65,7 +65,7 @@ def main(argv=None):
     canvas.paste(pad_to_square(to_rgb(shoe)).resize((48, 32)), (8, 32))
     rows.append([canvas, pipe("Men Black Casual Shoes", reference_images=[(shoe, patch_box)], generator=g()).images[0],
                  pipe("Women White Casual Shoes", reference_images=[(shoe, patch_box)], generator=g()).images[0],
-                 pipe(reference_images=[(shirt, (0, 0, 32, 64)), (tshirt, (32, 0, 64, 64))], generator=g()).images[0]])
+                 pipe(reference_images=[(shirt, (0, 0, 32, 60)), (tshirt, (32, 4, 64, 64))], generator=g()).images[0]])
     make_grid([_show(im) for row in rows for im in row], cols=4).save(os.path.join(args.out, "editing.png"))
     with open(os.path.join(args.out, "editing.txt"), "w") as f:
         f.write(
