@@ -6,6 +6,7 @@
     m6-fashion mix      --image a.png --style-image b.png --mask mask.png --out out.png
     m6-fashion outpaint --image in.png --box 16 16 48 48 --out out.png
     m6-fashion train-tokenizer ... | train-transformer ...   (training scripts, see --help)
+    m6-fashion studio [--model DIR] [--port N]   (the web studio on 127.0.0.1)
 """
 
 from __future__ import annotations
@@ -91,6 +92,21 @@ def main(argv: Optional[List[str]] = None) -> None:
 
         train_main(argv[1:])
         return
+    if argv and argv[0] == "finetune":
+        from .training.finetune import main as finetune_main
+
+        finetune_main(argv[1:])
+        return
+    if argv and argv[0] == "evaluate":
+        from .evaluation.evaluate import main as evaluate_main
+
+        evaluate_main(argv[1:])
+        return
+    if argv and argv[0] == "studio":
+        from .studio import main as studio_main
+
+        studio_main(argv[1:])
+        return
 
     parser = argparse.ArgumentParser(prog="m6-fashion", description="M6-Fashion: generate and edit garment images.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +140,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     sub.add_parser("train-tokenizer", help="train the stage-1 tokenizer + decoder (see train-tokenizer --help)")
     sub.add_parser("train-transformer", help="train the stage-2 transformer (see train-transformer --help)")
+    sub.add_parser("studio", help="start the studio web page on 127.0.0.1 (see studio --help; needs the [studio] extra)")
 
     args = parser.parse_args(argv)
     if args.command == "generate":
