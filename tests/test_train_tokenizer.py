@@ -71,3 +71,23 @@ def test_bad_data_is_refused(tmp_path, fashion_subset_dir):
         train(_args(bad, tmp_path / "o2", max_train_steps=1))
     with pytest.raises(ValueError, match="quantizer_type"):
         train(_args(fashion_subset_dir, tmp_path / "o3", max_train_steps=1, quantizer_type="lattice"))
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_run(fashion_subset_dir, tmp_path):
+    """The same script runs data-parallel under torchrun (gloo on CPU) and saves loadable models."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "m6_fashion.training.train_tokenizer",
+           "--data", str(fashion_subset_dir), "--output_dir", str(out), "--max_train_steps", "4", "--train_batch_size", "4",
+           "--encoder_channels", "8", "16", "16", "--decoder_channels", "16", "8", "8", "--latent_channels", "16",
+           "--style_channels", "8", "--adv_start_step", "2", "--r1_every", "2", "--eval_every", "100",
+           "--checkpoint_every", "2", "--eval_limit", "8"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 process(es)" in r.stdout + r.stderr
+    PQTokenizer.from_pretrained(out / "image_tokenizer")

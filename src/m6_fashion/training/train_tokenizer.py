@@ -139,7 +139,9 @@ def train(args: TokenizerTrainingArguments) -> dict:
 
     if args.quantizer_type not in ("product", "vector", "residual"):
         raise ValueError(f"unknown quantizer_type {args.quantizer_type!r}; accepted: product, vector, residual")
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    # on a machine without a GPU, cpu=True makes accelerate set up gloo data parallelism under torchrun /
+    # accelerate launch (otherwise each process would train alone)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
     ds = load_parquet_splits(args.data, required_columns=("image",))
@@ -148,7 +150,7 @@ def train(args: TokenizerTrainingArguments) -> dict:
     with accelerator.main_process_first():
         train_images = images_to_array(ds["train"], args.resolution, args.num_proc, args.train_limit)
         test_images = images_to_array(ds["test"], args.resolution, args.num_proc, args.eval_limit)
-    accelerator.print(f"train images {train_images.shape}, test images {test_images.shape}")
+    accelerator.print(f"{accelerator.num_processes} process(es) on {accelerator.device}; train images {train_images.shape}, test images {test_images.shape}")
 
     tokenizer = PQTokenizer(
         sample_size=args.resolution, block_out_channels=tuple(args.encoder_channels), latent_channels=args.latent_channels,
