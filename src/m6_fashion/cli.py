@@ -79,6 +79,21 @@ def _run_pipeline(args, **kwargs) -> None:
         print(path)
 
 
+def _export_onnx(argv: List[str]) -> None:
+    """Runs `conversion/export_onnx.py` of this checkout (the exporters are not part of the installed package)."""
+    import importlib.util
+
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    script = os.path.join(root, "conversion", "export_onnx.py")
+    if not os.path.isfile(script):
+        raise SystemExit("error: `m6-fashion export onnx` needs a source checkout (conversion/export_onnx.py); "
+                         "install with `pip install -e .[export]` from a clone")
+    spec = importlib.util.spec_from_file_location("m6_fashion_conversion_export_onnx", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(argv)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     # training commands forward their arguments untouched to their own parsers
@@ -101,6 +116,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         from .evaluation.evaluate import main as evaluate_main
 
         evaluate_main(argv[1:])
+        return
+    if argv[:2] == ["export", "onnx"]:
+        _export_onnx(argv[2:])
         return
     if argv and argv[0] == "studio":
         from .studio import main as studio_main
@@ -140,6 +158,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     sub.add_parser("train-tokenizer", help="train the stage-1 tokenizer + decoder (see train-tokenizer --help)")
     sub.add_parser("train-transformer", help="train the stage-2 transformer (see train-transformer --help)")
+    sub.add_parser("export", help="`export onnx --model DIR --out DIR`: ONNX bundle for the torch-free runtime")
     sub.add_parser("studio", help="start the studio web page on 127.0.0.1 (see studio --help; needs the [studio] extra)")
 
     args = parser.parse_args(argv)

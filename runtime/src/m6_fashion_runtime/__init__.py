@@ -1,0 +1,18 @@
+"""m6-fashion-runtime: torch-free M6-Fashion inference (ONNX Runtime + numpy).
+
+Runs a bundle written by the m6-fashion repository's ``conversion/export_onnx.py``: caption
+tokenisation (``tokenizers``), the sequence layout and the SMART sampling loop in numpy, the image
+encoder / transformer / decoder graphs in ONNX Runtime. Depends only on numpy, onnxruntime,
+tokenizers and pillow.
+"""
+
+__version__ = "0.1.0"
+
+from .bundle import Bundle, BundleError, BundleFileNotFoundError, Geometry, load_bundle
+from .pipeline import M6FashionRuntime, RuntimeOutput, save_images
+from .scheduler import SMARTSampler
+
+__all__ = [
+    "Bundle", "BundleError", "BundleFileNotFoundError", "Geometry", "load_bundle",
+    "M6FashionRuntime", "RuntimeOutput", "save_images", "SMARTSampler", "__version__",
+]

@@ -1,0 +1,172 @@
+"""Reading and validating a runtime bundle folder.
+
+A bundle (written by ``conversion/export_onnx.py`` of the m6-fashion repository) holds::
+
+    bundle.json            format, format_version, geometry, special_token_ids, scheduler, files, sha256
+    image_encoder.onnx     pixels (B, 3, S, S) in [-1, 1] -> tokens (B, h, w, M) int64
+    image_decoder.onnx     tokens (B, h, w, M) int64 -> pixels (B, 3, S, S) in [-1, 1]
+    transformer.onnx       one SMART pass: 5 layout tensors -> logits (B, N, M, K)
+    transformer.int8.onnx  optional, dynamic int8 quantisation of transformer.onnx
+    tokenizer.json         caption tokenizer (``tokenizers`` library)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict
+
+BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
+SUPPORTED_FORMAT_VERSIONS = (1,)
+BUNDLE_JSON = "bundle.json"
+REQUIRED_FILES = ("image_encoder", "image_decoder", "transformer", "tokenizer")
+GEOMETRY_KEYS = (
+    "sample_size", "grid_size", "num_groups", "codebook_size", "num_image_tokens",
+    "max_text_length", "max_condition_tokens", "max_position_embeddings", "vocab_size",
+)
+SPECIAL_TOKENS = ("pad", "unk", "sep", "eov", "eot", "img", "mask")
+REEXPORT_HINT = "re-create the bundle with `python conversion/export_onnx.py --model PIPELINE_DIR --out BUNDLE_DIR`"
+
+
+class BundleError(ValueError):
+    """The bundle folder is malformed (bad bundle.json, unsupported format version, inconsistent geometry)."""
+
+
+class BundleFileNotFoundError(FileNotFoundError):
+    """A file the bundle needs is missing."""
+
+
+@dataclass
+class Geometry:
+    sample_size: int
+    grid_size: int
+    num_groups: int
+    codebook_size: int
+    num_image_tokens: int
+    max_text_length: int
+    max_condition_tokens: int
+    max_position_embeddings: int
+    vocab_size: int
+
+    @property
+    def cell(self) -> int:
+        """Pixels per token cell."""
+        return self.sample_size // self.grid_size
+
+    @property
+    def mask_code(self) -> int:
+        return self.codebook_size
+
+
+@dataclass
+class Bundle:
+    """A validated bundle: paths of its files and its configuration."""
+
+    root: str
+    format_version: int
+    geometry: Geometry
+    special_token_ids: Dict[str, int]
+    scheduler: Dict[str, object]
+    files: Dict[str, str] = field(default_factory=dict)
+    sha256: Dict[str, str] = field(default_factory=dict)
+
+    def path(self, key: str) -> str:
+        if key not in self.files:
+            raise BundleFileNotFoundError(
+                f"the bundle {self.root!r} has no {key!r} entry in {BUNDLE_JSON} (it lists {sorted(self.files)}); {REEXPORT_HINT}"
+                + (" --int8" if key == "transformer_int8" else "")
+            )
+        return os.path.join(self.root, self.files[key])
+
+    @property
+    def has_int8(self) -> bool:
+        return "transformer_int8" in self.files and os.path.isfile(os.path.join(self.root, self.files["transformer_int8"]))
+
+    def verify_checksums(self) -> None:
+        """Compares every file with the sha256 recorded at export; raises ``BundleError`` on a mismatch."""
+        for key, digest in self.sha256.items():
+            h = hashlib.sha256()
+            with open(self.path(key), "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            if h.hexdigest() != digest:
+                raise BundleError(f"{self.files[key]} in {self.root!r} does not match the checksum recorded in {BUNDLE_JSON} (corrupted or replaced); {REEXPORT_HINT}")
+
+
+def _int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BundleError(f"{BUNDLE_JSON}: {name} must be an integer; got {value!r}")
+    return value
+
+
+def load_bundle(root: str) -> Bundle:
+    """Reads ``root/bundle.json``, checks the format version, the geometry and that every file exists.
+
+    Raises ``BundleFileNotFoundError`` (a ``FileNotFoundError``) for a missing folder or file and
+    ``BundleError`` (a ``ValueError``) for an unsupported format version or a malformed ``bundle.json``.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise BundleFileNotFoundError(f"bundle folder {root!r} does not exist; {REEXPORT_HINT}")
+    cfg_path = os.path.join(root, BUNDLE_JSON)
+    if not os.path.isfile(cfg_path):
+        raise BundleFileNotFoundError(f"{root!r} is not a runtime bundle: {BUNDLE_JSON} is missing; {REEXPORT_HINT}")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{cfg_path} is not valid JSON ({e}); {REEXPORT_HINT}") from None
+    if not isinstance(cfg, dict):
+        raise BundleError(f"{cfg_path} must hold a JSON object; got {type(cfg).__name__}")
+    if cfg.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{cfg_path}: format is {cfg.get('format')!r}, expected {BUNDLE_FORMAT!r}; {REEXPORT_HINT}")
+    version = cfg.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS or isinstance(version, bool):
+        from . import __version__
+
+        raise BundleError(
+            f"{cfg_path}: bundle format version {version!r} is not supported by m6-fashion-runtime {__version__} "
+            f"(supported: {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); {REEXPORT_HINT} with a matching "
+            "version of the repository, or install a matching m6-fashion-runtime"
+        )
+    for key in ("geometry", "special_token_ids", "scheduler", "files"):
+        if not isinstance(cfg.get(key), dict):
+            raise BundleError(f"{cfg_path}: missing or malformed {key!r} section; {REEXPORT_HINT}")
+    geo = cfg["geometry"]
+    missing = [k for k in GEOMETRY_KEYS if k not in geo]
+    if missing:
+        raise BundleError(f"{cfg_path}: geometry lacks {missing}; {REEXPORT_HINT}")
+    geometry = Geometry(**{k: _int(geo[k], f"geometry.{k}") for k in GEOMETRY_KEYS})
+    if geometry.grid_size < 1 or geometry.sample_size % geometry.grid_size:
+        raise BundleError(f"{cfg_path}: sample_size {geometry.sample_size} is not a multiple of grid_size {geometry.grid_size}")
+    if geometry.num_image_tokens != geometry.grid_size ** 2:
+        raise BundleError(f"{cfg_path}: num_image_tokens {geometry.num_image_tokens} != grid_size**2")
+    special = cfg["special_token_ids"]
+    missing = [k for k in SPECIAL_TOKENS if k not in special]
+    if missing:
+        raise BundleError(f"{cfg_path}: special_token_ids lacks {missing}")
+    special = {k: _int(special[k], f"special_token_ids.{k}") for k in SPECIAL_TOKENS}
+    scheduler = dict(cfg["scheduler"])
+    if scheduler.get("mask_token_id", geometry.codebook_size) != geometry.codebook_size:
+        raise BundleError(f"{cfg_path}: scheduler.mask_token_id {scheduler.get('mask_token_id')} != codebook_size {geometry.codebook_size}")
+    files = {k: str(v) for k, v in cfg["files"].items()}
+    lacking = [k for k in REQUIRED_FILES if k not in files]
+    if lacking:
+        raise BundleError(f"{cfg_path}: files lacks entries for {lacking}; {REEXPORT_HINT}")
+    for key in REQUIRED_FILES:
+        name = files[key]
+        if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+            raise BundleError(f"{cfg_path}: file entry {key!r} = {name!r} must be a name inside the bundle folder")
+        if not os.path.isfile(os.path.join(root, name)):
+            raise BundleFileNotFoundError(f"the bundle {root!r} is incomplete: {name} ({key}) is missing; {REEXPORT_HINT}")
+    return Bundle(
+        root=root,
+        format_version=version,
+        geometry=geometry,
+        special_token_ids=special,
+        scheduler=scheduler,
+        files=files,
+        sha256={k: str(v) for k, v in (cfg.get("sha256") or {}).items() if k in files},
+    )

@@ -1,0 +1,112 @@
+"""The `m6-fashion-runtime` command line (no PyTorch needed).
+
+    m6-fashion-runtime generate --bundle DIR --prompt "Men Navy Blue Casual Shirt" --seed 0 --out shirt.png
+    m6-fashion-runtime inpaint  --bundle DIR --image in.png --mask mask.png --prompt "Men Red Shirt" --out out.png
+    m6-fashion-runtime outpaint --bundle DIR --image in.png --box 16 16 48 48 --out out.png
+    m6-fashion-runtime info     --bundle DIR [--verify]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="bundle folder (written by conversion/export_onnx.py)")
+    p.add_argument("--prompt", default=None, help="caption, e.g. 'Women Pink Handbag' (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for sampling (same seed, same image)")
+    p.add_argument("--steps", type=int, default=10, help="SMART passes T (default 10)")
+    p.add_argument("--num-images", type=int, default=1, help="images to write (out.png, out-1.png, ...)")
+    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1.0 = off)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the bundle's scheduler)")
+    p.add_argument("--deterministic", action="store_true", help="argmax tokens and lowest-confidence re-masking")
+    p.add_argument("--int8", action="store_true", help="use the int8-quantised transformer (bundle exported with --int8)")
+    p.add_argument("--provider", default="cpu", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime execution provider")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--out", required=True, help="output PNG path")
+
+
+def _open_image(path: str, what: str):
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: {what} {path!r} does not exist")
+    try:
+        im = Image.open(path)
+        im.load()
+        return im
+    except Exception as e:  # noqa: BLE001 - reported to the user
+        raise SystemExit(f"error: cannot read {what} {path!r}: {e}")
+
+
+def _runtime(args):
+    from .bundle import BundleError, BundleFileNotFoundError
+    from .pipeline import M6FashionRuntime
+
+    try:
+        return M6FashionRuntime(args.bundle, provider=args.provider, int8=args.int8, num_threads=args.threads)
+    except (BundleError, BundleFileNotFoundError, FileNotFoundError, RuntimeError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+def _generate(args, **kwargs) -> None:
+    from .pipeline import save_images
+
+    if args.num_images < 1:
+        raise SystemExit("error: --num-images must be >= 1")
+    rt = _runtime(args)
+    try:
+        out = rt(prompt=args.prompt, num_inference_steps=args.steps, num_images_per_prompt=args.num_images,
+                 guidance_scale=args.guidance_scale, temperature=args.temperature,
+                 deterministic=True if args.deterministic else None, seed=args.seed, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"error: {e}")
+    for path in save_images(out.images, args.out):
+        print(path)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="m6-fashion-runtime", description="M6-Fashion inference without PyTorch (ONNX Runtime).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("generate", help="text-to-image (or unconditional without --prompt)")
+    _add_common(p)
+    p = sub.add_parser("inpaint", help="regenerate the white region of --mask in --image (text-guided with --prompt)")
+    _add_common(p)
+    p.add_argument("--image", required=True, help="image to edit")
+    p.add_argument("--mask", required=True, help="mask image, same size as --image; white = regenerate")
+    p = sub.add_parser("outpaint", help="place --image inside --box and generate the rest of the canvas")
+    _add_common(p)
+    p.add_argument("--image", required=True)
+    p.add_argument("--box", type=int, nargs=4, required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
+                   help="pixel box on the output canvas")
+    p = sub.add_parser("info", help="print the bundle's configuration")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--verify", action="store_true", help="also verify the files' sha256 checksums")
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        from .bundle import BundleError, BundleFileNotFoundError, load_bundle
+
+        try:
+            b = load_bundle(args.bundle)
+            if args.verify:
+                b.verify_checksums()
+        except (BundleError, BundleFileNotFoundError) as e:
+            raise SystemExit(f"error: {e}")
+        print(json.dumps({"format_version": b.format_version, "geometry": vars(b.geometry), "special_token_ids": b.special_token_ids,
+                          "scheduler": b.scheduler, "files": b.files, "int8": b.has_int8}, indent=2))
+    elif args.command == "generate":
+        _generate(args)
+    elif args.command == "inpaint":
+        _generate(args, image=_open_image(args.image, "--image"), mask_image=_open_image(args.mask, "--mask"))
+    elif args.command == "outpaint":
+        _generate(args, image=_open_image(args.image, "--image"), image_box=tuple(args.box))
+
+
+if __name__ == "__main__":
+    main()

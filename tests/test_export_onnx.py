@@ -1,0 +1,305 @@
+"""ONNX export of the three graphs, the runtime bundle, int8 quantisation and the TensorRT builder.
+
+Most tests use a tiny randomly initialised pipeline (32 px images, 8x8x4 tokens, K=32) so the exports
+take seconds; one slow test exports the shipped model. Parity is always checked at batch sizes other
+than the export example's (2) on real test-split photos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FASHION_TEST = REPO_ROOT.parent / "shared" / "data" / "fashion-product-images" / "test.parquet"
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from conversion import build_tensorrt as bt  # noqa: E402
+from conversion import export_onnx as ex  # noqa: E402
+
+requires_test_split = pytest.mark.skipif(not FASHION_TEST.is_file(), reason="fashion-product-images test split not found beside the repo")
+
+
+# ---------------------------------------------------------------------------------------------- shared helpers
+def shipped_tokenizer_dir() -> str:
+    from m6_fashion.default_model import default_model_path
+
+    return os.path.join(default_model_path(), "tokenizer")
+
+
+def build_tiny_pipeline(deterministic: bool = True):
+    """A tiny randomly initialised M6FashionPipeline (32 px, 8x8 grid, M=4, K=32) with the shipped caption tokenizer."""
+    import torch
+
+    from m6_fashion import M6FashionConfig, M6FashionPipeline, M6FashionTransformer, PQTokenizer, SMARTScheduler, StyleDecoder
+    from m6_fashion.training.text_tokenizer import config_token_kwargs, load_text_tokenizer
+
+    torch.manual_seed(0)
+    text_tok = load_text_tokenizer(shipped_tokenizer_dir())
+    image_tok = PQTokenizer(sample_size=32, block_out_channels=(8, 16, 16), latent_channels=16, num_groups=4, codebook_size=32)
+    # spread the codebooks over the encoder's output range so the nearest-code search is not degenerate
+    with torch.no_grad():
+        z = image_tok.encoder(torch.rand(8, 3, 32, 32) * 2 - 1)
+        x = image_tok._split(z)
+        image_tok.codebooks.embed.copy_(x[torch.randperm(x.shape[0])[:32]].transpose(0, 1))
+    decoder = StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8), layers_per_block=1, sample_size=32)
+    cfg = M6FashionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, grid_size=8, codebook_size=32,
+                          num_groups=4, max_condition_tokens=16, prefix_attention="isolated", **config_token_kwargs(text_tok))
+    pipe = M6FashionPipeline(
+        image_tokenizer=image_tok.eval(),
+        decoder=decoder.eval(),
+        transformer=M6FashionTransformer(cfg).eval(),
+        tokenizer=text_tok,
+        scheduler=SMARTScheduler(mask_token_id=32, deterministic=deterministic),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_bundle_dir(tmp_path_factory) -> Path:
+    """The tiny pipeline's bundle, exported once per test session (shared by the test modules)."""
+    path = tmp_path_factory.getbasetemp() / "m6_tiny_bundle"
+    if not (path / ex.BUNDLE_JSON).is_file():
+        ex.export_bundle(None, str(path), int8=True, parity=False, pipe=build_tiny_pipeline(), log=lambda *a: None)
+    return path
+
+
+def shipped_bundle_dir(tmp_path_factory, pipe=None) -> Path:
+    """The shipped model's bundle (float32 + int8), exported once per test session (no parity check here)."""
+    path = tmp_path_factory.getbasetemp() / "m6_shipped_bundle"
+    if not (path / ex.BUNDLE_JSON).is_file():
+        ex.export_bundle(None, str(path), int8=True, parity=False, pipe=pipe, log=lambda *a: None)
+    return path
+
+
+def real_test_rows(count: int):
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files={"test": str(FASHION_TEST)}, split="test")
+    return [ds[i] for i in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    return build_tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    return tiny_bundle_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def test_rows():
+    if not FASHION_TEST.is_file():
+        pytest.skip("fashion-product-images test split not found beside the repo")
+    return real_test_rows(8)
+
+
+# ---------------------------------------------------------------------------------------------- tiny pipeline
+def test_exported_graphs_have_dynamic_axes_and_pass_checker(tiny_bundle):
+    import onnx
+
+    transformer_axes = {name: [0, 1] for name in ex.TRANSFORMER_INPUTS}
+    shapes = {
+        "image_encoder": ex.check_onnx_file(str(tiny_bundle / ex.FILES["image_encoder"]), {"pixel_values": [0]}, {"tokens": [0]}),
+        "image_decoder": ex.check_onnx_file(str(tiny_bundle / ex.FILES["image_decoder"]), {"tokens": [0]}, {"pixel_values": [0]}),
+        "transformer": ex.check_onnx_file(str(tiny_bundle / ex.FILES["transformer"]), transformer_axes, {"logits": [0]}),
+    }
+    # everything but the batch (and sequence) axes is fixed to the model's geometry
+    assert shapes["image_encoder"]["pixel_values"][1:] == [3, 32, 32]
+    assert shapes["image_encoder"]["tokens"][1:] == [8, 8, 4]
+    assert shapes["image_decoder"]["pixel_values"][1:] == [3, 32, 32]
+    assert shapes["transformer"]["logits"][1:] == [64, 4, 32]
+    assert shapes["transformer"]["image_codes"][2] == 4
+    for key, name in ex.FILES.items():
+        model = onnx.load(str(tiny_bundle / name), load_external_data=False)
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+        # weights inside the file: no initializer points to external data, no side files
+        assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer), key
+    assert not [p for p in os.listdir(tiny_bundle) if p.endswith(".data")]
+
+
+@requires_test_split
+def test_parity_with_pytorch_at_two_batch_sizes_on_real_images(tiny_pipe, tiny_bundle, test_rows):
+    images = [r["image"] for r in test_rows]
+    parity = ex.run_parity(tiny_pipe, str(tiny_bundle), images, batches=(1, 5), prompts=[r["text"] for r in test_rows], strict=False)
+    assert [r["batch"] for r in parity["image_encoder"]] == [1, 5]
+    for r in parity["image_encoder"]:
+        assert r["token_match"] >= ex.TOKEN_MATCH_MIN, r
+    for r in parity["image_decoder"]:
+        assert r["pixel_max_abs_diff"] <= ex.PIXEL_TOLERANCE, r
+    for r in parity["transformer"]:
+        assert r["logit_max_abs_diff"] <= ex.LOGIT_TOLERANCE and r["argmax_match"] >= ex.ARGMAX_MATCH_MIN, r
+
+
+def test_transformer_parity_at_another_sequence_length(tiny_pipe, tiny_bundle):
+    """No condition segment: the shortest layout (the export example had a 3-token condition)."""
+    import torch
+
+    from m6_fashion.models.sequence_layout import build_model_inputs
+
+    cfg = tiny_pipe.transformer.config
+    gen = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, cfg.codebook_size + 1, (4, cfg.num_image_tokens, cfg.num_groups), generator=gen)
+    inputs = build_model_inputs(cfg, tiny_pipe.encode_prompt(["men shirt", "", "women red dress", "shoes"]), codes)
+    assert inputs["input_ids"].shape[1] == cfg.max_text_length + 2 + cfg.num_image_tokens
+    r = ex.parity_transformer(str(tiny_bundle / ex.FILES["transformer"]), tiny_pipe.transformer, inputs)
+    assert r["logit_max_abs_diff"] <= ex.LOGIT_TOLERANCE and r["argmax_match"] >= ex.ARGMAX_MATCH_MIN, r
+
+
+def test_check_onnx_file_catches_a_batch_fixed_by_the_exporter(tmp_path):
+    """Without dynamic_shapes the exporter bakes the example's batch into the graph; the check must say so."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            return x * 2 + 1
+
+    path = str(tmp_path / "fixed.onnx")
+    ex._export(Net(), (torch.ones(2, 3),), path, ["x"], ["y"], None, 18)
+    with pytest.raises(ValueError, match="axis 0 of input 'x' is fixed to 2"):
+        ex.check_onnx_file(path, {"x": [0]})
+    with pytest.raises(ValueError, match="opset"):
+        ex._export(Net(), (torch.ones(2, 3),), str(tmp_path / "old.onnx"), ["x"], ["y"], None, 17)
+
+
+def test_bundle_json_and_tokenizer(tiny_pipe, tiny_bundle):
+    from tokenizers import Tokenizer
+
+    cfg = json.loads((tiny_bundle / ex.BUNDLE_JSON).read_text())
+    assert cfg["format"] == ex.BUNDLE_FORMAT and cfg["format_version"] == ex.BUNDLE_FORMAT_VERSION
+    tcfg = tiny_pipe.transformer.config
+    assert cfg["geometry"] == {
+        "sample_size": 32, "grid_size": 8, "num_groups": 4, "codebook_size": 32, "num_image_tokens": 64,
+        "max_text_length": tcfg.max_text_length, "max_condition_tokens": 16,
+        "max_position_embeddings": tcfg.max_position_embeddings, "vocab_size": tcfg.vocab_size,
+    }
+    assert cfg["special_token_ids"] == tcfg.special_token_ids
+    assert cfg["scheduler"]["mask_token_id"] == 32 and cfg["scheduler"]["deterministic"] is True
+    assert cfg["scheduler"]["mask_schedule"] == "smart" and cfg["scheduler"]["alpha"] == 0.8
+    assert set(cfg["files"]) == {"image_encoder", "image_decoder", "transformer", "transformer_int8", "tokenizer"}
+    for key, name in cfg["files"].items():
+        assert ex._sha256(str(tiny_bundle / name)) == cfg["sha256"][key]
+    tok = Tokenizer.from_file(str(tiny_bundle / cfg["files"]["tokenizer"]))
+    captions = ["Turtle Check Men Navy Blue Shirt", "Puma Men Ferrari Vintage Black Polo T-shirt", "  ÉTÉ zzqx  ", ""]
+    assert [e.ids for e in tok.encode_batch(captions, add_special_tokens=False)] == tiny_pipe.tokenizer(captions, add_special_tokens=False)["input_ids"]
+
+
+def test_int8_transformer_is_dynamic_and_close(tiny_pipe, tiny_bundle):
+    path = str(tiny_bundle / ex.INT8_FILE)
+    ex.check_onnx_file(path, {name: [0, 1] for name in ex.TRANSFORMER_INPUTS}, {"logits": [0]})
+    assert os.path.getsize(path) < os.path.getsize(tiny_bundle / ex.FILES["transformer"])
+    import torch
+
+    pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    inputs = ex.transformer_parity_inputs(tiny_pipe, tiny_pipe.image_tokenizer.encode(pixels), ["men shirt", "women bag", "shoes"])
+    r = ex.parity_transformer(path, tiny_pipe.transformer, inputs)
+    assert r["batch"] == 3
+    assert r["argmax_match"] >= 0.5, r  # int8 is approximate; the shipped model's agreement is measured by the benchmark
+
+
+def test_fp16_encoder_export_for_strongly_typed_tensorrt(tiny_pipe, tmp_path):
+    """TensorRT >= 11 needs float16 graphs: the encoder CNN in half precision, the codebook search in float32."""
+    import onnx
+
+    paths = ex.export_fp16_graphs(tiny_pipe, str(tmp_path), components=["image_encoder"])
+    assert set(paths) == {"image_encoder"}
+    model = onnx.load(paths["image_encoder"])
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 pixels in
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT64  # int64 tokens out
+    conv_weights = [i for i in model.graph.initializer if len(i.dims) == 4]
+    assert conv_weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in conv_weights)
+    # the codebook (4 groups x 32 codes x 4 channels, possibly stored transposed) stays float32
+    codebook = [i for i in model.graph.initializer if sorted(i.dims) == [4, 4, 32]]
+    assert codebook and all(i.data_type == onnx.TensorProto.FLOAT for i in codebook)
+    # the original pipeline is untouched (float32)
+    assert tiny_pipe.transformer.dtype == tiny_pipe.decoder.dtype == tiny_pipe.image_tokenizer.dtype
+    with pytest.raises(ValueError, match="unknown components"):
+        ex.export_fp16_graphs(tiny_pipe, str(tmp_path), components=["vae"])
+
+
+def test_export_cli_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="not a pipeline folder"):
+        ex.main(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="parity-batch"):
+        ex.main(["--out", str(tmp_path / "b"), "--parity-batch", str(ex.EXPORT_BATCH)])
+    with pytest.raises(SystemExit, match="opset"):
+        ex.main(["--out", str(tmp_path / "b"), "--opset", "17"])
+    with pytest.raises(SystemExit, match="parity data"):
+        ex.main(["--out", str(tmp_path / "b"), "--parity-data", str(tmp_path / "missing.parquet")])
+
+
+# ---------------------------------------------------------------------------------------------- shipped model
+@pytest.mark.slow
+@requires_test_split
+def test_shipped_model_export_and_parity(tmp_path_factory, test_rows):
+    from m6_fashion import M6FashionPipeline
+
+    pipe = M6FashionPipeline.from_pretrained()
+    pipe.set_progress_bar_config(disable=True)
+    bundle = shipped_bundle_dir(tmp_path_factory, pipe)
+    images = [r["image"] for r in test_rows]
+    parity = ex.run_parity(pipe, str(bundle), images, batches=(1, 5), prompts=[r["text"] for r in test_rows], strict=False)
+    for r in parity["image_encoder"]:
+        assert r["token_match"] >= ex.TOKEN_MATCH_MIN, r
+    for r in parity["image_decoder"]:
+        assert r["pixel_max_abs_diff"] <= ex.PIXEL_TOLERANCE, r
+    for r in parity["transformer"]:
+        assert r["logit_max_abs_diff"] <= ex.LOGIT_TOLERANCE and r["argmax_match"] >= ex.ARGMAX_MATCH_MIN, r
+    cfg = json.loads((bundle / ex.BUNDLE_JSON).read_text())
+    assert cfg["geometry"]["sample_size"] == 64 and cfg["geometry"]["grid_size"] == 16 and cfg["geometry"]["codebook_size"] == 256
+
+
+# ---------------------------------------------------------------------------------------------- TensorRT
+def _tensorrt_missing() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+TENSORRT_SKIP = "TensorRT is not installed (needs an NVIDIA GPU and `pip install tensorrt`); engines cannot be built on CPU machines"
+
+
+def test_tensorrt_profiles_follow_the_bundle_geometry(tiny_bundle):
+    cfg = json.loads((tiny_bundle / ex.BUNDLE_JSON).read_text())
+    p = bt.profiles_for(cfg, 1, 4, 16)
+    assert p["image_encoder"]["pixel_values"] == ((1, 3, 32, 32), (4, 3, 32, 32), (16, 3, 32, 32))
+    short = cfg["geometry"]["max_text_length"] + 2 + 64
+    assert p["transformer"]["image_codes"] == ((1, short, 4), (4, short, 4), (16, short + 16, 4))
+    with pytest.raises(ValueError, match="min_batch"):
+        bt.profiles_for(cfg, 4, 2, 16)
+
+
+@pytest.mark.skipif(not _tensorrt_missing(), reason="tensorrt is installed: the missing-TensorRT message cannot be shown")
+def test_build_tensorrt_fails_clearly_without_tensorrt(tiny_bundle):
+    with pytest.raises(SystemExit, match="TensorRT is not installed"):
+        bt.main(["--bundle", str(tiny_bundle)])
+
+
+@pytest.mark.skipif(_tensorrt_missing(), reason=TENSORRT_SKIP)
+def test_build_tensorrt_engines_and_parity(tiny_pipe, tiny_bundle, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT is installed but no CUDA device is visible")
+    model_dir = tmp_path / "pipe"
+    tiny_pipe.save_pretrained(str(model_dir))
+    args = ["--bundle", str(tiny_bundle), "--model", str(model_dir), "--out", str(tmp_path / "trt"), "--max-batch", "8",
+            "--opt-batch", "4", "--parity-batches", "1", "5"]
+    if FASHION_TEST.is_file():
+        args += ["--parity-data", str(FASHION_TEST)]
+    report = bt.main(args)
+    assert set(report["engines"]) == {"image_encoder", "image_decoder", "transformer"}
+    for r in report["parity"]["image_encoder"]:
+        assert r["token_match"] >= 0.95
+    for r in report["parity"]["transformer"]:
+        assert r["argmax_match"] >= 0.95 and r["finite"]

@@ -1,0 +1,355 @@
+"""The torch-free runtime (`runtime/`, package `m6_fashion_runtime`).
+
+Checks the numpy sequence layout and SMART sampler against the PyTorch ones, runtime vs pipeline token
+parity in deterministic mode (tiny pipeline and the shipped model), the CLI in a process where importing
+torch fails, and the errors for bad bundles and bad inputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_DIR = REPO_ROOT / "runtime"
+RUNTIME_SRC = RUNTIME_DIR / "src"
+for p in (str(RUNTIME_SRC), str(Path(__file__).resolve().parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import m6_fashion_runtime as mrt  # noqa: E402
+from m6_fashion_runtime.layout import build_model_inputs as np_build_model_inputs  # noqa: E402
+from m6_fashion_runtime.scheduler import SMARTSampler  # noqa: E402
+from test_export_onnx import FASHION_TEST, build_tiny_pipeline, real_test_rows, shipped_bundle_dir, tiny_bundle_dir  # noqa: E402
+
+FORBIDDEN = ("torch", "m6_fashion", "transformers", "diffusers", "accelerate", "safetensors")
+requires_test_split = pytest.mark.skipif(not FASHION_TEST.is_file(), reason="fashion-product-images test split not found beside the repo")
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    return build_tiny_pipeline(deterministic=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    return tiny_bundle_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def test_rows():
+    if not FASHION_TEST.is_file():
+        pytest.skip("fashion-product-images test split not found beside the repo")
+    return real_test_rows(6)
+
+
+def _half_mask(size):
+    from PIL import Image
+
+    w, h = size
+    mask = Image.new("L", (w, h), 0)
+    mask.paste(255, (0, h // 2, w, h))
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------- package
+def test_runtime_sources_never_import_torch_or_m6_fashion():
+    for path in sorted((RUNTIME_SRC / "m6_fashion_runtime").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
+
+
+def test_runtime_pyproject_declares_only_the_small_dependencies():
+    import re
+
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        tomllib = pytest.importorskip("tomli")
+    meta = tomllib.loads((RUNTIME_DIR / "pyproject.toml").read_text())["project"]
+    assert meta["name"] == "m6-fashion-runtime"
+    deps = {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in meta["dependencies"]}
+    assert deps == {"numpy", "onnxruntime", "tokenizers", "pillow"}
+    assert meta["scripts"]["m6-fashion-runtime"] == "m6_fashion_runtime.cli:main"
+
+
+# ---------------------------------------------------------------------------------------------- numpy mirrors
+def test_numpy_layout_matches_sequence_layout(tiny_pipe, tiny_bundle):
+    import torch
+
+    from m6_fashion.models.sequence_layout import build_model_inputs, crop_patch
+
+    bundle = mrt.load_bundle(str(tiny_bundle))
+    cfg = tiny_pipe.transformer.config
+    rng = np.random.default_rng(0)
+    grid = torch.from_numpy(rng.integers(0, 32, (8, 8, 4)))
+    cases = [
+        ([[10, 11, 12], [], [7] * cfg.max_text_length], None, None),
+        ([[5, 9], [13]], rng.integers(0, 33, (2, 64, 4)), [[crop_patch(grid, (0, 0, 2, 3), 8)], None]),
+        ([[8], [9], [10]], rng.integers(0, 33, (3, 8, 8, 4)),
+         [[crop_patch(grid, (1, 1, 2, 2), 8), crop_patch(grid, (5, 5, 1, 3), 8)], [crop_patch(grid, (7, 0, 1, 1), 8)], []]),
+    ]
+    for texts, target, conditions in cases:
+        ref = build_model_inputs(cfg, texts, None if target is None else torch.from_numpy(target), conditions)
+        np_conditions = None if conditions is None else [[(c.numpy(), p.numpy()) for c, p in (cond or [])] for cond in conditions]
+        got = np_build_model_inputs(bundle.geometry, bundle.special_token_ids, texts, target, np_conditions)
+        assert set(got) == set(ref)
+        for key in ref:
+            np.testing.assert_array_equal(got[key], ref[key].numpy(), err_msg=key)
+    with pytest.raises(ValueError, match="max_text_length"):
+        np_build_model_inputs(bundle.geometry, bundle.special_token_ids, [[7] * (cfg.max_text_length + 1)])
+
+
+@pytest.mark.parametrize("schedule,steps", [("smart", 10), ("smart", 2), ("cosine", 6), ("smart", 1)])
+def test_numpy_sampler_matches_smart_scheduler_in_deterministic_mode(schedule, steps):
+    import torch
+
+    from m6_fashion import SMARTScheduler
+
+    B, N, M, K = 3, 64, 4, 32
+    rng = np.random.default_rng(steps)
+    ref_s = SMARTScheduler(mask_token_id=K, mask_schedule=schedule, deterministic=True)
+    got_s = SMARTSampler.from_config(dict(ref_s.config))
+    ref_s.set_timesteps(steps)
+    got_s.set_timesteps(steps)
+    editable = rng.random((B, N)) < 0.7
+    editable[0] = True
+    start = rng.integers(0, K, (B, N, M))
+    start[editable] = K
+    ref_tok, got_tok = torch.from_numpy(start), start.copy()
+    for i in range(steps):
+        logits = (rng.standard_normal((B, N, M, K)) * 3).astype(np.float32)
+        ref_tok = ref_s.step(torch.from_numpy(logits), i, ref_tok, editable=torch.from_numpy(editable)).prev_sample
+        got_tok = got_s.step(logits, i, got_tok, editable=editable)
+        np.testing.assert_array_equal(got_tok, ref_tok.numpy(), err_msg=f"step {i}")
+    assert not (got_tok == K).any()
+    np.testing.assert_array_equal(got_tok[~editable], start[~editable])
+
+
+def test_numpy_sampler_sampling_mode_semantics():
+    B, N, M, K, T = 2, 64, 4, 32, 5
+    sampler = SMARTSampler(mask_token_id=K, temperature=1.5)
+    sampler.set_timesteps(T)
+    rng = np.random.default_rng(0)
+    editable = np.ones((B, N), dtype=bool)
+    editable[1, :16] = False
+    start = np.full((B, N, M), K)
+    start[~editable] = 3
+    logits = [rng.standard_normal((B, N, M, K)).astype(np.float32) for _ in range(T)]
+
+    def run(seed):
+        g = np.random.default_rng(seed)
+        tokens, history = start.copy(), []
+        for i in range(T):
+            tokens = sampler.step(logits[i], i, tokens, editable=editable, rng=g)
+            history.append(tokens.copy())
+        return history
+
+    h1, h2, h3 = run(1), run(1), run(2)
+    assert all((a == b).all() for a, b in zip(h1, h2))  # same seed, same tokens
+    assert any((a != b).any() for a, b in zip(h1, h3))
+    for i, tokens in enumerate(h1[:-1]):
+        n_masked = (tokens == K).any(-1).sum(-1)
+        expected = np.floor(editable.sum(-1).astype(np.float32) * np.float32(sampler.remask_ratio(i)))
+        np.testing.assert_array_equal(n_masked, expected)
+    assert not (h1[-1] == K).any() and (h1[-1][~editable] == 3).all()
+    assert h1[-1].min() >= 0 and h1[-1].max() < K
+
+
+# ---------------------------------------------------------------------------------------------- parity with the pipeline
+def _agreement(a, b) -> str:
+    return f"token agreement {np.mean(np.asarray(a) == np.asarray(b)):.4%}"
+
+
+def test_runtime_matches_pipeline_tokens_text_to_image(tiny_pipe, tiny_bundle):
+    rt = mrt.M6FashionRuntime(str(tiny_bundle))
+    prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes"]
+    for kwargs in ({"num_inference_steps": 10}, {"num_inference_steps": 4, "num_images_per_prompt": 2}, {"num_inference_steps": 3, "guidance_scale": 2.0}):
+        ref = tiny_pipe(prompts, output_type="tokens", **kwargs).tokens.numpy()
+        got = rt(prompts, output_type="tokens", **kwargs).tokens
+        assert got.shape == ref.shape
+        assert (got == ref).all(), f"{kwargs}: {_agreement(got, ref)}"
+    ref = tiny_pipe(None, output_type="tokens", num_inference_steps=5).tokens.numpy()
+    assert (rt(None, output_type="tokens", num_inference_steps=5).tokens == ref).all()
+
+
+@requires_test_split
+def test_runtime_matches_pipeline_inpainting_on_real_images(tiny_pipe, tiny_bundle, test_rows):
+    rt = mrt.M6FashionRuntime(str(tiny_bundle))
+    images = [r["image"] for r in test_rows[:3]]
+    masks = [_half_mask(im.size) for im in images]
+    prompts = [r["text"] for r in test_rows[:3]]
+    ref = tiny_pipe(prompts, image=images, mask_image=masks, output_type="np", num_inference_steps=6)
+    got = rt(prompts, image=images, mask_image=masks, output_type="np", num_inference_steps=6)
+    assert (got.tokens == ref.tokens.numpy()).all(), _agreement(got.tokens, ref.tokens.numpy())
+    diff = np.abs(got.images.astype(int) - ref.images.astype(int))
+    assert diff.max() <= 1, f"pixel uint8 max diff {diff.max()}"
+    # outpainting: the image shrunk into a box, the rest generated
+    ref = tiny_pipe(prompts[0], image=images[0], image_box=(8, 8, 24, 24), output_type="tokens", num_inference_steps=4).tokens.numpy()
+    got = rt(prompts[0], image=images[0], image_box=(8, 8, 24, 24), output_type="tokens", num_inference_steps=4).tokens
+    assert (got == ref).all(), _agreement(got, ref)
+
+
+@pytest.mark.slow
+@requires_test_split
+def test_runtime_matches_shipped_pipeline_tokens(tmp_path_factory, test_rows):
+    from m6_fashion import M6FashionPipeline, SMARTScheduler
+
+    bundle = shipped_bundle_dir(tmp_path_factory)
+    pipe = M6FashionPipeline.from_pretrained()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = SMARTScheduler.from_config(pipe.scheduler.config, deterministic=True)
+    rt = mrt.M6FashionRuntime(str(bundle))
+    prompts = [r["text"] for r in test_rows[:2]]
+    ref = pipe(prompts, output_type="tokens", num_inference_steps=8).tokens.numpy()
+    got = rt(prompts, deterministic=True, output_type="tokens", num_inference_steps=8).tokens
+    assert (got == ref).all(), f"text-to-image: {_agreement(got, ref)}"
+    image = test_rows[2]["image"]
+    ref = pipe(prompts[0], image=image, mask_image=_half_mask(image.size), output_type="tokens", num_inference_steps=4).tokens.numpy()
+    got = rt(prompts[0], image=image, mask_image=_half_mask(image.size), deterministic=True, output_type="tokens", num_inference_steps=4).tokens
+    assert (got == ref).all(), f"inpainting: {_agreement(got, ref)}"
+
+
+# ---------------------------------------------------------------------------------------------- no torch
+def _no_torch_env(tmp_path) -> dict:
+    shim = tmp_path / "no_torch_shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"for _name in {FORBIDDEN!r}:\n"
+        "    sys.modules[_name] = None  # importing it raises ImportError\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(shim), str(RUNTIME_SRC)])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_runtime_cli_runs_where_torch_cannot_be_imported(tiny_bundle, tmp_path):
+    from PIL import Image
+
+    env = _no_torch_env(tmp_path)
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "import of torch halted" in probe.stderr  # the shim works
+
+    script = (
+        "import sys, m6_fashion_runtime as m\n"
+        f"rt = m.M6FashionRuntime({str(tiny_bundle)!r}, num_threads=1)\n"
+        "out = rt('men navy blue shirt', num_inference_steps=3, seed=0)\n"
+        "assert out.images[0].size == (32, 32)\n"
+        "assert not any(k.split('.')[0] in ('torch', 'm6_fashion') and sys.modules[k] is not None for k in sys.modules)\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+    cli = [sys.executable, "-m", "m6_fashion_runtime", ]
+    out = tmp_path / "gen.png"
+    res = subprocess.run(cli + ["generate", "--bundle", str(tiny_bundle), "--prompt", "Women Pink Handbag", "--steps", "3",
+                                "--num-images", "2", "--out", str(out), "--threads", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert out.is_file() and (tmp_path / "gen-1.png").is_file()
+    assert Image.open(out).size == (32, 32)
+
+    src = tmp_path / "in.png"
+    Image.new("RGB", (30, 40), (200, 30, 30)).save(src)
+    _half_mask((30, 40)).save(tmp_path / "mask.png")
+    res = subprocess.run(cli + ["inpaint", "--bundle", str(tiny_bundle), "--image", str(src), "--mask", str(tmp_path / "mask.png"),
+                                "--prompt", "red dress", "--steps", "3", "--deterministic", "--int8", "--out", str(tmp_path / "inp.png")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "inp.png").size == (32, 32)
+
+    res = subprocess.run(cli + ["inpaint", "--bundle", str(tiny_bundle), "--image", str(tmp_path / "nope.png"), "--mask", str(src),
+                                "--out", str(tmp_path / "x.png")], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "does not exist" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def _copy_bundle(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_bad_bundles_give_clear_errors(tiny_bundle, tmp_path):
+    with pytest.raises(mrt.BundleFileNotFoundError, match="does not exist"):
+        mrt.load_bundle(str(tmp_path / "missing"))
+
+    b = _copy_bundle(tiny_bundle, tmp_path / "no_transformer")
+    (b / "transformer.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match=r"transformer\.onnx \(transformer\) is missing.*export_onnx\.py"):
+        mrt.M6FashionRuntime(str(b))
+
+    b = _copy_bundle(tiny_bundle, tmp_path / "no_json")
+    (b / "bundle.json").unlink()
+    with pytest.raises(FileNotFoundError, match="bundle.json is missing"):
+        mrt.load_bundle(str(b))
+
+    b = _copy_bundle(tiny_bundle, tmp_path / "future")
+    cfg = json.loads((b / "bundle.json").read_text())
+    cfg["format_version"] = 99
+    (b / "bundle.json").write_text(json.dumps(cfg))
+    with pytest.raises(mrt.BundleError, match="format version 99 is not supported.*supported: 1"):
+        mrt.load_bundle(str(b))
+
+    (b / "bundle.json").write_text("{not json")
+    with pytest.raises(mrt.BundleError, match="not valid JSON"):
+        mrt.load_bundle(str(b))
+
+    b = _copy_bundle(tiny_bundle, tmp_path / "no_int8")
+    cfg = json.loads((b / "bundle.json").read_text())
+    del cfg["files"]["transformer_int8"]
+    (b / "bundle.json").write_text(json.dumps(cfg))
+    with pytest.raises(FileNotFoundError, match="no int8 transformer.*--int8"):
+        mrt.M6FashionRuntime(str(b), int8=True)
+
+    b = _copy_bundle(tiny_bundle, tmp_path / "corrupt")
+    with open(b / "image_decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    bundle = mrt.load_bundle(str(b))
+    with pytest.raises(mrt.BundleError, match="checksum"):
+        bundle.verify_checksums()
+
+    from m6_fashion_runtime.cli import main
+
+    with pytest.raises(SystemExit, match="format version 99"):
+        cfg = json.loads((tiny_bundle / "bundle.json").read_text())
+        cfg["format_version"] = 99
+        (tmp_path / "future" / "bundle.json").write_text(json.dumps(cfg))
+        main(["generate", "--bundle", str(tmp_path / "future"), "--out", str(tmp_path / "x.png")])
+
+
+def test_runtime_rejects_bad_inputs(tiny_bundle):
+    from PIL import Image
+
+    rt = mrt.M6FashionRuntime(str(tiny_bundle))
+    img = Image.new("RGB", (32, 32))
+    with pytest.raises(ValueError, match="mask_image needs an image"):
+        rt("x", mask_image=img)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        rt("x", guidance_scale=0.5)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        rt("x", num_inference_steps=0)
+    with pytest.raises(ValueError, match="does not match image size"):
+        rt("x", image=img, mask_image=Image.new("L", (16, 16)))
+    with pytest.raises(ValueError, match="outside the 32x32 canvas"):
+        rt("x", image=img, image_box=(0, 0, 40, 40))
+    with pytest.raises(ValueError, match=r"token values must lie in \[0, 32\)"):
+        rt.decode_tokens(np.full((1, 64, 4), 32))
+    with pytest.warns(UserWarning, match="truncated"):
+        rt(" ".join(["shirt"] * 40), num_inference_steps=1, output_type="tokens")
