@@ -1,7 +1,8 @@
 """Text-to-image (paper Table 2 analog): FID, KID, IS, attribute hit rate and seconds per image.
 
 Rows:
-* SMART (T=10) with the shipped pipeline, at the scheduler's default temperature and at 0.7 (``--temperatures``).
+* SMART (T=10) with the shipped pipeline at the scheduler's default temperature and at 1.0 / 0.7 where they
+  differ from it (``--temperatures``).
 * Autoregressive baseline of the same size: an AR-trained checkpoint does not exist, so its quality
   columns read "not trained"; its seconds per image are measured with a same-size causal transformer
   (`attention="causal"`, fresh weights, KV-cached `generate_autoregressive`, then the same pixel decoder) at
@@ -143,7 +144,7 @@ def main(argv=None):
     p.add_argument("--model", default=None)
     p.add_argument("--num-samples", type=int, default=None, help="captions (default 200; 4 with --fast)")
     p.add_argument("--temperatures", type=float, nargs="+", default=None,
-                   help="default: the scheduler's default and 0.7")
+                   help="default: the scheduler's default, then 1.0 and 0.7 where they differ from it")
     p.add_argument("--steps", type=int, default=None, help="SMART passes (default 10; 2 with --fast)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -169,7 +170,8 @@ def main(argv=None):
         res = json.loads(open(args.from_json).read())
         source = f"tables from `{res.get('command')}` ({res.get('date')})"
     else:
-        temps = args.temperatures or [float(pipe.scheduler.config.temperature), 0.7]
+        default_t = float(pipe.scheduler.config.temperature)
+        temps = args.temperatures or [default_t] + [t for t in (1.0, 0.7) if t != default_t]
         sections = ["text_to_image"]
         res = ev.evaluate(model=args.model, pipe=pipe, num_samples=args.num_samples or (4 if fast else 200),
                           num_real=8 if fast else None, steps=args.steps or (2 if fast else 10), temperatures=temps,

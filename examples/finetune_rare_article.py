@@ -3,7 +3,8 @@
 1. picks a rare article type of the fashion-product-images train split (default ``Sarees``: 407 of
    42,221 train images; the shipped model draws something else for every saree caption, while the
    attribute classifier recognises 20/20 real test sarees), writes up to ``--num_images`` (300) of its
-   train rows to a Parquet file;
+   train rows to a Parquet file, together with ``--replay_images`` (300) random train images of other
+   types (without them the fine-tuned model draws the new type for every prompt);
 2. fine-tunes the shipped pipeline on them with ``m6-fashion finetune`` (in-process; the wall and CPU
    time of that step are measured) -- 10 % of the rows are held out by the command itself;
 3. generates images for captions of that type the fine-tune never saw (its test rows, then its
@@ -61,12 +62,12 @@ def pick_article_type(counts: Counter, test_counts: Counter, num_images: int, la
 
 
 @torch.no_grad()
-def generate(pipe, prompts, steps: int, seed: int, batch_size: int):
+def generate(pipe, prompts, steps: int, seed: int, batch_size: int, temperature=None):
     pipe.set_progress_bar_config(disable=True)
     images = []
     for i in range(0, len(prompts), batch_size):
         g = torch.Generator().manual_seed(seed + i)  # same noise for the base and the fine-tuned model
-        images += pipe(prompts[i : i + batch_size], num_inference_steps=steps, generator=g).images
+        images += pipe(prompts[i : i + batch_size], num_inference_steps=steps, generator=g, temperature=temperature).images
     return images
 
 
@@ -101,6 +102,8 @@ def main(argv=None):
     p.add_argument("--num_prompts", type=int, default=48, help="held-out captions of the type to score")
     p.add_argument("--num_control_prompts", type=int, default=48, help="captions of other types to score")
     p.add_argument("--inference_steps", type=int, default=10)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature for both pipelines (default: each pipeline's scheduler setting)")
     p.add_argument("--classifier", default=None, help="attribute classifier folder (default: models/attribute-classifier)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip_finetune", action="store_true", help="score an existing OUTPUT_DIR/model")
@@ -186,11 +189,12 @@ def main(argv=None):
     for name, source in (("before", args.model), ("after", model_dir)):
         pipe = M6FashionPipeline.from_pretrained(source)
         t0 = time.perf_counter()
-        images = generate(pipe, prompts, args.inference_steps, args.seed, 16)
-        control_images = generate(pipe, control, args.inference_steps, args.seed + 10_000, 16)
+        temperature = args.temperature if args.temperature is not None else pipe.scheduler.config.temperature
+        images = generate(pipe, prompts, args.inference_steps, args.seed, 16, temperature)
+        control_images = generate(pipe, control, args.inference_steps, args.seed + 10_000, 16, temperature)
         results[name] = {"target": score(classifier, images, target_rows),
                          "control": score(classifier, control_images, control_rows),
-                         "generation_seconds": round(time.perf_counter() - t0, 1)}
+                         "temperature": temperature, "generation_seconds": round(time.perf_counter() - t0, 1)}
         make_grid(images[:16], cols=8).save(os.path.join(args.output_dir, f"grid-{name}.png"))
         print(f"{name}: {json.dumps(results[name])}", flush=True)
         json.dump(results, open(results_path, "w"), indent=2)
