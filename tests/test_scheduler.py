@@ -88,3 +88,13 @@ def test_bad_config(kw):
 def test_bad_steps():
     with pytest.raises(ValueError, match=">= 1"):
         SMARTScheduler().set_timesteps(0)
+
+
+def test_categorical_sampling_matches_the_probabilities():
+    from m6_fashion.schedulers.scheduling_smart import _sample_categorical
+
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 0.0, 1.0]])
+    draws = _sample_categorical(probs.repeat(20000, 1), torch.Generator().manual_seed(0)).reshape(20000, 2)
+    freq = torch.stack([torch.bincount(draws[:, r], minlength=4).float() / 20000 for r in range(2)])
+    assert torch.allclose(freq, probs, atol=0.015), freq
+    assert (freq[:, 1] == 0).all() and (draws[:, 1] == 3).all()  # zero-probability tokens are never drawn

@@ -28,6 +28,9 @@ def _add_common(p: argparse.ArgumentParser, with_prompt: bool = True) -> None:
     p.add_argument("--num-images", type=int, default=1, help="images to write (out.png, out-1.png, ...)")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1.0 = off)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the scheduler's)")
+    p.add_argument("--bf16", action="store_true",
+                   help="run the transformer in bfloat16: about 1.5x faster on CPUs with AVX512-BF16 or AMX "
+                        "(slower on CPUs without them); tokenizer and decoder stay float32")
     p.add_argument("--size", type=int, default=None, help="upscale the written PNG to this many pixels (nearest-free bicubic)")
     p.add_argument("--out", required=True, help="output PNG path")
 
@@ -66,7 +69,8 @@ def _run_pipeline(args, **kwargs) -> None:
 
     from .pipelines import M6FashionPipeline
 
-    pipe = M6FashionPipeline.from_pretrained(args.model)
+    dtype = {"transformer": torch.bfloat16 if args.bf16 else torch.float32, "default": torch.float32}
+    pipe = M6FashionPipeline.from_pretrained(args.model, dtype=dtype)
     generator = torch.Generator().manual_seed(args.seed)
     try:
         out = pipe(

@@ -29,6 +29,19 @@ from diffusers.utils import BaseOutput
 MASK_SCHEDULES = ("smart", "cosine")
 
 
+def _sample_categorical(probs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.LongTensor:
+    """One draw per row of `probs` `(R, K)` (rows sum to 1), by inverse-CDF sampling.
+
+    Same distribution as `torch.multinomial(probs, 1)` but one uniform number per row instead of K
+    exponential draws, which made sampling about a tenth of a CPU step. Returns `(R,)` indices.
+    """
+    if generator is not None and generator.device != probs.device:
+        probs = probs.to(generator.device)
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_max(probs.shape[-1] - 1).squeeze(-1)
+
+
 @dataclass
 class SMARTSchedulerOutput(BaseOutput):
     """
@@ -137,8 +150,7 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
         else:
             t = self.temperature_at(step)
             probs = torch.softmax(logits / t, dim=-1).reshape(-1, K)
-            candidates = torch.multinomial(probs.cpu() if generator is not None and generator.device.type == "cpu" else probs, 1,
-                                           generator=generator).to(sample.device).reshape(B, N, M)
+            candidates = _sample_categorical(probs, generator).to(sample.device).reshape(B, N, M)
         tokens = torch.where(masked[..., None], candidates, sample)
         pred_original = tokens.clone()
         log_probs = torch.log_softmax(logits, dim=-1)
