@@ -1,0 +1,164 @@
+"""Regenerates the result tables of the top-level README.md from the JSON files in benchmarks/results/.
+
+Each table sits between ``<!-- begin:NAME -->`` and ``<!-- end:NAME -->`` markers in README.md and is
+rebuilt from the result files named below, with the date and the command that measured it. Nothing in a
+table is typed by hand: after a benchmark run, run this script and commit README.md with the results.
+
+    python benchmarks/update_readme.py           # rewrite the tables in README.md
+    python benchmarks/update_readme.py --check   # exit 1 if README.md is out of date (run by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+README = REPO_ROOT / "README.md"
+HEADS = ("articleType", "baseColour", "gender")
+
+
+def _load(name: str) -> dict:
+    path = RESULTS / name
+    if not path.is_file():
+        raise SystemExit(f"error: {path.relative_to(REPO_ROOT)} is missing; run the benchmark that writes it first")
+    return json.loads(path.read_text())
+
+
+def _pct(x) -> str:
+    return "" if x is None else f"{100 * x:.1f}%"
+
+
+def _table(headers, rows) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _measured(d: dict) -> str:
+    return f"Measured {d['date']} with `{d['command']}`."
+
+
+def text_to_image() -> str:
+    gen = _load("evaluate_m6-fashion-64_test_generation.json")
+    bf16 = _load("evaluate_m6-fashion-64_test_bf16.json")
+    shipped = REPO_ROOT / "src" / "m6_fashion" / "pretrained" / "m6-fashion-64" / "scheduler" / "scheduler_config.json"
+    default_t = json.loads(shipped.read_text())["temperature"]
+    rows = []
+    for r in sorted(gen["text_to_image"], key=lambda r: r["temperature"]):
+        label = f"generated, temperature {r['temperature']:.1f}"
+        if abs(r["temperature"] - default_t) < 1e-9:
+            label += " (shipped default)"
+        h = r["hit_rate"]
+        rows.append([label, *(_pct(h[k]) for k in HEADS), f"{r['fid_inception']:.1f}", f"{r['kid_inception_mean']:.3f}"])
+    for r in bf16["text_to_image"]:
+        h = r["hit_rate"]
+        rows.append([f"generated, temperature {r['temperature']:.1f}, transformer in bfloat16 (`--bf16`)", *(_pct(h[k]) for k in HEADS),
+                     f"{r['fid_inception']:.1f}", f"{r['kid_inception_mean']:.3f}"])
+    u = gen.get("unconditional")
+    if u:
+        h = u["hit_rate_unconditional_vs_prompts"]
+        rows.append(["unconditional samples vs the same captions (measured chance)", *(_pct(h[k]) for k in HEADS),
+                     f"{u['fid_inception']:.1f}", f"{u['kid_inception_mean']:.3f}"])
+    maj = gen["prompts"]["chance_majority"]
+    rows.append(["most frequent value among these captions", *(_pct(maj[k]["rate"]) for k in HEADS), "", ""])
+    acc = gen["prompts"]["classifier_accuracy_real"]
+    rows.append(["the classifier on the real photos of the same captions (ceiling)", *(_pct(acc[k]) for k in HEADS), "", ""])
+    ref = gen.get("references")
+    if ref:
+        rows.append([f"{ref['num_fake']} real {ref['real_images_from']} photos (FID floor at this sample count)", "", "", "",
+                     f"{ref['fid_inception']:.1f}", f"{ref['kid_inception_mean']:.3f}"])
+    return "\n".join([
+        _table(["", "article type", "base colour", "gender", "FID", "KID"], rows),
+        "",
+        _measured(gen),
+        _measured(bf16),
+    ])
+
+
+def reconstruction() -> str:
+    d = _load("evaluate_m6-fashion-64_test_reconstruction_all.json")
+    r = d["reconstruction"]
+    cb = r["codebook"]
+    rows = [[r["num_images"], f"{r['psnr']:.1f} dB", f"{r['ssim']:.3f}", f"{r['rfid_inception']:.1f}",
+             " / ".join(f"{100 * u:.0f}%" for u in cb["usage"]), " / ".join(f"{p:.0f}" for p in cb["perplexity"])]]
+    return "\n".join([_table(["test images", "PSNR", "SSIM", "rFID", "codebook usage per group", "perplexity per group"], rows),
+                      "", _measured(d)])
+
+
+def smart_vs_ar() -> str:
+    d = _load("smart_vs_ar.json")
+    targets = {int(k): v for k, v in d["targets_ar_over_smart"].items()}
+    rows = []
+    for r in d["rows"]:
+        t = targets.get(r["batch_size"]) if r["steps"] == 10 else None
+        verdict = "" if t is None else f">= {t:g}x: {'met' if r['ratio_ar_over_smart'] >= t else 'not met'}"
+        rows.append([r["batch_size"], r["dtype"], f"{r['ar_s_per_image']:.3f}", f"{r['smart_s_per_image']:.3f}",
+                     f"{r['ratio_ar_over_smart']:.2f}x", verdict])
+    s = d["settings"]
+    return "\n".join([
+        _table(["batch", "dtype", "AR s/image", "SMART s/image", "AR / SMART", "target"], rows),
+        "",
+        f"{s['layers']} layers x {s['hidden_size']}, T={s['steps']}, medians of {s['repeats']} interleaved runs, "
+        f"{d['environment']['threads']} CPU threads. " + _measured(d),
+    ])
+
+
+def generation_ablation() -> str:
+    d = _load("generation_ablation.json")
+    s = d["settings"]
+    rows = []
+    for r in d["rows"]:
+        h = r["hit_rate"]
+        rows.append([r["name"], f"{r['fid_inception']:.1f}", f"{r['kid_inception_mean']:.3f}", *(_pct(h[k]) for k in HEADS),
+                     f"{r['seconds_per_image']:.3f}"])
+    return "\n".join([
+        _table(["tokenizer + sampler", "FID", "KID", "hit article type", "hit base colour", "hit gender", "s/image"], rows),
+        "",
+        f"Each row: a {s['layers']} x {s['hidden_size']} transformer trained from scratch for {s['steps']} steps x batch "
+        f"{s['batch_size']} on {s['train_limit']} train images (same recipe and seed; only the tokenizer or the objective "
+        f"differs), {s['num_samples']} test captions at temperature 1.0. " + _measured(d),
+    ])
+
+
+TABLES = {
+    "reconstruction": reconstruction,
+    "text_to_image": text_to_image,
+    "smart_vs_ar": smart_vs_ar,
+    "generation_ablation": generation_ablation,
+}
+
+
+def render(readme: str) -> str:
+    def block(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in TABLES:
+            raise SystemExit(f"error: README.md has a block {name!r}; known: {', '.join(TABLES)}")
+        return f"<!-- begin:{name} -->\n{TABLES[name]()}\n<!-- end:{name} -->"
+
+    return re.sub(r"<!-- begin:(\w+) -->.*?<!-- end:\1 -->", block, readme, flags=re.S)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 if README.md differs from the results")
+    args = p.parse_args(argv)
+    old = README.read_text()
+    new = render(old)
+    if args.check:
+        if new != old:
+            print("README.md tables are out of date: run `python benchmarks/update_readme.py`", file=sys.stderr)
+            return 1
+        print("README.md tables match benchmarks/results/")
+        return 0
+    README.write_text(new)
+    print("README.md tables rewritten from benchmarks/results/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
