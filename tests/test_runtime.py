@@ -205,6 +205,69 @@ def test_runtime_matches_pipeline_inpainting_on_real_images(tiny_pipe, tiny_bund
     assert (got == ref).all(), _agreement(got, ref)
 
 
+@requires_test_split
+def test_runtime_matches_pipeline_local_editing_and_style_mixing(tiny_pipe, tiny_bundle, test_rows):
+    rt = mrt.M6FashionRuntime(str(tiny_bundle))
+    a, b, c = (r["image"] for r in test_rows[:3])
+    # local editing, text-guided, with one and with two reference patches (several visual conditions)
+    for refs, prompt in (([(b, (0, 0, 16, 16))], "Men Black Shoes"), ([(a, (0, 0, 8, 16)), (c, (16, 8, 24, 16))], None)):
+        ref = tiny_pipe(prompt, reference_images=refs, output_type="tokens", num_inference_steps=5).tokens.numpy()
+        got = rt(prompt, reference_images=refs, output_type="tokens", num_inference_steps=5).tokens
+        assert (got == ref).all(), _agreement(got, ref)
+    # local editing inside a masked region of an image
+    ref = tiny_pipe(image=a, mask_image=_half_mask(a.size), reference_images=[(b, (0, 16, 16, 32))], output_type="tokens",
+                    num_inference_steps=4).tokens.numpy()
+    got = rt(image=a, mask_image=_half_mask(a.size), reference_images=[(b, (0, 16, 16, 32))], output_type="tokens",
+             num_inference_steps=4).tokens
+    assert (got == ref).all(), _agreement(got, ref)
+    # style mixing: the seam only (refine_ratio=0 has no random part, so both sides re-sample the same cells)
+    ref = tiny_pipe(image=a, style_image=b, mask_image=_half_mask(a.size), refine_ratio=0.0, output_type="np", num_inference_steps=4)
+    got = rt(image=a, style_image=b, mask_image=_half_mask(a.size), refine_ratio=0.0, output_type="np", num_inference_steps=4)
+    assert (got.tokens == ref.tokens.numpy()).all(), _agreement(got.tokens, ref.tokens.numpy())
+    assert np.abs(got.images.astype(int) - ref.images.astype(int)).max() <= 1
+    # cells away from the seam hold the style tokens inside the mask and the base tokens outside, exactly
+    from m6_fashion_runtime.image import cell_mask, preprocess, preprocess_mask
+    from m6_fashion_runtime.pipeline import seam
+
+    region = cell_mask(preprocess_mask(_half_mask(a.size), 32)[None], 8)
+    expected = np.where(region[..., None], rt.encode_images(preprocess(b, 32)), rt.encode_images(preprocess(a, 32)))
+    kept = ~seam(region, 8, 0.0, np.random.default_rng(0))
+    assert kept.sum() >= 32 and (got.tokens.reshape(1, 64, -1)[kept] == expected[kept]).all()
+
+
+def test_numpy_seam_matches_the_pipeline_seam(tiny_pipe):
+    import torch
+
+    from m6_fashion_runtime.pipeline import seam
+
+    region = np.zeros((2, 64), dtype=bool)
+    region[0, 32:] = True  # lower half
+    region[1, [9, 10, 17, 18, 63]] = True  # a block and a corner cell
+    ref = tiny_pipe._seam(torch.from_numpy(region), 0.0, None).numpy()
+    got = seam(region, 8, 0.0, np.random.default_rng(0))
+    assert (got == ref).all()
+    assert got[0].reshape(8, 8)[3:5].all() and not got[0].reshape(8, 8)[[0, 1, 2, 5, 6, 7]].any()
+
+
+def test_runtime_cli_edit_and_mix(tiny_bundle, test_rows, tmp_path):
+    from m6_fashion_runtime.cli import main
+
+    a, b = test_rows[0]["image"], test_rows[1]["image"]
+    a.save(tmp_path / "a.png")
+    b.save(tmp_path / "b.png")
+    _half_mask(a.size).save(tmp_path / "m.png")
+    main(["edit", "--bundle", str(tiny_bundle), "--reference", str(tmp_path / "b.png"), "--box", "0", "0", "16", "16",
+          "--prompt", "Men Black Shoes", "--steps", "2", "--out", str(tmp_path / "edit.png")])
+    main(["mix", "--bundle", str(tiny_bundle), "--image", str(tmp_path / "a.png"), "--style-image", str(tmp_path / "b.png"),
+          "--mask", str(tmp_path / "m.png"), "--steps", "2", "--out", str(tmp_path / "mix.png")])
+    from PIL import Image
+
+    assert Image.open(tmp_path / "edit.png").size == (32, 32) and Image.open(tmp_path / "mix.png").size == (32, 32)
+    with pytest.raises(SystemExit, match="one --box per --reference"):
+        main(["edit", "--bundle", str(tiny_bundle), "--reference", str(tmp_path / "b.png"), "--box", "0", "0", "16", "16",
+              "--box", "0", "0", "8", "8", "--out", str(tmp_path / "x.png")])
+
+
 @pytest.mark.slow
 @requires_test_split
 def test_runtime_matches_shipped_pipeline_tokens(tmp_path_factory, test_rows):
@@ -349,6 +412,14 @@ def test_runtime_rejects_bad_inputs(tiny_bundle):
         rt("x", image=img, mask_image=Image.new("L", (16, 16)))
     with pytest.raises(ValueError, match="outside the 32x32 canvas"):
         rt("x", image=img, image_box=(0, 0, 40, 40))
+    with pytest.raises(ValueError, match="style mixing needs image"):
+        rt("x", image=img, style_image=img)
+    with pytest.raises(ValueError, match="non-empty list of"):
+        rt("x", reference_images=[])
+    with pytest.raises(ValueError, match=r"reference_images\[0\] must be a pair"):
+        rt("x", reference_images=[img])
+    with pytest.raises(ValueError, match="outside the 32x32 canvas"):
+        rt("x", reference_images=[(img, (0, 0, 64, 8))])
     with pytest.raises(ValueError, match=r"token values must lie in \[0, 32\)"):
         rt.decode_tokens(np.full((1, 64, 4), 32))
     with pytest.warns(UserWarning, match="truncated"):

@@ -84,6 +84,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--image", required=True)
     p.add_argument("--box", type=int, nargs=4, required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
                    help="pixel box on the output canvas")
+    p = sub.add_parser("edit", help="local editing: --reference images placed at --box as visual conditions")
+    _add_common(p)
+    p.add_argument("--reference", action="append", required=True, help="reference patch image (repeat with --box for several)")
+    p.add_argument("--box", type=int, nargs=4, action="append", required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
+                   help="pixel box of the matching --reference on the output canvas")
+    p.add_argument("--image", default=None, help="optional image to edit (with --mask)")
+    p.add_argument("--mask", default=None, help="mask for --image; white = regenerate")
+    p = sub.add_parser("mix", help="style mixing: the white region of --mask comes from --style-image, the seam is refined")
+    _add_common(p)
+    p.add_argument("--image", required=True, help="base garment")
+    p.add_argument("--style-image", required=True, help="garment whose region is taken")
+    p.add_argument("--mask", required=True, help="mask, white = taken from --style-image")
+    p.add_argument("--refine-ratio", type=float, default=0.25, help="share of cells around the seam re-sampled (default 0.25)")
     p = sub.add_parser("info", help="print the bundle's configuration")
     p.add_argument("--bundle", required=True)
     p.add_argument("--verify", action="store_true", help="also verify the files' sha256 checksums")
@@ -106,6 +119,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         _generate(args, image=_open_image(args.image, "--image"), mask_image=_open_image(args.mask, "--mask"))
     elif args.command == "outpaint":
         _generate(args, image=_open_image(args.image, "--image"), image_box=tuple(args.box))
+    elif args.command == "edit":
+        if len(args.reference) != len(args.box):
+            raise SystemExit(f"error: give one --box per --reference; got {len(args.reference)} references and {len(args.box)} boxes")
+        if (args.image is None) != (args.mask is None):
+            raise SystemExit("error: --image and --mask go together")
+        refs = [(_open_image(r, "--reference"), tuple(b)) for r, b in zip(args.reference, args.box)]
+        extra = {} if args.image is None else {"image": _open_image(args.image, "--image"), "mask_image": _open_image(args.mask, "--mask")}
+        _generate(args, reference_images=refs, **extra)
+    elif args.command == "mix":
+        _generate(args, image=_open_image(args.image, "--image"), style_image=_open_image(args.style_image, "--style-image"),
+                  mask_image=_open_image(args.mask, "--mask"), refine_ratio=args.refine_ratio)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .bundle import Bundle, load_bundle
-from .image import ImageInput, cell_mask, postprocess, preprocess, preprocess_mask
+from .image import ImageInput, cell_mask, postprocess, preprocess, preprocess_mask, to_rgb
 from .layout import build_model_inputs
 from .scheduler import SMARTSampler
 
@@ -148,6 +148,17 @@ class M6FashionRuntime:
         t, l = top // c, left // c
         return t, l, math.ceil(bottom / c) - t, math.ceil(right / c) - l
 
+    def _reference_patch(self, image: ImageInput, box: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """A reference patch resized into ``box`` on a white canvas and encoded: (codes (n, M), positions (n,))."""
+        s, c, g = self.sample_size, self.geometry.cell, self.geometry.grid_size
+        top, left, h, w = self.box_to_cells(box)
+        pil = image if isinstance(image, Image.Image) else postprocess(preprocess(image, s))[0]
+        canvas = Image.new("RGB", (s, s), (255, 255, 255))
+        canvas.paste(to_rgb(pil).resize((w * c, h * c), Image.BICUBIC), (left * c, top * c))
+        tokens = self.encode_images(preprocess(canvas, s))[0]
+        positions = (np.arange(top, top + h)[:, None] * g + np.arange(left, left + w)[None, :]).reshape(-1)
+        return tokens[positions], positions
+
     # ------------------------------------------------------------------ sampling
     def __call__(
         self,
@@ -163,12 +174,22 @@ class M6FashionRuntime:
         seed: Optional[int] = None,
         output_type: str = "pil",
         blend_pixels: bool = True,
+        style_image: Union[ImageInput, Sequence[ImageInput], None] = None,
+        reference_images: Optional[Sequence[Tuple[ImageInput, Sequence[int]]]] = None,
+        refine_ratio: float = 0.25,
     ) -> RuntimeOutput:
-        """Text-to-image (``prompt``), inpainting (``image`` + ``mask_image``, white = regenerate) or
-        outpainting (``image`` placed in the pixel ``image_box``; the rest is generated).
+        """Every task of the PyTorch pipeline, with the same arguments and semantics:
+
+        * text-to-image (``prompt``) or unconditional (no prompt);
+        * inpainting: ``image`` + ``mask_image`` (white = regenerate), text-guided with ``prompt``;
+        * outpainting: ``image`` placed in the pixel ``image_box``, the rest generated;
+        * local editing: ``reference_images=[(patch, box), ...]``, each patch resized into its pixel box and
+          given as a visual condition (several pairs = several conditions), text-guided with ``prompt``;
+        * style mixing: ``image`` + ``style_image`` + ``mask_image`` (white = taken from ``style_image``); the
+          seam, plus ``refine_ratio`` of the cells around it, is re-sampled.
 
         ``deterministic`` overrides the bundle's scheduler (argmax tokens, lowest-confidence re-masking);
-        ``seed`` seeds numpy's generator for sampling mode.
+        ``seed`` seeds numpy's generator for sampling mode (and the random part of the style-mixing seam).
         """
         geo = self.geometry
         g, n, m, k, s = geo.grid_size, geo.num_image_tokens, geo.num_groups, geo.codebook_size, geo.sample_size
@@ -184,10 +205,21 @@ class M6FashionRuntime:
             raise ValueError(f"output_type must be 'pil', 'np' or 'tokens'; got {output_type!r}")
         if mask_image is not None and image is None:
             raise ValueError("mask_image needs an image to edit: pass image=...")
-        if image is not None and mask_image is None and image_box is None:
-            raise ValueError("an image needs mask_image (inpainting) or image_box (outpainting)")
+        if style_image is not None and (image is None or mask_image is None):
+            raise ValueError("style mixing needs image (the base garment), style_image and mask_image (region taken from style_image)")
+        if image is not None and mask_image is None and image_box is None and reference_images is None:
+            raise ValueError("an image needs mask_image (inpainting), image_box (outpainting), style_image + mask_image "
+                             "(style mixing) or reference_images (local editing)")
         if image_box is not None and (image is None or mask_image is not None):
             raise ValueError("image_box (outpainting) needs image and no mask_image")
+        if not 0.0 <= float(refine_ratio) <= 1.0:
+            raise ValueError(f"refine_ratio must lie in [0, 1]; got {refine_ratio}")
+        if reference_images is not None:
+            if not isinstance(reference_images, (list, tuple)) or len(reference_images) == 0:
+                raise ValueError("reference_images must be a non-empty list of (image, box) pairs")
+            for i, ref in enumerate(reference_images):
+                if not isinstance(ref, (list, tuple)) or len(ref) != 2:
+                    raise ValueError(f"reference_images[{i}] must be a pair (image, box) with box = (left, top, right, bottom) in pixels")
         sampler = SMARTSampler.from_config(self.bundle.scheduler, temperature=temperature, deterministic=deterministic)
         rng = np.random.default_rng(seed)
 
@@ -217,21 +249,37 @@ class M6FashionRuntime:
                 base_pixels = preprocess(canvases, s)
                 pixel_mask = np.ones((len(canvases), 1, s, s), dtype=np.float32)
                 pixel_mask[:, :, top * c : (top + h) * c, left * c : (left + w) * c] = 0
-            else:
+            elif mask_image is not None:
                 base_pixels = preprocess(imgs, s)
                 masks = list(mask_image) if isinstance(mask_image, (list, tuple)) else [mask_image]
                 for im, mk in zip(imgs, _expand(masks, n_prompts, "mask_image")):
                     if _size(im) is not None and _size(mk) is not None and _size(im) != _size(mk):
                         raise ValueError(f"mask_image size {_size(mk)} does not match image size {_size(im)}")
                 pixel_mask = np.stack([preprocess_mask(mk, s) for mk in _expand(masks, n_prompts, "mask_image")])
+            else:  # local editing on top of an image: nothing regenerated outside the conditions' influence
+                base_pixels = preprocess(imgs, s)
+                pixel_mask = np.zeros((base_pixels.shape[0], 1, s, s), dtype=np.float32)
             base_pixels = np.repeat(base_pixels, num_images_per_prompt, axis=0)
             pixel_mask = np.repeat(pixel_mask, num_images_per_prompt, axis=0)
             base_tokens = self.encode_images(base_pixels)
             editable = cell_mask(pixel_mask, g)
+            if style_image is not None:
+                styles = list(style_image) if isinstance(style_image, (list, tuple)) else [style_image]
+                style_pixels = np.repeat(preprocess(_expand(styles, n_prompts, "style_image"), s), num_images_per_prompt, axis=0)
+                base_tokens = np.where(editable[..., None], self.encode_images(style_pixels), base_tokens)
+                base_pixels = np.where(pixel_mask.astype(bool), style_pixels, base_pixels)
+                editable = seam(editable, g, float(refine_ratio), rng)
+                c = geo.cell
+                pixel_mask = editable.reshape(b, 1, g, g).repeat(c, axis=2).repeat(c, axis=3).astype(np.float32)
             tokens = np.where(editable[..., None], k, base_tokens).astype(np.int64)
 
+        conditions = None
+        if reference_images is not None:
+            patches = [self._reference_patch(im, box) for im, box in reference_images]
+            conditions = [patches for _ in range(b)]
+
         text_ids = self.encode_prompt(prompts)
-        inputs = build_model_inputs(geo, self.special, text_ids, tokens)
+        inputs = build_model_inputs(geo, self.special, text_ids, tokens, conditions)
         uncond = build_model_inputs(geo, self.special, [[] for _ in range(b)], tokens) if guidance_scale > 1.0 else None
 
         for i in sampler.set_timesteps(num_inference_steps):
@@ -255,6 +303,22 @@ class M6FashionRuntime:
             arr = np.round((np.clip(pixels, -1, 1) + 1) * np.float32(127.5)).astype(np.uint8).transpose(0, 2, 3, 1)
             return RuntimeOutput(images=arr, tokens=grid_tokens)
         return RuntimeOutput(images=postprocess(pixels), tokens=grid_tokens)
+
+
+def seam(region: np.ndarray, grid_size: int, refine_ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """Cells on both sides of the border of ``region`` (B, N) bool, plus ``refine_ratio`` of the cells in and
+    next to the region, drawn at random: the part SMART refines after style mixing (as in the pipeline)."""
+    b = region.shape[0]
+    r = region.reshape(b, grid_size, grid_size)
+    grown = np.pad(r, ((0, 0), (1, 1), (1, 1)), constant_values=False)
+    shrunk = np.pad(r, ((0, 0), (1, 1), (1, 1)), constant_values=True)
+    windows = [(dy, dx) for dy in range(3) for dx in range(3)]
+    grown = np.logical_or.reduce([grown[:, dy : dy + grid_size, dx : dx + grid_size] for dy, dx in windows])
+    shrunk = np.logical_and.reduce([shrunk[:, dy : dy + grid_size, dx : dx + grid_size] for dy, dx in windows])
+    out = grown & ~shrunk
+    if refine_ratio > 0:
+        out |= (rng.random(r.shape) < refine_ratio) & grown
+    return out.reshape(b, -1)
 
 
 def _size(im) -> Optional[Tuple[int, int]]:
