@@ -32,7 +32,7 @@ def test_generate_edit_inpaint_mix_outpaint_write_pngs(files):
         "inp": ["inpaint", "--image", str(d / "a.png"), "--mask", str(d / "mask.png"), "--prompt", "Men Red Shirt", "--steps", "2"],
         "edit": ["edit", "--reference", str(d / "b.png"), "--box", "0", "0", "32", "32", "--prompt", "Men Shoes", "--steps", "2"],
         "mix": ["mix", "--image", str(d / "a.png"), "--style-image", str(d / "b.png"), "--mask", str(d / "mask.png"), "--steps", "2"],
-        "out": ["outpaint", "--image", str(d / "a.png"), "--box", "16", "16", "48", "48", "--steps", "2", "--size", "128"],
+        "out": ["outpaint", "--image", str(d / "a.png"), "--box", "16", "16", "48", "48", "--steps", "2", "--size", "128", "--bf16"],
     }
     # one process for all five would be faster, but each command is what a user types
     for name, cmd in commands.items():
