@@ -171,6 +171,10 @@ def render(data: dict) -> str:
     if ref:
         md.append(f"\nClassifier on the real images of the same captions: articleType {fmt(ref['articleType'], 3)}, "
                   f"baseColour {fmt(ref['baseColour'], 3)}, gender {fmt(ref['gender'], 3)}.")
+    ch = data.get("chance_majority")
+    if ch:
+        md.append("Chance (the most frequent value among the captions): "
+                  + ", ".join(f"{h} {fmt(ch[h]['rate'], 3)}" for h in ch) + ".")
     return "\n".join(md)
 
 
@@ -181,7 +185,7 @@ def main(argv=None) -> dict:
     from m6_fashion.default_model import default_model_path
     from m6_fashion.evaluation.attribute_classifier import load_default_classifier
     from m6_fashion.evaluation.attribute_classifier import HEADS
-    from m6_fashion.evaluation.evaluate import (_clean, _hit_rates, cached_real_features, feature_stats, generate,
+    from m6_fashion.evaluation.evaluate import (_clean, _majority, _hit_rates, cached_real_features, feature_stats, generate,
                                                  load_split, prompt_rows)
     from m6_fashion.evaluation.metrics import InceptionFeatureExtractor
 
@@ -234,12 +238,15 @@ def main(argv=None) -> dict:
     prompts = [data["text"][i] for i in idx]
     attributes = [{h: _clean(data[h][i]) for h in HEADS} for i in idx]
     references = _hit_rates(classifier, data["images"][torch.as_tensor(idx)], attributes)
+    chance = {h: _majority([a[h] for a in attributes]) for h in HEADS}
 
     results = {
         "date": now(), "command": command_line(), "environment": environment(), "fast": fast,
         "settings": {k: getattr(args, k) for k in ("steps", "batch_size", "train_limit", "hidden_size", "layers", "learning_rate", "seed", "fp32")}
         | {"num_samples": num_samples, "num_real": int(real_features.shape[0]), "smart_steps": 10, "temperature": 1.0},
         "references": references,
+        "chance_majority": chance,
+        "prompt_row_ids": [int(data["ids"][i]) for i in idx],
         "rows": [],
     }
     for name, qtype, attention in rows_spec:

@@ -116,6 +116,9 @@ def generation_ablation() -> str:
         h = r["hit_rate"]
         rows.append([r["name"], f"{r['fid_inception']:.1f}", f"{r['kid_inception_mean']:.3f}", *(_pct(h[k]) for k in HEADS),
                      f"{r['seconds_per_image']:.3f}"])
+    if "chance_majority" in d:
+        rows.append(["most frequent value among these captions", "", "", *(_pct(d["chance_majority"][k]["rate"]) for k in HEADS), ""])
+    rows.append(["the classifier on the real photos (ceiling)", "", "", *(_pct(d["references"][k]) for k in HEADS), ""])
     return "\n".join([
         _table(["tokenizer + sampler", "FID", "KID", "hit article type", "hit base colour", "hit gender", "s/image"], rows),
         "",
