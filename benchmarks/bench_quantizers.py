@@ -8,8 +8,10 @@ seed and train subset (no adversarial loss, so the budget is the same reconstruc
 all three). Then, on the first test images: reconstruction PSNR/SSIM, rFID (Inception-v3 FID of the
 reconstructions vs the same originals) and per-group codebook usage/perplexity.
 
-Generation FID per quantiser is NOT measured: it needs a stage-2 transformer trained on each
-tokenizer's codes, which this benchmark does not train.
+Generation FID per quantiser needs a stage-2 transformer trained on each tokenizer's codes:
+`bench_generation_ablation.py` trains them (on the tokenizers this script leaves in runs/bench_quantizers)
+and writes generation_ablation.json; when that file is in the output folder, its SMART FIDs are joined
+into this table.
 
 The default budget is small (CPU): the absolute numbers are far below the shipped stage 1 (trained for
 many more steps on a GPU), which is reported on the same test images for reference; only the comparison
@@ -82,15 +84,16 @@ def render(data) -> str:
     md.append(
         f"Each tokenizer + decoder trained from scratch for {s['steps']} steps x batch {s['batch_size']} on the first "
         f"{s['train_limit']} train images (encoder {s['encoder_channels']}, decoder {s['decoder_channels']}, no adversarial "
-        f"loss, seed {s['seed']}); evaluated on the first {s['eval_images']} test images. Generation FID: not measured "
-        "(needs a stage-2 model per tokenizer).\n"
+        f"loss, seed {s['seed']}); evaluated on the first {s['eval_images']} test images. Generation FID: "
+        f"{data['generation_fid']}.\n"
     )
     rows = []
     for r in data["rows"]:
         cb = r["codebook"]
         rows.append([r["label"], r["codebook_numbers"], r["tokens_per_position"], fmt(r["psnr"], 2), fmt(r["ssim"], 4),
                      fmt(r["rfid_inception"], 1), " / ".join(f"{u:.2f}" for u in cb["usage"]),
-                     " / ".join(f"{p:.0f}" for p in cb["perplexity"]), fmt(r.get("train_seconds"), 0), "not measured"])
+                     " / ".join(f"{p:.0f}" for p in cb["perplexity"]), fmt(r.get("train_seconds"), 0),
+                     fmt(r["generation_fid_smart"], 1) if r.get("generation_fid_smart") is not None else "not measured"])
     md.append(markdown_table(["quantiser", "codebook numbers", "codes per position", "PSNR (dB)", "SSIM", "rFID",
                               "codebook usage per group", "perplexity per group", "train s", "generation FID"], rows))
     md.append("")
@@ -192,9 +195,18 @@ def main(argv=None):
                      "decoder_channels": args.decoder_channels, "style_channels": args.style_channels,
                      "latent_channels": 64, "codebook_size": 256, "num_groups": 4, "seed": args.seed,
                      "adversarial_loss": False},
-        "generation_fid": "not measured (needs a stage-2 transformer trained on each tokenizer's codes)",
+        "generation_fid": "not measured (needs a stage-2 transformer trained on each tokenizer's codes: bench_generation_ablation.py)",
         "rows": [],
     }
+    gen_path = directory / "generation_ablation.json"
+    gen_fid = {}
+    if gen_path.is_file():
+        gen = json.loads(gen_path.read_text())
+        gen_fid = {r["quantizer"]: r["fid_inception"] for r in gen["rows"] if r["sampler"].startswith("SMART")}
+        st = gen["settings"]
+        result["generation_fid"] = (
+            f"SMART T=10 on 200 test captions with a {st['layers']} x {st['hidden_size']} transformer trained for {st['steps']} "
+            f"steps on each tokenizer's codes, from generation_ablation.json ({gen['date']}, `{gen['command']}`)")
     for q in args.quantizers:
         trained = train_one(q, args, work, fast)
         tok = PQTokenizer.from_pretrained(str(trained["dir"] / "image_tokenizer")).eval()
@@ -204,7 +216,7 @@ def main(argv=None):
         r = ev.evaluate_reconstruction(shim, data, extractor, real, real_stats=real_stats)
         row = {"quantizer_type": q, "label": LABELS[q], "codebook_numbers": tok.codebook_numel(),
                "tokens_per_position": tok.num_token_groups, "train_seconds": trained["train_seconds"],
-               "reused_trained_model": trained["reused"], **r}
+               "reused_trained_model": trained["reused"], "generation_fid_smart": gen_fid.get(q), **r}
         result["rows"].append(row)
         print(f"{q}: PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.4f}  rFID {r['rfid_inception']:.1f}  "
               f"usage {[round(u, 2) for u in r['codebook']['usage']]}", flush=True)
