@@ -74,8 +74,7 @@ def render(data) -> str:
                      fmt(r["is_articletype_classifier_mean"], 2), fmt(h["articleType"]), fmt(h["baseColour"]), fmt(h["gender"]),
                      fmt(r["seconds_per_image"], 2)])
     ar = data.get("autoregressive") or {}
-    rows.append(["autoregressive baseline, same size (KV cache)", "not trained", "not trained", "not trained",
-                 "not trained", "not trained", "not trained",
+    rows.append(["autoregressive baseline, same size (KV cache)", *(["not trained at this size"] * 6),
                  fmt(ar.get("seconds_per_image"), 2) if ar.get("seconds_per_image") else "not measured"])
     acc, ch = p["classifier_accuracy_real"], p["chance_majority"]
     rows.append(["real test images of the same rows (classifier accuracy)", "", "", "", fmt(acc["articleType"]),
@@ -101,8 +100,17 @@ def render(data) -> str:
                   f"{fmt(ar['seconds_per_image'], 2)} s/image vs SMART T={ar['smart_same_run_steps']} "
                   f"{fmt(ar['smart_same_run_seconds_per_image'], 2)} s/image: AR / SMART time ratio {fmt(ar['ar_over_smart'], 2)} "
                   "(below 1 = the AR baseline is faster at this batch size).")
+    small = data.get("equal_budget_ablation")
+    if small:
+        by = {r["name"]: r for r in small["rows"]}
+        if "PQ + SMART" in by and "PQ + AR" in by:
+            a, b = by["PQ + SMART"], by["PQ + AR"]
+            md.append(f"AR vs SMART quality with the same recipe exists only at a small equal budget ({small['settings']['layers']} x "
+                      f"{small['settings']['hidden_size']}, {small['settings']['steps']} steps; generation_ablation.md, {small['date']}): "
+                      f"FID {fmt(b['fid_inception'], 1)} (AR) vs {fmt(a['fid_inception'], 1)} (SMART), hit rates "
+                      f"{' / '.join(fmt(b['hit_rate'][h]) for h in HEADS)} (AR) vs {' / '.join(fmt(a['hit_rate'][h]) for h in HEADS)} (SMART).")
     md.append(f"Seconds per image: wall time of batched pipeline calls (batch {data['smart'][0]['batch_size']}) on CPU, "
-              f"{data['environment'].get('threads')} thread(s), on a machine shared with other jobs (the AR row: the back-to-back run above). "
+              f"{data['environment'].get('threads')} thread(s) (the AR row: the back-to-back run above). "
               "FID at this sample count is biased upwards: compare it with the real-vs-real floor, not with 0.")
     md.append("\n![text-to-image hit rates](text_to_image.png)")
     return "\n".join(md)
@@ -192,8 +200,11 @@ def main(argv=None):
         "references": res.get("references"),
         "smart": res["text_to_image"],
         "unconditional_chance": (res.get("unconditional") or {}).get("hit_rate_unconditional_vs_prompts"),
-        "autoregressive": {"quality": "not trained (no AR-trained checkpoint exists)"},
+        "autoregressive": {"quality": "not trained at this size (no AR-trained checkpoint exists)"},
     }
+    small = directory / "generation_ablation.json"
+    if small.is_file() and not fast:
+        data["equal_budget_ablation"] = json.loads(small.read_text())
     n_ar = args.ar_images if args.ar_images is not None else (2 if fast else 16)
     if n_ar > 0:
         examples = res["prompts"]["examples"]

@@ -1,11 +1,12 @@
-"""Regenerates the result tables of the top-level README.md from the JSON files in benchmarks/results/.
+"""Regenerates the result tables of the top-level README.md from the JSON files in benchmarks/results/,
+and benchmarks/results/evaluate_m6-fashion-64_test.md (the printed summaries of the `m6-fashion evaluate` runs).
 
 Each table sits between ``<!-- begin:NAME -->`` and ``<!-- end:NAME -->`` markers in README.md and is
 rebuilt from the result files named below, with the date and the command that measured it. Nothing in a
 table is typed by hand: after a benchmark run, run this script and commit README.md with the results.
 
     python benchmarks/update_readme.py           # rewrite the tables in README.md
-    python benchmarks/update_readme.py --check   # exit 1 if README.md is out of date (run by the tests)
+    python benchmarks/update_readme.py --check   # exit 1 if either file is out of date (run by the tests)
 """
 
 from __future__ import annotations
@@ -136,6 +137,27 @@ TABLES = {
 }
 
 
+EVALUATE_SUMMARY = RESULTS / "evaluate_m6-fashion-64_test.md"
+EVALUATE_RUNS = (  # the `m6-fashion evaluate` result files summarised in EVALUATE_SUMMARY, in this order
+    "evaluate_m6-fashion-64_test_generation.json",
+    "evaluate_m6-fashion-64_test_bf16.json",
+    "evaluate_m6-fashion-64_test_reconstruction_all.json",
+    "evaluate_m6-fashion-64_test_reconstruction.json",
+)
+
+
+def evaluate_summary() -> str:
+    sys.path.insert(0, str(REPO_ROOT / "src"))  # a checkout without `pip install -e .`
+    from m6_fashion.evaluation.evaluate import format_summary
+
+    parts = ["## `m6-fashion evaluate` on the shipped model (test split)", ""]
+    for name in EVALUATE_RUNS:
+        d = _load(name)
+        parts += [f"`{d['command']}` ({d['date']}, {d['seconds_total']:.0f} s, {d['environment']['threads']} CPU thread(s)):", "",
+                  "```", format_summary(d).rstrip(), "```", ""]
+    return "\n".join(parts)
+
+
 def render(readme: str) -> str:
     def block(m: re.Match) -> str:
         name = m.group(1)
@@ -150,16 +172,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="do not write; exit 1 if README.md differs from the results")
     args = p.parse_args(argv)
-    old = README.read_text()
-    new = render(old)
+    targets = {README: render(README.read_text()), EVALUATE_SUMMARY: evaluate_summary()}
+    stale = [p for p, text in targets.items() if not p.is_file() or p.read_text() != text]
     if args.check:
-        if new != old:
-            print("README.md tables are out of date: run `python benchmarks/update_readme.py`", file=sys.stderr)
+        if stale:
+            print(f"out of date: {', '.join(p.name for p in stale)}: run `python benchmarks/update_readme.py`", file=sys.stderr)
             return 1
-        print("README.md tables match benchmarks/results/")
+        print("README.md tables and the evaluate summary match benchmarks/results/")
         return 0
-    README.write_text(new)
-    print("README.md tables rewritten from benchmarks/results/")
+    for p in stale:
+        p.write_text(targets[p])
+    print(f"rewritten from benchmarks/results/: {', '.join(p.name for p in stale) or 'nothing (already up to date)'}")
     return 0
 
 
