@@ -190,6 +190,41 @@ def worker_envs(tmp: Path, threads: int):
 
 
 # ---------------------------------------------------------------------------------------------- main
+def generation_quality(rt32, rt8, num: int, batch_size: int = 16, seed: int = 0) -> dict:
+    """FID/KID and attribute hit rates of runtime fp32 vs int8 samples for the `m6-fashion evaluate` captions."""
+    import numpy as np
+    import torch
+
+    from m6_fashion.evaluation.attribute_classifier import HEADS, load_default_classifier
+    from m6_fashion.evaluation.evaluate import (_clean, _hit_rates, cached_real_features, feature_stats, fid_kid,
+                                                 inception_features, load_split, prompt_rows)
+    from m6_fashion.evaluation.metrics import InceptionFeatureExtractor
+
+    cache = REPO_ROOT / ".cache" / "m6-fashion"
+    data = load_split("test", rt32.sample_size, FASHION_TEST.parent, cache)
+    extractor = InceptionFeatureExtractor()
+    real = cached_real_features(extractor, data, "test", cache, tag="all")
+    stats = feature_stats(real)
+    classifier = load_default_classifier(None)
+    idx = prompt_rows(data, num, seed)
+    prompts = [data["text"][i] for i in idx]
+    attributes = [{h: _clean(data[h][i]) for h in HEADS} for i in idx]
+    print(f"\n== generation quality, runtime fp32 vs int8: {num} test captions (the `m6-fashion evaluate` sample), "
+          f"T=10, sampling, batch {batch_size} ==")
+    out = {"num_samples": num, "real_images": int(real.shape[0])}
+    for key, rt in (("fp32", rt32), ("int8", rt8)):
+        images = []
+        for j, i in enumerate(range(0, num, batch_size)):
+            images.append(rt(prompts[i : i + batch_size], seed=seed + j, output_type="np").images)
+        imgs = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).contiguous()
+        scores = fid_kid(real, inception_features(extractor, imgs), real_stats=stats)
+        hits = _hit_rates(classifier, imgs, attributes)
+        out[key] = {**scores, "hit_rate": hits}
+        print(f"runtime {key}: FID {scores['fid_inception']:.1f}, KID {scores['kid_inception_mean']:.4f}, hit rate "
+              + ", ".join(f"{h} {hits[h]:.3f}" for h in HEADS))
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", default=None, help="bundle folder of the shipped model, exported with --int8 (default: export one to a temp folder)")
@@ -198,6 +233,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--steps", type=int, default=10, help="SMART passes (default 10, the pipeline's default)")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    ap.add_argument("--quality", type=int, default=0, metavar="N",
+                    help="also generate N test captions (the `m6-fashion evaluate` sample) with the runtime in fp32 and int8 "
+                         "and score them: Inception FID/KID vs all real test images and attribute hit rates (default 0 = skip)")
     ap.add_argument("--worker", default=None, choices=["pytorch", "runtime_fp32", "runtime_int8"], help=argparse.SUPPRESS)
     ap.add_argument("--prompts", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -295,6 +333,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(f"deterministic generation of 8 captions: int8 tokens equal fp32 tokens at {q['deterministic_token_agreement']:.2%} "
           f"of codes ({q['deterministic_identical_images']}/8 token grids identical)")
     results["int8"] = q
+    if args.quality > 0:
+        results["int8_generation_quality"] = generation_quality(rt32, rt8, args.quality)
 
     # ---- installed size
     print("\n== installed size (files in site-packages of each side's dependencies, transitively, extras excluded) ==")
