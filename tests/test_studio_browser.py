@@ -258,7 +258,9 @@ def test_studio_in_chromium_generates_and_inpaints(browser, served, shoot):
     _set_slider(d, "t2i-num", 2)
     prompt.send_keys("Men Navy Blue Casual Shirt")
     d.find_element(By.ID, "t2i-run").click()
-    generated = _wait(lambda: _loaded_images(d, "#t2i-gallery img"), 120, "generated images in the gallery")
+    # the gallery's images load one by one: wait for both, not just the first
+    generated = _wait(lambda: [ims for ims in [_loaded_images(d, "#t2i-gallery img")] if len(ims) >= 2], 120,
+                      "two generated images in the gallery")[0]
     assert len(generated) == 2
     assert d.execute_script("return arguments[0].naturalWidth", generated[0]) == 256
     shoot(d, "01-generated")
