@@ -21,6 +21,7 @@ def test_check_detects_a_stale_table(tmp_path, monkeypatch):
     stale = tmp_path / "README.md"
     stale.write_text(ROOT.joinpath("README.md").read_text().replace("<!-- begin:smart_vs_ar -->\n", "<!-- begin:smart_vs_ar -->\n| edited |\n", 1))
     monkeypatch.setattr(update_readme, "README", stale)
+    monkeypatch.setattr(update_readme, "EVALUATE_SUMMARY", tmp_path / "evaluate_summary.md")  # never write the repo's copy
     assert update_readme.main(["--check"]) == 1
     assert update_readme.main([]) == 0 and update_readme.main(["--check"]) == 0
     assert "| edited |" not in stale.read_text()
