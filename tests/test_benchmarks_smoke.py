@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,15 +37,3 @@ def test_roofline_fast(tmp_path):
     r = json.loads((tmp_path / "roofline.json").read_text())["results"]
     assert r["matmul_roof_gflops"] > 0 and r["flops_per_image"] > 0 and 0 < r["roofline_fraction"] < 1.5
 
-
-def test_update_readme_script_rejects_unknown_blocks(tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import update_readme
-    finally:
-        sys.path.pop(0)
-    bad = tmp_path / "README.md"
-    bad.write_text("<!-- begin:nonsense -->\n<!-- end:nonsense -->\n")
-    monkeypatch.setattr(update_readme, "README", bad)
-    with pytest.raises(SystemExit, match="known: reconstruction"):
-        update_readme.main(["--check"])
