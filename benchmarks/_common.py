@@ -27,6 +27,21 @@ def out_dir(path: Optional[str], fast: bool) -> Path:
     return d
 
 
+def add_run_args(parser, fast_help: str = "CI smoke run: a handful of images, tiny counts (the numbers mean nothing)") -> None:
+    """The options every benchmark takes: --threads, --fast and --out-dir."""
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--fast", action="store_true", help=fast_help)
+    parser.add_argument("--out-dir", default=None, help="result folder (default benchmarks/results; runs/benchmarks-fast with --fast)")
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """``torch.set_num_threads(threads)`` when a count is given."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def command_line() -> str:
     """The command that is running, with the script path relative to the repository root."""
     script = Path(sys.argv[0]).resolve()

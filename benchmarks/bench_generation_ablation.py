@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401  (puts src/ on the path)
-from _common import REPO_ROOT, command_line, environment, fmt, header, markdown_table, now, out_dir, write_results
+from _common import REPO_ROOT, add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, set_threads, write_results
 
 ROWS = (  # (name, quantizer, attention)
     ("PQ + SMART", "product", "bidirectional"),
@@ -51,10 +51,15 @@ def _slug(name: str) -> str:
     return name.lower().replace(" + ", "-").replace(" ", "-")
 
 
+def _training_settings(args) -> dict:
+    """What makes two trainings the same: a finished one is reused only when these match."""
+    return {k: getattr(args, k) for k in ("steps", "batch_size", "train_limit", "hidden_size", "layers", "learning_rate", "seed", "fp32")}
+
+
 def train_one(name: str, qtype: str, attention: str, args, work: Path, text_tokenizer: Path) -> dict:
     out = work / _slug(name)
     done = out / "bench_meta.json"
-    settings = {k: getattr(args, k) for k in ("steps", "batch_size", "train_limit", "hidden_size", "layers", "learning_rate", "seed", "fp32")}
+    settings = _training_settings(args)
     if done.is_file() and json.loads(done.read_text()).get("settings") == settings:
         print(f"{name}: reusing the trained model in {out}", flush=True)
         return json.loads(done.read_text())
@@ -79,7 +84,7 @@ def train_one(name: str, qtype: str, attention: str, args, work: Path, text_toke
     ]
     if not args.fp32:
         cmd.append("--bf16")
-    if (out / "checkpoint-1").exists() or any(out.glob("checkpoint-*")):
+    if any(out.glob("checkpoint-*")):
         cmd += ["--resume_from_checkpoint", "latest"]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -179,7 +184,6 @@ def render(data: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    import numpy as np
     import torch
 
     from m6_fashion.default_model import default_model_path
@@ -203,9 +207,7 @@ def main(argv=None) -> dict:
     p.add_argument("--num-samples", type=int, default=None, help="test captions per row (default 200; 4 with --fast)")
     p.add_argument("--rows", nargs="+", default=None, help="subset of row names, e.g. 'PQ + SMART' 'PQ + AR'")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out-dir", default=None)
-    p.add_argument("--fast", action="store_true")
+    add_run_args(p)
     args = p.parse_args(argv)
     fast = args.fast
     args.steps = args.steps or (2 if fast else 400)
@@ -218,8 +220,7 @@ def main(argv=None) -> dict:
     args.tokenizers_dir = str(tokenizers_dir)
     work = Path(args.work_dir or REPO_ROOT / "runs" / ("bench_generation_ablation_fast" if fast else "bench_generation_ablation"))
     work.mkdir(parents=True, exist_ok=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     rows_spec = [r for r in ROWS if args.rows is None or r[0] in args.rows]
     if not rows_spec:
         raise SystemExit(f"error: --rows matched nothing; accepted: {', '.join(r[0] for r in ROWS)}")
@@ -242,8 +243,7 @@ def main(argv=None) -> dict:
 
     results = {
         "date": now(), "command": command_line(), "environment": environment(), "fast": fast,
-        "settings": {k: getattr(args, k) for k in ("steps", "batch_size", "train_limit", "hidden_size", "layers", "learning_rate", "seed", "fp32")}
-        | {"num_samples": num_samples, "num_real": int(real_features.shape[0]), "smart_steps": 10, "temperature": 1.0},
+        "settings": _training_settings(args) | {"num_samples": num_samples, "num_real": int(real_features.shape[0]), "smart_steps": 10, "temperature": 1.0},
         "references": references,
         "chance_majority": chance,
         "prompt_row_ids": [int(data["ids"][i]) for i in idx],

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import _common  # noqa: F401  (puts src/ on the path)
-from _common import REPO_ROOT, command_line, environment, fmt, header, markdown_table, now, out_dir, plt, write_results
+from _common import REPO_ROOT, add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, plt, set_threads, write_results
 
 QUANTIZERS = ("product", "vector", "residual")
 LABELS = {"product": "PQ (4 x 256 codes of 16-d)", "vector": "VQ (256 codes of 64-d)", "residual": "RQ (4 stages, shared 256 codes of 64-d)"}
@@ -144,9 +144,7 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--work-dir", default=None, help="where the trained tokenizers go (default runs/bench_quantizers)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--fast", action="store_true")
-    p.add_argument("--out-dir", default=None)
+    add_run_args(p)
     args = p.parse_args(argv)
 
     import torch
@@ -155,8 +153,7 @@ def main(argv=None):
     from m6_fashion.evaluation import evaluate as ev
     from m6_fashion.models import PQTokenizer, StyleDecoder
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     fast = args.fast
     args.steps = args.steps or (2 if fast else 150)
     args.batch_size = args.batch_size or (4 if fast else 16)

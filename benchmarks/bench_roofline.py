@@ -25,7 +25,7 @@ import statistics
 import time
 
 import _common  # noqa: F401
-from _common import command_line, environment, fmt, header, markdown_table, now, out_dir, plt, write_results
+from _common import add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, plt, set_threads, write_results
 
 
 def matmul_gflops(n: int, repeats: int) -> dict:
@@ -89,9 +89,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="SMART passes (default 10; 2 with --fast)")
     p.add_argument("--repeats", type=int, default=None, help="timed pipeline calls (default 3; 1 with --fast)")
     p.add_argument("--matmul-sizes", type=int, nargs="+", default=None, help="default 512 1024 2048; 256 512 with --fast")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--fast", action="store_true")
-    p.add_argument("--out-dir", default=None)
+    add_run_args(p)
     args = p.parse_args(argv)
 
     import torch
@@ -99,8 +97,7 @@ def main(argv=None):
 
     from m6_fashion.pipelines import M6FashionPipeline
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     fast = args.fast
     bs = args.batch_size or (2 if fast else 16)
     steps = args.steps or (2 if fast else 10)

@@ -19,7 +19,7 @@ import argparse
 import time
 
 import _common  # noqa: F401  (puts src/ on the path)
-from _common import command_line, environment, fmt, header, markdown_table, now, out_dir, plt, write_results
+from _common import add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, plt, set_threads, write_results
 
 HEADS = ("articleType", "baseColour", "gender")
 
@@ -102,8 +102,7 @@ def retime(data_out, args) -> None:
     from m6_fashion.pipelines import M6FashionPipeline
     from m6_fashion.schedulers.scheduling_smart import SMARTScheduler
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     pipe = M6FashionPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     base_config = dict(pipe.scheduler.config)
@@ -134,9 +133,7 @@ def main(argv=None):
     p.add_argument("--num-real", type=int, default=None, help="reference real test images (default all; 8 with --fast)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--fast", action="store_true")
-    p.add_argument("--out-dir", default=None)
+    add_run_args(p)
     p.add_argument("--replot", action="store_true", help="only redraw smart_steps.png/.md from smart_steps.json in --out-dir")
     p.add_argument("--retime", action="store_true",
                    help="re-measure s/image of every row of smart_steps.json back to back (interleaved, one batch of "
@@ -150,9 +147,7 @@ def main(argv=None):
         data_out = json.loads((directory / "smart_steps.json").read_text())
         if args.retime:
             retime(data_out, args)
-            write_results(directory, "smart_steps", data_out, render(data_out))
-        else:
-            write_results(directory, "smart_steps", data_out, render(data_out))
+        write_results(directory, "smart_steps", data_out, render(data_out))
         plot(data_out, directory / "smart_steps.png")
         return data_out
 
@@ -164,8 +159,7 @@ def main(argv=None):
     from m6_fashion.pipelines import M6FashionPipeline
     from m6_fashion.schedulers.scheduling_smart import SMARTScheduler
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     n = args.num_samples or (4 if args.fast else 64)
     steps = args.steps or ([1, 2] if args.fast else [1, 2, 4, 8, 10, 16])
     num_real = args.num_real if args.num_real is not None else (8 if args.fast else None)

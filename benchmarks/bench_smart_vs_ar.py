@@ -30,7 +30,7 @@ import statistics
 import time
 
 import _common  # noqa: F401  (puts src/ on the path)
-from _common import command_line, environment, fmt, header, markdown_table, now, out_dir, write_results
+from _common import add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, set_threads, write_results
 
 TARGETS = {1: 5.0, 8: 1.0}  # AR/SMART speed targets on CPU (pipeline issue): >= 5x at batch 1, never slower at 8
 PROMPT = "Men Navy Blue Casual Shirt"
@@ -120,8 +120,6 @@ def render(data: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    import torch
-
     from m6_fashion import M6FashionPipeline
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,12 +128,9 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 1 8; 1 with --fast")
     p.add_argument("--steps", type=int, default=None, help="SMART passes T (default 10; 2 with --fast)")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=("float32", "bfloat16"))
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--out-dir", default=None)
-    p.add_argument("--fast", action="store_true", help="CI smoke run: batch 1, T=2, one round")
+    add_run_args(p, fast_help="CI smoke run: batch 1, T=2, one round")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     fast = args.fast
     repeats = args.repeats or (1 if fast else 5)
     batch_sizes = args.batch_sizes or ([1] if fast else [1, 8])

@@ -28,7 +28,7 @@ import json
 import time
 
 import _common  # noqa: F401
-from _common import command_line, environment, fmt, header, markdown_table, now, out_dir, plt, write_results
+from _common import add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, plt, set_threads, write_results
 
 HEADS = ("articleType", "baseColour", "gender")
 
@@ -158,9 +158,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ar-images", type=int, default=None, help="images for the AR speed row (default 16; 2 with --fast; 0 = skip)")
     p.add_argument("--from-json", default=None, help="build the tables from an `m6-fashion evaluate` result file")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--fast", action="store_true")
-    p.add_argument("--out-dir", default=None)
+    add_run_args(p)
     args = p.parse_args(argv)
 
     import torch
@@ -168,8 +166,7 @@ def main(argv=None):
     from m6_fashion.evaluation import evaluate as ev
     from m6_fashion.pipelines import M6FashionPipeline
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     fast = args.fast
     directory = out_dir(args.out_dir, fast)
     pipe = M6FashionPipeline.from_pretrained(args.model)

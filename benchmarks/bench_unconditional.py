@@ -18,7 +18,7 @@ import argparse
 import json
 
 import _common  # noqa: F401
-from _common import command_line, environment, fmt, header, markdown_table, now, out_dir, plt, write_results
+from _common import add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, plt, set_threads, write_results
 
 
 def render(data) -> str:
@@ -80,17 +80,12 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--from-json", default=None, help="build the tables from an `m6-fashion evaluate` result file")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--fast", action="store_true")
-    p.add_argument("--out-dir", default=None)
+    add_run_args(p)
     args = p.parse_args(argv)
-
-    import torch
 
     from m6_fashion.evaluation import evaluate as ev
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     fast = args.fast
     directory = out_dir(args.out_dir, fast)
     if args.from_json:
