@@ -44,6 +44,11 @@ def _measured(d: dict) -> str:
     return f"Measured {d['date']} with `{d['command']}`."
 
 
+def _scored_row(label: str, hits: dict, r: dict) -> list:
+    """A table row: label, hit rate per attribute, FID, KID."""
+    return [label, *(_pct(hits[k]) for k in HEADS), f"{r['fid_inception']:.1f}", f"{r['kid_inception_mean']:.3f}"]
+
+
 def text_to_image() -> str:
     gen = _load("evaluate_m6-fashion-64_test_generation.json")
     bf16 = _load("evaluate_m6-fashion-64_test_bf16.json")
@@ -54,17 +59,12 @@ def text_to_image() -> str:
         label = f"generated, temperature {r['temperature']:.1f}"
         if abs(r["temperature"] - default_t) < 1e-9:
             label += " (shipped default)"
-        h = r["hit_rate"]
-        rows.append([label, *(_pct(h[k]) for k in HEADS), f"{r['fid_inception']:.1f}", f"{r['kid_inception_mean']:.3f}"])
+        rows.append(_scored_row(label, r["hit_rate"], r))
     for r in bf16["text_to_image"]:
-        h = r["hit_rate"]
-        rows.append([f"generated, temperature {r['temperature']:.1f}, transformer in bfloat16 (`--bf16`)", *(_pct(h[k]) for k in HEADS),
-                     f"{r['fid_inception']:.1f}", f"{r['kid_inception_mean']:.3f}"])
+        rows.append(_scored_row(f"generated, temperature {r['temperature']:.1f}, transformer in bfloat16 (`--bf16`)", r["hit_rate"], r))
     u = gen.get("unconditional")
     if u:
-        h = u["hit_rate_unconditional_vs_prompts"]
-        rows.append(["unconditional samples vs the same captions (measured chance)", *(_pct(h[k]) for k in HEADS),
-                     f"{u['fid_inception']:.1f}", f"{u['kid_inception_mean']:.3f}"])
+        rows.append(_scored_row("unconditional samples vs the same captions (measured chance)", u["hit_rate_unconditional_vs_prompts"], u))
     maj = gen["prompts"]["chance_majority"]
     rows.append(["most frequent value among these captions", *(_pct(maj[k]["rate"]) for k in HEADS), "", ""])
     acc = gen["prompts"]["classifier_accuracy_real"]
