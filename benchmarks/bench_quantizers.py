@@ -223,8 +223,8 @@ def main(argv=None):
     from m6_fashion.default_model import default_model_path
 
     root = Path(default_model_path())
-    tok = PQTokenizer.from_pretrained(str(root / "image_tokenizer"), torch_dtype=torch.float32).eval()
-    dec = StyleDecoder.from_pretrained(str(root / "decoder"), torch_dtype=torch.float32).eval()
+    tok = PQTokenizer.from_pretrained(str(root / "image_tokenizer"), dtype=torch.float32).eval()
+    dec = StyleDecoder.from_pretrained(str(root / "decoder"), dtype=torch.float32).eval()
     shim = SimpleNamespace(image_tokenizer=tok, decoder=dec, device=torch.device("cpu"))
     real, real_stats = real_features()
     ref = ev.evaluate_reconstruction(shim, data, extractor, real, real_stats=real_stats)

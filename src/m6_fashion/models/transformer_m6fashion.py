@@ -48,13 +48,19 @@ import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from torch.nn import functional as F
-from transformers import DynamicCache, PreTrainedConfig, PreTrainedModel
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache
-from transformers.models.bert.modeling_bert import BertEncoder
 from transformers.utils import ModelOutput
 
-__all__ = ["M6FashionConfig", "M6FashionTransformer", "M6FashionTransformerOutput", "build_attention_bias"]
+__all__ = [
+    "M6FashionConfig",
+    "M6FashionEncoder",
+    "M6FashionKVCache",
+    "M6FashionTransformer",
+    "M6FashionTransformerOutput",
+    "build_attention_bias",
+]
 
 TOKEN_TYPE_CONDITION = 0
 TOKEN_TYPE_TEXT = 1
@@ -89,10 +95,7 @@ class M6FashionConfig(PreTrainedConfig):
     """
 
     model_type = "m6fashion"
-    keys_to_ignore_at_inference: ClassVar[list] = ["past_key_values"]
-    # read by transformers' BertLayer / BertSelfAttention; this model is an encoder without cross-attention
-    is_decoder: ClassVar[bool] = False
-    add_cross_attention: ClassVar[bool] = False
+    keys_to_ignore_at_inference: ClassVar[list] = ["cache", "past_key_values"]
 
     vocab_size: int = 4096
     hidden_size: int = 256
@@ -193,12 +196,182 @@ class M6FashionTransformerOutput(ModelOutput):
             ``logits[:, j]`` scores target ``j``. Causal: ``logits[:, j]`` is the prediction for target
             ``j`` computed at the position before it; for a prefix-only input ``n = 1`` (target 0), and
             with ``past_key_values`` every new position gives the prediction for the position after it.
-        past_key_values: the :class:`transformers.DynamicCache`, when ``use_cache=True``.
+        cache: the :class:`M6FashionKVCache`, when ``use_cache=True`` (also readable as ``past_key_values``).
+
+    The field is named ``cache``, the name transformers' own outputs use from 5.24 on (their
+    ``ModelOutput`` renames a ``past_key_values`` field at construction, which broke this class).
     """
 
     loss: Optional[torch.FloatTensor] = None
     logits: Optional[torch.FloatTensor] = None
-    past_key_values: Optional[Cache] = None
+    cache: Optional["M6FashionKVCache"] = None
+
+    @property
+    def past_key_values(self) -> Optional["M6FashionKVCache"]:
+        """The same object as :attr:`cache`."""
+        return self.cache
+
+
+class M6FashionKVCache:
+    """Keys and values of earlier positions, one ``(B, heads, S, head_dim)`` pair per layer.
+
+    The model owns this small cache instead of using transformers' ``Cache`` classes, whose API (and the
+    keyword the BERT encoder takes it by) is being renamed across 5.x releases; the few operations the
+    prefix cache and the autoregressive baseline need are written here.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get_seq_length(self) -> int:
+        """Number of cached positions (0 when empty)."""
+        return int(self.keys[0].shape[2]) if self.keys else 0
+
+    def update(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Appends ``key``/``value`` ``(B, heads, L, head_dim)`` of layer ``layer_idx``; returns all of that layer's."""
+        if layer_idx == len(self.keys):
+            self.keys.append(key)
+            self.values.append(value)
+        elif layer_idx < len(self.keys):
+            self.keys[layer_idx] = torch.cat([self.keys[layer_idx], key], dim=2)
+            self.values[layer_idx] = torch.cat([self.values[layer_idx], value], dim=2)
+        else:
+            raise ValueError(f"layer {layer_idx} updated before layer {len(self.keys)}")
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def prepend(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``layer_idx``'s cached keys/values followed by ``key``/``value``, leaving the cache unchanged."""
+        return torch.cat([self.keys[layer_idx], key], dim=2), torch.cat([self.values[layer_idx], value], dim=2)
+
+    def crop(self, max_length: int) -> None:
+        """Keeps the first ``max_length`` positions; a negative value drops that many from the end."""
+        if max_length < 0:
+            max_length = self.get_seq_length() + max_length
+        self.keys = [k[:, :, :max_length] for k in self.keys]
+        self.values = [v[:, :, :max_length] for v in self.values]
+
+
+class M6FashionSelfAttention(nn.Module):
+    """Multi-head self-attention with an additive bias and an optional KV cache.
+
+    ``(B, L, H)`` -> ``(B, L, H)``; the bias is ``(B, 1, L, S + L)`` with ``S`` cached positions. The
+    parameter names (``query``, ``key``, ``value``) are those of BERT, so BERT-style checkpoints load.
+    """
+
+    def __init__(self, config: "M6FashionConfig", layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_prob = config.attention_probs_dropout_prob
+
+    def forward(
+        self, hidden: torch.Tensor, bias: torch.Tensor, cache: Optional[M6FashionKVCache], store: bool = True
+    ) -> torch.Tensor:
+        b, length, _ = hidden.shape
+        heads = lambda x: x.view(b, length, self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden))
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v) if store else cache.prepend(self.layer_idx, k, v)
+        # softmax(q k^T / sqrt(d) + bias) v, with attention dropout while training
+        ctx = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.dropout_prob if self.training else 0.0
+        )
+        return ctx.transpose(1, 2).reshape(b, length, -1)
+
+
+class M6FashionSelfOutput(nn.Module):
+    """Projection, dropout and the post-norm residual of the attention block."""
+
+    def __init__(self, config: "M6FashionConfig"):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class M6FashionAttention(nn.Module):
+    def __init__(self, config: "M6FashionConfig", layer_idx: int):
+        super().__init__()
+        self.self = M6FashionSelfAttention(config, layer_idx)
+        self.output = M6FashionSelfOutput(config)
+
+    def forward(self, hidden, bias, cache, store=True):
+        return self.output(self.self(hidden, bias, cache, store), hidden)
+
+
+class M6FashionIntermediate(nn.Module):
+    def __init__(self, config: "M6FashionConfig"):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(hidden))
+
+
+class M6FashionOutput(nn.Module):
+    def __init__(self, config: "M6FashionConfig"):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class M6FashionLayer(nn.Module):
+    """One post-norm BERT layer: attention block, then feed-forward block."""
+
+    def __init__(self, config: "M6FashionConfig", layer_idx: int):
+        super().__init__()
+        self.attention = M6FashionAttention(config, layer_idx)
+        self.intermediate = M6FashionIntermediate(config)
+        self.output = M6FashionOutput(config)
+
+    def forward(self, hidden, bias, cache=None, store=True):
+        attn = self.attention(hidden, bias, cache, store)
+        return self.output(self.intermediate(attn), attn)
+
+
+class M6FashionEncoder(nn.Module):
+    """``num_hidden_layers`` BERT layers (same parameter names and arithmetic as transformers' ``BertEncoder``).
+
+    Owned here rather than imported, so that renames of ``BertEncoder.forward``'s keywords and outputs
+    across transformers releases cannot break the model; ``tests/test_transformer_m6fashion.py`` checks
+    that it computes what ``BertEncoder`` computes on the same weights.
+
+    ``forward(hidden (B, L, H), bias (B, 1, L, S + L), cache, store)`` -> ``(B, L, H)``. With a cache,
+    each layer attends to the cached positions too, and appends its keys/values to the cache when ``store``
+    (``store=False`` reads the cache only: the reused prefix cache of SMART).
+    """
+
+    def __init__(self, config: "M6FashionConfig"):
+        super().__init__()
+        self.layer = nn.ModuleList([M6FashionLayer(config, i) for i in range(config.num_hidden_layers)])
+        # read by PreTrainedModel.is_activation_checkpointing; set through the model's checkpointing methods
+        self.gradient_checkpointing = False
+
+    def forward(
+        self, hidden: torch.Tensor, bias: torch.Tensor, cache: Optional[M6FashionKVCache] = None, store: bool = True
+    ) -> torch.Tensor:
+        for layer in self.layer:
+            if self.gradient_checkpointing and self.training and cache is None:
+                hidden = checkpoint(layer, hidden, bias, use_reentrant=False)
+            else:
+                hidden = layer(hidden, bias, cache, store)
+        return hidden
 
 
 def build_attention_bias(
@@ -309,9 +482,37 @@ class M6FashionPreTrainedModel(PreTrainedModel):
     base_model_prefix = "m6fashion"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_attention_backend = True
-    _no_split_modules = ["BertLayer", "M6FashionEmbeddings"]
+    _no_split_modules = ["M6FashionLayer", "M6FashionEmbeddings"]
+
+    # Activation checkpointing is switched by the model itself: transformers renames these methods across
+    # 5.x (``gradient_checkpointing_enable`` -> ``activation_checkpointing_enable``) and its Trainer calls
+    # whichever exists, so both are defined here and neither warns.
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
+        """Recomputes each encoder layer in the backward pass (saves activation memory while training)."""
+        self._set_checkpointing(True)
+
+    def activation_checkpointing_disable(self):
+        self._set_checkpointing(False)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs):
+        """Same as :meth:`activation_checkpointing_enable` (the older name, still called by some versions)."""
+        self._set_checkpointing(True)
+
+    def gradient_checkpointing_disable(self):
+        self._set_checkpointing(False)
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.is_activation_checkpointing
+
+    def _set_checkpointing(self, enable: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, M6FashionEncoder):
+                m.gradient_checkpointing = enable
 
 
 class M6FashionTransformer(M6FashionPreTrainedModel):
@@ -329,7 +530,7 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
     def __init__(self, config: M6FashionConfig):
         super().__init__(config)
         self.embeddings = M6FashionEmbeddings(config)
-        self.encoder = BertEncoder(config)
+        self.encoder = M6FashionEncoder(config)
         self.head = M6FashionHead(config)
         self.post_init()
 
@@ -430,7 +631,7 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
         token_type_ids: torch.LongTensor,
         attention_mask: Optional[torch.Tensor] = None,
         labels: Optional[torch.LongTensor] = None,
-        past_key_values: Optional[Cache] = None,
+        past_key_values: Optional[M6FashionKVCache] = None,
         use_cache: Optional[bool] = None,
     ) -> M6FashionTransformerOutput:
         """Runs the transformer.
@@ -442,14 +643,14 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
             token_type_ids: ``(B, L)`` 0 condition, 1 text, 2 target.
             attention_mask: ``(B, past + L)`` 1/0, optional (all ones).
             labels: ``(B, n, M)`` target codes in ``[0, K)`` or -100 (ignored), aligned with ``logits``.
-            past_key_values: a :class:`transformers.DynamicCache` holding earlier positions. The input
+            past_key_values: a :class:`M6FashionKVCache` holding earlier positions. The input
                 must then contain only target positions. With ``use_cache=False`` the cache is used
                 read-only (restored to its length after the pass), which is how a prefix cache from
                 :meth:`encode_prefix` is reused over SMART steps.
-            use_cache: return the (updated) cache in ``past_key_values``.
+            use_cache: return the (updated) cache in ``cache``.
 
         Returns:
-            :class:`M6FashionTransformerOutput` with ``loss``, ``logits (B, n, M, K)`` and ``past_key_values``.
+            :class:`M6FashionTransformerOutput` with ``loss``, ``logits (B, n, M, K)`` and ``cache``.
         """
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         n_target = self._check_inputs(input_ids, image_codes, position_ids, token_type_ids, attention_mask, past_length)
@@ -470,16 +671,14 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
 
         cache = past_key_values
         if cache is None and use_cache:
-            cache = DynamicCache(config=cfg)
+            cache = M6FashionKVCache()
 
         hidden = self.embeddings(input_ids, image_codes, position_ids, token_type_ids)
         bias = build_attention_bias(
             token_type_ids, attention_mask, past_length, cfg.attention, cfg.prefix_attention, dtype=hidden.dtype
         )
-        hidden = self.encoder(hidden, attention_mask=bias, past_key_values=cache, use_cache=use_cache).last_hidden_state
-
-        if past_key_values is not None and not use_cache:
-            past_key_values.crop(-length)  # read-only use: drop what this pass appended
+        # a given cache with use_cache=False is read only (the prefix cache reused over SMART passes)
+        hidden = self.encoder(hidden, bias, cache, store=use_cache)
 
         if cfg.attention == "causal":
             if past_length == 0 and n_target > 0:
@@ -497,7 +696,7 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
         if labels is not None:
             loss = self.loss_function_m6(logits, labels)
 
-        return M6FashionTransformerOutput(loss=loss, logits=logits, past_key_values=cache if use_cache else None)
+        return M6FashionTransformerOutput(loss=loss, logits=logits, cache=cache if use_cache else None)
 
     def loss_function_m6(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over labelled positions (labels != -100), averaged per group, then over groups.
@@ -527,7 +726,7 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
         position_ids: torch.LongTensor,
         token_type_ids: torch.LongTensor,
         attention_mask: Optional[torch.Tensor] = None,
-    ) -> DynamicCache:
+    ) -> M6FashionKVCache:
         """Encodes the prefix (condition + text, no target positions) once and returns its KV cache.
 
         Only valid when the prefix does not attend to the target (``prefix_attention="isolated"`` or
@@ -543,7 +742,7 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
         if (token_type_ids == TOKEN_TYPE_TARGET).any():
             raise ValueError("encode_prefix takes the prefix only (no target positions, token type 2)")
         out = self(input_ids, image_codes, position_ids, token_type_ids, attention_mask=attention_mask, use_cache=True)
-        return out.past_key_values
+        return out.cache
 
     @torch.no_grad()
     def generate_autoregressive(
@@ -568,7 +767,7 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
             temperature: softmax temperature (> 0), used when ``do_sample``.
             do_sample: sample (True) or take the argmax (greedy).
             top_k: keep only the ``top_k`` most likely codes per group before sampling.
-            use_cache: one prefix pass then one position per step with a ``DynamicCache``
+            use_cache: one prefix pass then one position per step with a :class:`M6FashionKVCache`
                 (default). ``False`` re-encodes the whole sequence at every step (reference only).
 
         Returns:
@@ -611,7 +810,7 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
         tt = torch.full((b, 1), TOKEN_TYPE_TARGET, dtype=token_type_ids.dtype, device=device)
         ones = torch.ones(b, 1, dtype=attention_mask.dtype, device=device)
         if use_cache:
-            cache = DynamicCache(config=cfg)
+            cache = M6FashionKVCache()
             out = self(input_ids, image_codes, position_ids, token_type_ids, attention_mask, past_key_values=cache, use_cache=True)
             mask = attention_mask
             for j in range(n):

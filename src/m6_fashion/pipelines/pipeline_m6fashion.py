@@ -102,7 +102,9 @@ class M6FashionPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: Optional[str] = None, **kwargs):
         """Loads a pipeline folder or Hub repo (safetensors only). Without a path: the shipped default model.
 
-        Weights are loaded in float32 unless `torch_dtype` says otherwise (the shipped model stores float16).
+        Weights are loaded in float32 unless `dtype` says otherwise (the shipped model stores float16);
+        `dtype` may be one dtype or a dict per component (`{"transformer": torch.bfloat16, "default":
+        torch.float32}`). The older name `torch_dtype` is accepted too and passed on as `dtype`.
         """
         if pretrained_model_name_or_path is None:
             from ..default_model import default_model_path
@@ -110,8 +112,11 @@ class M6FashionPipeline(DiffusionPipeline):
             pretrained_model_name_or_path = default_model_path()
         kwargs.setdefault("use_safetensors", True)
         # weights may be stored in float16 to keep checkpoints small; compute in float32 unless asked otherwise
-        if "torch_dtype" not in kwargs:
-            kwargs.setdefault("dtype", torch.float32)
+        if "torch_dtype" in kwargs:  # diffusers >= 0.40 deprecates the old name
+            if "dtype" in kwargs:
+                raise ValueError("pass `dtype` only (`torch_dtype` is its older name); got both")
+            kwargs["dtype"] = kwargs.pop("torch_dtype")
+        kwargs.setdefault("dtype", torch.float32)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def save_pretrained(self, save_directory, safe_serialization: bool = True, **kwargs):

@@ -79,7 +79,6 @@ class ModelArguments:
     max_condition_tokens: int = 256
     attention: str = field(default="bidirectional", metadata={"help": "bidirectional (masked) or causal (AR baseline)"})
     prefix_attention: str = field(default="full", metadata={"help": "full or isolated"})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager"})
 
 
 @dataclass
@@ -266,9 +265,7 @@ def _text_tokenizer(model_args, training_args, train_ds, resume_path: Optional[s
 
 def _build_model(model_args, geometry: dict, text_tokenizer) -> M6FashionTransformer:
     if model_args.model_name_or_path:
-        model = M6FashionTransformer.from_pretrained(
-            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation
-        )
+        model = M6FashionTransformer.from_pretrained(model_args.model_name_or_path)
         cfg = model.config
         for key, value in geometry.items():
             if getattr(cfg, key) != value:
@@ -290,7 +287,6 @@ def _build_model(model_args, geometry: dict, text_tokenizer) -> M6FashionTransfo
         **geometry,
         **config_token_kwargs(text_tokenizer),
     )
-    config._attn_implementation = model_args.attn_implementation
     return M6FashionTransformer(config)
 
 
