@@ -161,3 +161,78 @@ def test_long_prompt_is_truncated_with_warning(tiny_pipeline):
     with pytest.warns(UserWarning, match="truncated"):
         out = tiny_pipeline(" ".join(["shirt"] * 60), num_inference_steps=2, generator=_g(), output_type="tokens")
     assert out.tokens.shape == (1, 16, 16, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(temperature=0), ValueError, "temperature"),
+        (dict(temperature=-1.0), ValueError, "temperature"),
+        (dict(temperature=float("nan")), ValueError, "temperature"),
+        (dict(temperature=float("inf")), ValueError, "temperature"),
+        (dict(temperature="0.7"), ValueError, "temperature"),
+        (dict(guidance_scale=float("inf")), ValueError, "guidance_scale"),
+        (dict(guidance_scale=float("nan")), ValueError, "guidance_scale"),
+        (dict(guidance_scale="2"), ValueError, "guidance_scale"),
+        (dict(guidance_scale=True), ValueError, "guidance_scale"),
+        (dict(num_inference_steps=10**7), ValueError, "num_inference_steps"),
+        (dict(num_inference_steps=2.0), ValueError, "num_inference_steps"),
+        (dict(num_inference_steps=True), ValueError, "num_inference_steps"),
+        (dict(num_images_per_prompt=65), ValueError, "at most 64"),
+        (dict(num_images_per_prompt=0), ValueError, "num_images_per_prompt"),
+        (dict(refine_ratio=1.5), ValueError, "refine_ratio"),
+        (dict(generator=0), TypeError, "generator"),
+        (dict(generator=np.random.default_rng(0)), TypeError, "generator"),
+        (dict(generator=[torch.Generator(), torch.Generator()]), TypeError, "generator"),
+        (dict(reference_images=[(None, (0, 0, 16, 16))]), TypeError, r"reference_images\[0\]\[0\]"),
+        (dict(reference_images=[("IMG", (0, 0, 64, 64))] * 2), ValueError, "token cells"),
+    ],
+)
+def test_bad_numbers_generators_and_patches_are_refused_before_work(tiny_pipeline, real_images, kwargs, error, match):
+    """Each bad value is refused by check_inputs, naming the argument, before any image is encoded."""
+    if "reference_images" in kwargs:
+        kwargs["reference_images"] = [
+            (real_images[0]["image"] if im == "IMG" else im, box) for im, box in kwargs["reference_images"]
+        ]
+    with mock.patch.object(type(tiny_pipeline), "encode_images", side_effect=AssertionError("encoded before checking")):
+        with pytest.raises(error, match=match):
+            tiny_pipeline("Men Navy Blue Casual Shirt", output_type="tokens", **kwargs)
+
+
+def test_per_call_temperature_leaves_the_scheduler_config_alone(tiny_pipeline):
+    before = dict(tiny_pipeline.scheduler.config)
+    a = tiny_pipeline("shirt", temperature=0.3, num_inference_steps=3, generator=_g(), output_type="tokens").tokens
+    assert dict(tiny_pipeline.scheduler.config) == before
+    b = tiny_pipeline("shirt", temperature=3.0, num_inference_steps=3, generator=_g(), output_type="tokens").tokens
+    assert not torch.equal(a, b)  # the temperature really reaches the sampler
+
+
+def test_a_one_element_generator_list_is_the_generator(tiny_pipeline):
+    a = tiny_pipeline("shirt", num_inference_steps=2, generator=[_g(5)], output_type="tokens").tokens
+    b = tiny_pipeline("shirt", num_inference_steps=2, generator=_g(5), output_type="tokens").tokens
+    assert torch.equal(a, b)
+
+
+def test_all_black_mask_is_refused(tiny_pipeline, real_images):
+    image = real_images[0]["image"]
+    with pytest.raises(ValueError, match="selects no pixel"):
+        tiny_pipeline("x", image=image, mask_image=PIL.Image.new("L", image.size, 0))
+
+
+def test_reference_patch_inside_an_image_without_mask_edits_its_box(tiny_pipeline, real_images):
+    """image + reference_images and no mask_image: the boxes are the edited region (it used to be a silent no-op)."""
+    image, patch = real_images[0]["image"], real_images[1]["image"]
+    base = _tokens_of(tiny_pipeline, image).reshape(16, 16, 4)
+    out = tiny_pipeline(image=image, reference_images=[(patch, (0, 0, 32, 32))], num_inference_steps=3,
+                        generator=_g(), output_type="tokens").tokens[0]
+    assert torch.equal(out[8:, :], base[8:, :]) and torch.equal(out[:8, 8:], base[:8, 8:])  # outside the box: kept
+    assert not torch.equal(out[:8, :8], base[:8, :8])  # inside: regenerated
+
+
+def test_components_that_do_not_fit_are_refused(tiny_pipeline):
+    from m6_fashion import SMARTScheduler
+
+    comps = dict(tiny_pipeline.components)
+    comps["scheduler"] = SMARTScheduler(mask_token_id=255)
+    with pytest.raises(ValueError, match="mask_token_id=255"):
+        M6FashionPipeline(**comps)

@@ -85,9 +85,27 @@ def test_bad_config(kw):
         SMARTScheduler(**kw)
 
 
-def test_bad_steps():
-    with pytest.raises(ValueError, match=">= 1"):
-        SMARTScheduler().set_timesteps(0)
+@pytest.mark.parametrize("steps", [0, -3, 1001, 2.0, True, "10"])
+def test_bad_steps(steps):
+    with pytest.raises(ValueError, match=r"num_inference_steps must be an integer in \[1, 1000\]"):
+        SMARTScheduler().set_timesteps(steps)
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=float("nan")), dict(temperature=float("inf")), dict(temperature=0),
+                                dict(temperature_end=-1.0), dict(mask_token_id=0)])
+def test_bad_config_values(kw):
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        SMARTScheduler(**kw)
+
+
+def test_set_timesteps_temperature_overrides_without_touching_the_config():
+    s = SMARTScheduler(temperature=0.7, temperature_end=0.7)
+    s.set_timesteps(4, temperature=2.0)
+    assert s.temperature_at(0) == 2.0 and s.config.temperature == 0.7
+    s.set_timesteps(4)
+    assert s.temperature_at(0) == 0.7
+    with pytest.raises(ValueError, match="temperature"):
+        s.set_timesteps(4, temperature=float("nan"))
 
 
 def test_categorical_sampling_matches_the_probabilities():

@@ -37,7 +37,10 @@ from ..models.pq_tokenizer import PQTokenizer
 from ..models.sequence_layout import build_model_inputs, split_prefix_and_target
 from ..models.style_decoder import StyleDecoder
 from ..models.transformer_m6fashion import M6FashionTransformer
-from ..schedulers.scheduling_smart import SMARTScheduler
+from ..schedulers.scheduling_smart import MAX_INFERENCE_STEPS, SMARTScheduler, check_temperature
+
+MAX_IMAGES_PER_CALL = 64  # prompts x num_images_per_prompt; bounds memory (one batch of 64 needs ~2 GB on CPU)
+MAX_GUIDANCE_SCALE = 50.0
 
 Box = Tuple[int, int, int, int]
 
@@ -93,6 +96,7 @@ class M6FashionPipeline(DiffusionPipeline):
         scheduler: SMARTScheduler,
     ):
         super().__init__()
+        check_components(image_tokenizer, transformer, scheduler)
         self.register_modules(
             image_tokenizer=image_tokenizer, decoder=decoder, transformer=transformer, tokenizer=tokenizer, scheduler=scheduler
         )
@@ -203,7 +207,11 @@ class M6FashionPipeline(DiffusionPipeline):
         guidance_scale,
         output_type,
         callback_on_step_end_tensor_inputs,
+        temperature=None,
+        generator=None,
+        refine_ratio=0.25,
     ):
+        """Checks every argument before any image is encoded or any token generated; raises naming the argument."""
         if prompt is not None and not isinstance(prompt, (str, list, tuple)):
             raise TypeError(f"prompt must be a string or a list of strings; got {type(prompt).__name__}")
         if isinstance(prompt, (list, tuple)):
@@ -211,12 +219,38 @@ class M6FashionPipeline(DiffusionPipeline):
                 raise ValueError("prompt is an empty list; pass at least one prompt (use '' for no text)")
             if not all(isinstance(p, str) for p in prompt):
                 raise TypeError("every prompt in the list must be a string")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be an integer >= 1; got {num_inference_steps!r}")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or not (
+            1 <= num_inference_steps <= MAX_INFERENCE_STEPS
+        ):
+            raise ValueError(f"num_inference_steps must be an integer in [1, {MAX_INFERENCE_STEPS}]; got {num_inference_steps!r}")
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be an integer >= 1; got {num_images_per_prompt!r}")
-        if guidance_scale < 1.0:
-            raise ValueError(f"guidance_scale must be >= 1.0 (1.0 = no guidance); got {guidance_scale}")
+        n_prompts = len(prompt) if isinstance(prompt, (list, tuple)) else len(image) if isinstance(image, (list, tuple)) else 1
+        if n_prompts * num_images_per_prompt > MAX_IMAGES_PER_CALL:
+            raise ValueError(
+                f"{n_prompts} prompt(s) x num_images_per_prompt={num_images_per_prompt} = {n_prompts * num_images_per_prompt} "
+                f"images; at most {MAX_IMAGES_PER_CALL} per call (call again for more)"
+            )
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or not (
+            1.0 <= guidance_scale <= MAX_GUIDANCE_SCALE
+        ):
+            raise ValueError(
+                f"guidance_scale must be a finite number in [1, {MAX_GUIDANCE_SCALE:g}] (1.0 = no guidance); got {guidance_scale!r}"
+            )
+        if temperature is not None:
+            check_temperature(temperature, "temperature")
+        if isinstance(refine_ratio, bool) or not isinstance(refine_ratio, (int, float)) or not 0.0 <= refine_ratio <= 1.0:
+            raise ValueError(f"refine_ratio must be a number in [0, 1]; got {refine_ratio!r}")
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != 1 or not isinstance(generator[0], torch.Generator):
+                raise TypeError(
+                    "generator must be one torch.Generator (or a list holding exactly one); per-image generator lists "
+                    f"are not supported; got a list of {len(generator)}"
+                )
+        elif generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator, e.g. torch.Generator().manual_seed(0); got {type(generator).__name__}"
+            )
         if output_type not in ("pil", "np", "pt", "tokens"):
             raise ValueError(f"output_type {output_type!r} is not supported; use 'pil', 'np', 'pt' or 'tokens'")
         if mask_image is not None and image is None:
@@ -244,10 +278,22 @@ class M6FashionPipeline(DiffusionPipeline):
         if reference_images is not None:
             if not isinstance(reference_images, (list, tuple)) or len(reference_images) == 0:
                 raise ValueError("reference_images must be a non-empty list of (image, box) pairs")
+            cells = 0
             for i, ref in enumerate(reference_images):
                 if not isinstance(ref, (list, tuple)) or len(ref) != 2:
                     raise ValueError(f"reference_images[{i}] must be a pair (image, box) with box = (left, top, right, bottom) in pixels")
-                self.box_to_cells(ref[1])
+                if not isinstance(ref[0], (PIL.Image.Image, np.ndarray, torch.Tensor)):
+                    raise TypeError(
+                        f"reference_images[{i}][0] must be a PIL image, numpy array or tensor; got {type(ref[0]).__name__}"
+                    )
+                _, _, h, w = self.box_to_cells(ref[1])
+                cells += h * w + (1 if i else 0)
+            limit = self.transformer.config.max_condition_tokens
+            if cells > limit:  # checked before any patch is encoded
+                raise ValueError(
+                    f"the {len(reference_images)} reference patch(es) cover {cells} token cells (one separator between "
+                    f"two patches counts); the model takes at most {limit}: use fewer or smaller boxes"
+                )
         if callback_on_step_end_tensor_inputs is not None and not all(k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs):
             raise ValueError(f"callback_on_step_end_tensor_inputs must be a subset of {self._callback_tensor_inputs}")
 
@@ -379,7 +425,10 @@ class M6FashionPipeline(DiffusionPipeline):
         self.check_inputs(
             prompt, image, mask_image, style_image, image_box, reference_images, num_inference_steps,
             num_images_per_prompt, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
+            temperature=temperature, generator=generator, refine_ratio=refine_ratio,
         )
+        if isinstance(generator, (list, tuple)):
+            generator = generator[0]
         device = self.device
         cfg = self.transformer.config
         g, n, k = cfg.grid_size, cfg.num_image_tokens, cfg.codebook_size
@@ -414,8 +463,18 @@ class M6FashionPipeline(DiffusionPipeline):
                 if mask_image is not None:
                     masks = _expand(mask_image, base_pixels.shape[0], "mask_image")
                     pixel_mask = torch.stack([preprocess_mask(m, s) for m in masks])
+                    if not pixel_mask.flatten(1).amax(1).all():
+                        raise ValueError(
+                            "mask_image selects no pixel (all black after thresholding at 0.5): white (>= 128, or >= 0.5 "
+                            "for float masks) marks the region to regenerate"
+                        )
                 else:
+                    # reference patches inside an image without a mask: their boxes are the region to edit
                     pixel_mask = torch.zeros(base_pixels.shape[0], 1, s, s)
+                    for _, box in reference_images or []:
+                        top, left, h, w = self.box_to_cells(box)
+                        c = self.cell
+                        pixel_mask[:, :, top * c : (top + h) * c, left * c : (left + w) * c] = 1
             base_pixels = base_pixels.repeat_interleave(num_images_per_prompt, 0)
             pixel_mask = pixel_mask.repeat_interleave(num_images_per_prompt, 0)
             base_tokens = self.encode_images(base_pixels)
@@ -446,24 +505,18 @@ class M6FashionPipeline(DiffusionPipeline):
             uncond = self._prepare({key: v.to(device) for key, v in uncond_inputs.items()})
 
         # ---- SMART loop
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        saved_temperature = self.scheduler.config.temperature
-        if temperature is not None:
-            self.scheduler.register_to_config(temperature=float(temperature))
-        try:
-            with self.progress_bar(total=num_inference_steps) as progress_bar:
-                for i, t in enumerate(self.scheduler.timesteps):
-                    if not (tokens == k).any():
-                        progress_bar.update()
-                        continue
-                    logits = self._logits(cond, uncond, tokens, guidance_scale)
-                    tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
-                    if callback_on_step_end is not None:
-                        cb = callback_on_step_end(self, i, int(t), {"tokens": tokens})
-                        tokens = (cb or {}).get("tokens", tokens)
+        self.scheduler.set_timesteps(num_inference_steps, device=device, temperature=temperature)
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(self.scheduler.timesteps):
+                if not (tokens == k).any():
                     progress_bar.update()
-        finally:
-            self.scheduler.register_to_config(temperature=saved_temperature)
+                    continue
+                logits = self._logits(cond, uncond, tokens, guidance_scale)
+                tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
+                if callback_on_step_end is not None:
+                    cb = callback_on_step_end(self, i, int(t), {"tokens": tokens})
+                    tokens = (cb or {}).get("tokens", tokens)
+                progress_bar.update()
 
         grid_tokens = tokens.reshape(b, g, g, cfg.num_groups)
         if output_type == "tokens":
@@ -539,3 +592,27 @@ def _expand(x, batch: int, name: str) -> list:
     if len(items) != batch:
         raise ValueError(f"{name} has {len(items)} entries but there are {batch} prompts; give one, or one per prompt")
     return items
+
+
+def check_components(image_tokenizer, transformer, scheduler) -> None:
+    """The invariants the components must share, checked once when a pipeline is assembled.
+
+    The transformer's ``codebook_size`` K is the image MASK code: the scheduler's ``mask_token_id`` must
+    equal it, and the image tokenizer must produce ``num_groups`` codes in ``[0, K)`` on the transformer's grid.
+    """
+    if image_tokenizer is None or transformer is None or scheduler is None:
+        return  # partial pipelines (DiffusionPipeline allows None components) are checked when complete
+    t, q, sc = transformer.config, image_tokenizer.config, scheduler.config
+    problems = []
+    if sc.mask_token_id != t.codebook_size:
+        problems.append(f"scheduler mask_token_id={sc.mask_token_id} but the transformer's MASK code is codebook_size={t.codebook_size}")
+    if getattr(q, "codebook_size", t.codebook_size) != t.codebook_size:
+        problems.append(f"image tokenizer codebook_size={q.codebook_size} but transformer codebook_size={t.codebook_size}")
+    groups = getattr(image_tokenizer, "num_token_groups", t.num_groups)
+    if groups != t.num_groups:
+        problems.append(f"image tokenizer gives {groups} codes per token but transformer num_groups={t.num_groups}")
+    grid = getattr(image_tokenizer, "grid_size", None)
+    if grid is not None and grid != t.grid_size:
+        problems.append(f"image tokenizer grid {grid}x{grid} but transformer grid_size={t.grid_size}")
+    if problems:
+        raise ValueError("the pipeline's components do not fit together: " + "; ".join(problems))

@@ -42,6 +42,22 @@ def _sample_categorical(probs: torch.Tensor, generator: Optional[torch.Generator
     return torch.searchsorted(cdf, u, right=True).clamp_max(probs.shape[-1] - 1).squeeze(-1)
 
 
+MAX_INFERENCE_STEPS = 1000  # SMART uses T=10; more than 1000 passes only burns time (a bound, not a tuning)
+MAX_TEMPERATURE = 100.0
+
+
+def check_temperature(value, name: str = "temperature") -> float:
+    """Returns ``value`` as a float if it is a finite number in (0, MAX_TEMPERATURE]; raises otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (
+        0 < value <= MAX_TEMPERATURE
+    ):
+        raise ValueError(
+            f"{name} must be a finite number in (0, {MAX_TEMPERATURE:g}]; got {value!r} "
+            "(use deterministic=True for argmax decoding)"
+        )
+    return float(value)
+
+
 @dataclass
 class SMARTSchedulerOutput(BaseOutput):
     """
@@ -87,15 +103,30 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"unknown mask_schedule {mask_schedule!r}; accepted: {', '.join(MASK_SCHEDULES)}")
         if not 0.0 <= beta <= alpha <= 1.0:
             raise ValueError(f"need 0 <= beta <= alpha <= 1; got alpha={alpha}, beta={beta}")
-        if temperature <= 0 or (temperature_end is not None and temperature_end <= 0):
-            raise ValueError("temperatures must be > 0 (use deterministic=True for argmax decoding)")
+        check_temperature(temperature, "temperature")
+        if temperature_end is not None:
+            check_temperature(temperature_end, "temperature_end")
+        if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int) or mask_token_id < 1:
+            raise ValueError(f"mask_token_id must be an integer >= 1 (the codebook size K); got {mask_token_id!r}")
         self.num_inference_steps: Optional[int] = None
         self.timesteps: Optional[torch.Tensor] = None
+        self._temperature: Optional[float] = None
 
-    def set_timesteps(self, num_inference_steps: int, device: Union[str, torch.device, None] = None) -> None:
-        """Sets T; `timesteps` are the pass indices 0..T-1."""
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be an integer >= 1; got {num_inference_steps!r}")
+    def set_timesteps(
+        self, num_inference_steps: int, device: Union[str, torch.device, None] = None, temperature: Optional[float] = None
+    ) -> None:
+        """Sets T; `timesteps` are the pass indices 0..T-1.
+
+        `temperature`, if given, replaces the configured first-pass temperature until the next call (it is
+        validated like the config's; the config itself is never changed).
+        """
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or not (
+            1 <= num_inference_steps <= MAX_INFERENCE_STEPS
+        ):
+            raise ValueError(
+                f"num_inference_steps must be an integer in [1, {MAX_INFERENCE_STEPS}]; got {num_inference_steps!r}"
+            )
+        self._temperature = None if temperature is None else check_temperature(temperature, "temperature")
         self.num_inference_steps = num_inference_steps
         self.timesteps = torch.arange(num_inference_steps, device=device)
 
@@ -114,7 +145,8 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
         return self.config.beta + (T - 1 - i) / (T - 2) * (self.config.alpha - self.config.beta)
 
     def temperature_at(self, step: int) -> float:
-        t0, t1 = self.config.temperature, self.config.temperature_end
+        t0 = self.config.temperature if self._temperature is None else self._temperature
+        t1 = self.config.temperature_end
         if t1 is None or self.num_inference_steps == 1:
             return t0
         return t0 + (t1 - t0) * step / (self.num_inference_steps - 1)
