@@ -65,7 +65,29 @@ def environment() -> Dict:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "packages": package_versions(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name and whether it has the bfloat16 / AVX-512 / AMX instructions (figures depend on them)."""
+    from m6_fashion.cpu import cpu_model as model
+
+    return model()
+
+
+def package_versions() -> Dict[str, str]:
+    """Versions of the packages the figures depend on (see requirements-lock.txt for the whole environment)."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("torch", "transformers", "diffusers", "tokenizers", "onnxruntime", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def json_safe(obj):
@@ -123,5 +145,7 @@ def header(title: str, data: Dict) -> str:
     return (
         f"## {title}\n\n"
         f"Measured {data.get('date', now())} with `{data.get('command', command_line())}` "
-        f"(torch {env.get('torch')}, {env.get('threads')} CPU thread(s), {env.get('cpu_count')} cores visible).\n"
+        f"(torch {env.get('torch')}, {env.get('threads')} CPU thread(s), {env.get('cpu_count')} cores visible"
+        + (f", {env['cpu']}" if env.get("cpu") else "")
+        + ").\n"
     )
