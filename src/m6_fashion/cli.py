@@ -1,12 +1,18 @@
-"""The `m6-fashion` command line.
+"""The `m6-fashion` command line (also `python -m m6_fashion`).
 
     m6-fashion generate --prompt "Men Navy Blue Casual Shirt" --seed 0 --out shirt.png
     m6-fashion inpaint  --image in.png --mask mask.png --prompt "Men Red Shirt" --out out.png
     m6-fashion edit     --reference patch.png --box 16 0 48 24 --prompt "..." --out out.png
     m6-fashion mix      --image a.png --style-image b.png --mask mask.png --out out.png
     m6-fashion outpaint --image in.png --box 16 16 48 48 --out out.png
-    m6-fashion train-tokenizer ... | train-transformer ...   (training scripts, see --help)
+    m6-fashion train-tokenizer ... | train-transformer ... | finetune ...   (training, see COMMAND --help)
+    m6-fashion evaluate --model DIR --split test --out results.json
+    m6-fashion export onnx --model DIR --out DIR   (ONNX bundle for the torch-free runtime)
     m6-fashion studio [--model DIR] [--port N]   (the web studio on 127.0.0.1)
+    m6-fashion --version | --help
+
+Parsing, `--help` and argument errors import nothing heavy: torch, diffusers and transformers are imported
+inside the functions that run a command (the forwarded commands' modules import them when they start).
 """
 
 from __future__ import annotations
@@ -24,14 +30,14 @@ def _add_common(p: argparse.ArgumentParser, with_prompt: bool = True) -> None:
     if with_prompt:
         p.add_argument("--prompt", default=None, help="caption, e.g. 'Women Pink Handbag' (default: none)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same image)")
-    p.add_argument("--steps", type=int, default=10, help="SMART passes T (default 10)")
-    p.add_argument("--num-images", type=int, default=1, help="images to write (out.png, out-1.png, ...)")
+    p.add_argument("--steps", type=_positive_int, default=10, help="SMART passes T (default 10)")
+    p.add_argument("--num-images", type=_positive_int, default=1, help="images to write (out.png, out-1.png, ...)")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1.0 = off)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the scheduler's)")
     p.add_argument("--bf16", action="store_true",
                    help="run the transformer in bfloat16: about 1.5x faster on CPUs with AVX512-BF16 or AMX "
                         "(slower on CPUs without them); tokenizer and decoder stay float32")
-    p.add_argument("--size", type=int, default=None, help="upscale the written PNG to this many pixels (nearest-free bicubic)")
+    p.add_argument("--size", type=_positive_int, default=None, help="upscale the written PNG to this many pixels (nearest-free bicubic)")
     p.add_argument("--out", required=True, help="output PNG path")
 
 
@@ -64,13 +70,25 @@ def _write(images, out: str, size: Optional[int]) -> List[str]:
     return paths
 
 
+def _check_model_arg(model: Optional[str]) -> None:
+    """A --model that is written as a path (not a Hub id) must exist: checked before torch is imported."""
+    if not model or os.path.exists(model):
+        return
+    if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model):
+        raise SystemExit(f"error: --model {model!r} does not exist (give a pipeline folder or a Hub id)")
+
+
 def _run_pipeline(args, **kwargs) -> None:
     import torch
 
     from .pipelines import M6FashionPipeline
 
     dtype = {"transformer": torch.bfloat16 if args.bf16 else torch.float32, "default": torch.float32}
-    pipe = M6FashionPipeline.from_pretrained(args.model, dtype=dtype)
+    try:
+        pipe = M6FashionPipeline.from_pretrained(args.model, dtype=dtype)
+    except (OSError, ValueError) as e:  # not a pipeline folder, not a valid / reachable Hub id
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SystemExit(f"error: cannot load --model {args.model!r}: {first_line}")
     generator = torch.Generator().manual_seed(args.seed)
     try:
         out = pipe(
@@ -98,74 +116,161 @@ def _export_onnx(argv: List[str]) -> None:
     module.main(argv)
 
 
+# every command: name -> one-line description (the top-level --help lists them all, in this order)
+COMMANDS = {
+    "generate": "text-to-image (unconditional without --prompt)",
+    "inpaint": "regenerate the white region of --mask in --image",
+    "outpaint": "place --image inside --box, generate the rest",
+    "edit": "local editing: reference patch(es) at box(es)",
+    "mix": "style mixing: --mask region from --style-image",
+    "train-tokenizer": "train the stage-1 tokenizer + decoder",
+    "train-transformer": "train the stage-2 transformer",
+    "finetune": "fine-tune a pipeline on your catalogue (or LoRA)",
+    "evaluate": "FID/KID/IS, hit rates, PSNR/SSIM of a pipeline",
+    "export": "export a pipeline (export onnx: torch-free bundle)",
+    "studio": "the studio web page on 127.0.0.1 (needs [studio])",
+}
+
+# commands whose arguments go untouched to their own parsers (their modules import torch / transformers)
+FORWARDED = {
+    "train-tokenizer": ("m6_fashion.training.train_tokenizer", "main"),
+    "train-transformer": ("m6_fashion.training.train_transformer", "main"),
+    "finetune": ("m6_fashion.training.finetune", "main"),
+    "evaluate": ("m6_fashion.evaluation.evaluate", "main"),
+    "studio": ("m6_fashion.studio", "main"),
+}
+
+# command groups: name -> {subcommand: one-line description}
+GROUPS = {
+    "export": {"onnx": "ONNX bundle for the torch-free runtime (export onnx --help)"},
+}
+
+PIPELINE_COMMANDS = ("generate", "inpaint", "outpaint", "edit", "mix")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: MESSAGE (see 'PROG --help')`` on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+class _CommandListFormatter(argparse.HelpFormatter):
+    """Keeps each command of the list on one line: argparse measures the command names one indent
+    level short, so a long name (train-transformer) would push its description to the next line."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=28, width=None):
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction) and action.help is not argparse.SUPPRESS and action.choices:
+            longest = max(len(name) for name in action.choices) + self._current_indent + 2 * self._indent_increment
+            self._action_max_length = max(self._action_max_length, longest)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: reads the version only when asked (importlib.metadata costs a few milliseconds)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"m6-fashion {version()}")
+        parser.exit(0)
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's ``__version__`` (a bare source checkout)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        return dist_version("m6-fashion")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree; building and using it imports nothing heavy."""
+    parser = _Parser(
+        prog="m6-fashion", description="M6-Fashion: generate and edit garment images.",
+        epilog="Run 'm6-fashion COMMAND --help' for the options of a command.",
+        formatter_class=_CommandListFormatter,
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    for name, summary in COMMANDS.items():
+        if name in FORWARDED:  # parsed by the command itself; listed here for --help
+            sub.add_parser(name, help=summary, description=summary, add_help=False)
+            continue
+        p = sub.add_parser(name, help=summary, description=summary)
+        if name in GROUPS:
+            gsub = p.add_subparsers(dest="subcommand", title="subcommands", metavar="SUBCOMMAND")
+            for sname, ssummary in GROUPS[name].items():
+                gsub.add_parser(sname, help=ssummary, description=ssummary, add_help=False)
+            continue
+        _add_common(p)
+        if name == "inpaint":
+            p.add_argument("--image", required=True, help="image to edit")
+            p.add_argument("--mask", required=True, help="mask image, same size as --image; white = regenerate")
+        elif name == "outpaint":
+            p.add_argument("--image", required=True)
+            p.add_argument("--box", type=int, nargs=4, required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"), help=BOX_HELP)
+        elif name == "edit":
+            p.add_argument("--reference", action="append", required=True, help="reference patch image (repeat for several)")
+            p.add_argument("--box", type=int, nargs=4, action="append", required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
+                           help=BOX_HELP + "; one per --reference")
+            p.add_argument("--image", default=None, help="optional canvas image; with --mask only its white region changes")
+            p.add_argument("--mask", default=None, help="optional mask for --image (white = may change)")
+        elif name == "mix":
+            p.add_argument("--image", required=True, help="base garment")
+            p.add_argument("--style-image", required=True, help="garment that supplies the masked region")
+            p.add_argument("--mask", required=True, help="white = take from --style-image")
+    return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
+    for name in names:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # training commands forward their arguments untouched to their own parsers
-    if argv and argv[0] == "train-tokenizer":
-        from .training.train_tokenizer import main as train_main
+    # training / evaluation / studio commands forward their arguments untouched to their own parsers
+    if argv and argv[0] in FORWARDED:
+        import importlib
 
-        train_main(argv[1:])
-        return
-    if argv and argv[0] == "train-transformer":
-        from .training.train_transformer import main as train_main
-
-        train_main(argv[1:])
-        return
-    if argv and argv[0] == "finetune":
-        from .training.finetune import main as finetune_main
-
-        finetune_main(argv[1:])
-        return
-    if argv and argv[0] == "evaluate":
-        from .evaluation.evaluate import main as evaluate_main
-
-        evaluate_main(argv[1:])
+        module, func = FORWARDED[argv[0]]
+        getattr(importlib.import_module(module), func)(argv[1:])
         return
     if argv[:2] == ["export", "onnx"]:
         _export_onnx(argv[2:])
         return
-    if argv and argv[0] == "studio":
-        from .studio import main as studio_main
 
-        studio_main(argv[1:])
-        return
-
-    parser = argparse.ArgumentParser(prog="m6-fashion", description="M6-Fashion: generate and edit garment images.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("generate", help="text-to-image (or unconditional without --prompt)")
-    _add_common(p)
-
-    p = sub.add_parser("inpaint", help="regenerate the white region of --mask in --image (text-guided with --prompt)")
-    _add_common(p)
-    p.add_argument("--image", required=True, help="image to edit")
-    p.add_argument("--mask", required=True, help="mask image, same size as --image; white = regenerate")
-
-    p = sub.add_parser("outpaint", help="place --image inside --box and generate the rest of the canvas")
-    _add_common(p)
-    p.add_argument("--image", required=True)
-    p.add_argument("--box", type=int, nargs=4, required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"), help=BOX_HELP)
-
-    p = sub.add_parser("edit", help="local editing: put reference patch(es) at box(es), optionally guided by --prompt")
-    _add_common(p)
-    p.add_argument("--reference", action="append", required=True, help="reference patch image (repeat for several)")
-    p.add_argument("--box", type=int, nargs=4, action="append", required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
-                   help=BOX_HELP + "; one per --reference")
-    p.add_argument("--image", default=None, help="optional canvas image; with --mask only its white region changes")
-    p.add_argument("--mask", default=None, help="optional mask for --image (white = may change)")
-
-    p = sub.add_parser("mix", help="style mixing: --mask region from --style-image, the rest from --image, seam refined")
-    _add_common(p)
-    p.add_argument("--image", required=True, help="base garment")
-    p.add_argument("--style-image", required=True, help="garment that supplies the masked region")
-    p.add_argument("--mask", required=True, help="white = take from --style-image")
-
-    sub.add_parser("train-tokenizer", help="train the stage-1 tokenizer + decoder (see train-tokenizer --help)")
-    sub.add_parser("train-transformer", help="train the stage-2 transformer (see train-transformer --help)")
-    sub.add_parser("export", help="`export onnx --model DIR --out DIR`: ONNX bundle for the torch-free runtime")
-    sub.add_parser("studio", help="start the studio web page on 127.0.0.1 (see studio --help; needs the [studio] extra)")
-
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # no command: the help, and the usage-error status (argparse convention)
+        parser.print_help(sys.stderr)
+        parser.exit(2)
+    if args.command in GROUPS:  # a group without its subcommand (a subcommand would have been forwarded above)
+        _subparser(parser, args.command).print_help(sys.stderr)
+        parser.exit(2)
+
+    _check_model_arg(args.model)
     if args.command == "generate":
         _run_pipeline(args)
     elif args.command == "inpaint":
