@@ -6,10 +6,17 @@ The public names below are loaded on first access (PEP 562), so that ``import m6
 """
 
 import importlib as _importlib
+import os as _os
 import sys as _sys
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Busy-waiting OpenMP threads collapse on a shared CPU (18.7 s vs 2.4 s per call under load; see
+# m6_fashion.cpu). The policy is read when torch loads its OpenMP runtime, so it can only be set here if
+# torch is not imported yet; a policy the user exported is kept.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # public name -> submodule that defines it
 _LAZY = {

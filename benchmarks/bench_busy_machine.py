@@ -1,0 +1,109 @@
+"""Default text-to-image call on an idle and on a busy machine, with and without passive OpenMP waiting.
+
+Each configuration runs in a fresh subprocess (the OpenMP wait policy is read when torch loads): the
+shipped pipeline is loaded, one warm-up call is made, then ``--calls`` default calls
+(``pipe("Men Navy Blue Casual Shirt")``, T=10, batch 1) are timed. "busy" starts ``--spinners``
+pure-Python busy loops beside it (one per core by default), the synthetic stand-in for other users' work.
+
+The slowdown is normalised by the CPU share left to the call: with ``c`` cores and ``s`` spinners a fair
+scheduler leaves it ``share = c / (c + s)`` of the machine, so ``normalised = (busy / idle) * share``, and
+1.0 means "as fast as the CPU left allows". Target: under 1.5 for the default settings.
+
+Configurations: ``default`` (what the CLI and ``import m6_fashion`` set up: passive waiting, one thread
+per available core) and ``active-waiting`` (``OMP_WAIT_POLICY=ACTIVE``, the same thread count: what a
+plain torch program gets with libgomp's spinning).
+
+    python benchmarks/bench_busy_machine.py            # 5 timed calls per configuration
+    python benchmarks/bench_busy_machine.py --fast     # CI smoke run: 1 call, T=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import _common  # noqa: F401
+from _common import REPO_ROOT, add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, write_results
+
+CHILD = r"""
+import json, sys, time
+from m6_fashion.cpu import apply_thread_defaults
+threads = apply_thread_defaults(int(sys.argv[3]) if sys.argv[3] != "auto" else None)
+import torch
+from m6_fashion import M6FashionPipeline
+pipe = M6FashionPipeline.from_pretrained()
+pipe.set_progress_bar_config(disable=True)
+steps, calls = int(sys.argv[1]), int(sys.argv[2])
+pipe("Men Navy Blue Casual Shirt", num_inference_steps=steps, generator=torch.Generator().manual_seed(0))
+times = []
+for i in range(calls):
+    t = time.perf_counter()
+    pipe("Men Navy Blue Casual Shirt", num_inference_steps=steps, generator=torch.Generator().manual_seed(i))
+    times.append(time.perf_counter() - t)
+print(json.dumps({"times": times, "threads": torch.get_num_threads(), "policy": __import__("os").environ.get("OMP_WAIT_POLICY")}))
+"""
+
+SPIN = "while True: pass"
+
+
+def run_child(policy: str, steps: int, calls: int, threads: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy
+    env["PYTHONPATH"] = str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", CHILD, str(steps), str(calls), threads], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(p)
+    p.add_argument("--calls", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--spinners", type=int, default=None, help="background busy loops (default: one per core)")
+    args = p.parse_args()
+    if args.fast:
+        args.calls, args.steps = 1, 2
+    from m6_fashion.cpu import available_cores
+
+    cores = available_cores()
+    spinners = args.spinners if args.spinners is not None else cores
+    threads = str(args.threads) if args.threads else "auto"
+    share = cores / (cores + spinners)
+    rows, results = [], {}
+    for policy in ("default", "ACTIVE"):
+        name = "default" if policy == "default" else "active-waiting"
+        idle = run_child(policy, args.steps, args.calls, threads)
+        procs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(spinners)]
+        try:
+            time.sleep(1.0)
+            busy = run_child(policy, args.steps, args.calls, threads)
+        finally:
+            for pr in procs:
+                pr.kill()
+            for pr in procs:
+                pr.wait()
+        i_med, b_med = statistics.median(idle["times"]), statistics.median(busy["times"])
+        normalised = b_med / i_med * share
+        results[name] = {"idle": idle, "busy": busy, "idle_median_s": i_med, "busy_median_s": b_med,
+                         "slowdown": b_med / i_med, "normalised_slowdown": normalised}
+        target = "met" if normalised < 1.5 else "not met"
+        rows.append([name, idle["policy"] or "libgomp default", idle["threads"], fmt(i_med), fmt(b_med),
+                     f"{b_med / i_med:.2f}x", f"{normalised:.2f}", f"< 1.5: {target}" if name == "default" else ""])
+    data = {"date": now(), "command": command_line(), "environment": environment(), "cores": cores,
+            "spinners": spinners, "cpu_share_left": share, "steps": args.steps, "calls": args.calls, "results": results}
+    md = header("Default call on an idle and a busy machine", data) + "\n" + markdown_table(
+        ["settings", "OMP_WAIT_POLICY", "threads", "idle s/call", "busy s/call", "busy / idle", "normalised by CPU share", "target"],
+        rows,
+    ) + f"\n\nBusy = {spinners} busy-loop processes on {cores} cores (CPU share left {share:.2f}); medians of {args.calls} calls, T={args.steps}.\n"
+    write_results(out_dir(args.out_dir, args.fast), "busy_machine", data, md)
+
+
+if __name__ == "__main__":
+    main()
