@@ -287,12 +287,16 @@ class M6FashionSelfAttention(nn.Module):
         return ctx.transpose(1, 2).reshape(b, length, -1)
 
 
-class M6FashionSelfOutput(nn.Module):
-    """Projection, dropout and the post-norm residual of the attention block."""
+class M6FashionResidualOutput(nn.Module):
+    """Projection back to ``hidden_size``, dropout, and the post-norm residual (``LayerNorm(dense(x) + residual)``).
 
-    def __init__(self, config: "M6FashionConfig"):
+    Ends both the attention block (``in_features = hidden_size``) and the feed-forward block
+    (``in_features = intermediate_size``), with BERT's parameter names.
+    """
+
+    def __init__(self, config: "M6FashionConfig", in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -304,7 +308,7 @@ class M6FashionAttention(nn.Module):
     def __init__(self, config: "M6FashionConfig", layer_idx: int):
         super().__init__()
         self.self = M6FashionSelfAttention(config, layer_idx)
-        self.output = M6FashionSelfOutput(config)
+        self.output = M6FashionResidualOutput(config, config.hidden_size)
 
     def forward(self, hidden, bias, cache, store=True):
         return self.output(self.self(hidden, bias, cache, store), hidden)
@@ -320,17 +324,6 @@ class M6FashionIntermediate(nn.Module):
         return self.act(self.dense(hidden))
 
 
-class M6FashionOutput(nn.Module):
-    def __init__(self, config: "M6FashionConfig"):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
-
-
 class M6FashionLayer(nn.Module):
     """One post-norm BERT layer: attention block, then feed-forward block."""
 
@@ -338,7 +331,7 @@ class M6FashionLayer(nn.Module):
         super().__init__()
         self.attention = M6FashionAttention(config, layer_idx)
         self.intermediate = M6FashionIntermediate(config)
-        self.output = M6FashionOutput(config)
+        self.output = M6FashionResidualOutput(config, config.intermediate_size)
 
     def forward(self, hidden, bias, cache=None, store=True):
         attn = self.attention(hidden, bias, cache, store)
