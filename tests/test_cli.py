@@ -202,3 +202,39 @@ def test_bad_arguments_give_one_error_line(argv):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _cli_error(tmp_path, *argv):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "m6_fashion", *argv], capture_output=True, text=True, cwd=tmp_path)
+    return out.returncode, out.stderr
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path):
+    target = tmp_path / "shirt.png"
+    target.write_bytes(b"precious")
+    rc, err = _cli_error(tmp_path, "generate", "--prompt", "shirt", "--out", str(target), "--steps", "1")
+    assert rc != 0 and "--overwrite" in err and "Traceback" not in err
+    assert target.read_bytes() == b"precious"
+    rc, err = _cli_error(tmp_path, "generate", "--prompt", "shirt", "--out", str(target), "--steps", "1", "--overwrite")
+    assert rc == 0, err
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--out", "o.xyz"], ".png"),
+        (["--out", "o.png", "--size", "100000"], "--size"),
+        (["--out", "o.png", "--num-images", "500"], "--num-images"),
+        (["--out", "afile/o.png"], "is a file, not a folder"),
+    ],
+)
+def test_bad_outputs_are_refused_before_loading(tmp_path, extra, match):
+    """--model is an empty folder: had the model been loaded first, the error would be about the model."""
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty-model").mkdir()
+    rc, err = _cli_error(tmp_path, "generate", "--model", str(tmp_path / "empty-model"), "--prompt", "shirt", *extra)
+    assert rc != 0 and match in err and "Traceback" not in err, err

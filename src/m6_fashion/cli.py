@@ -40,7 +40,8 @@ def _add_common(p: argparse.ArgumentParser, with_prompt: bool = True) -> None:
                         "is ~6x slower without them); tokenizer and decoder stay float32")
     p.add_argument("--bf16", action="store_true", help="same as --dtype bfloat16")
     p.add_argument("--size", type=_positive_int, default=None, help="upscale the written PNG to this many pixels (nearest-free bicubic)")
-    p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument("--out", required=True, help="output PNG path (with --num-images N: out.png, out-1.png, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (refused otherwise)")
 
 
 def _open_image(path: str, what: str):
@@ -59,17 +60,45 @@ def _open_image(path: str, what: str):
 def _write(images, out: str, size: Optional[int]) -> List[str]:
     import PIL.Image
 
-    root, ext = os.path.splitext(out)
-    ext = ext or ".png"
-    paths = []
+    paths = _output_paths(out, len(images))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    for i, im in enumerate(images):
+    for im, path in zip(images, paths):
         if size:
             im = im.resize((size, size), PIL.Image.BICUBIC)
-        path = f"{root}{ext}" if i == 0 else f"{root}-{i}{ext}"
-        im.save(path)
-        paths.append(path)
+        im.save(path, format="PNG")
     return paths
+
+
+MAX_SIZE = 4096  # --size: pixels per side of the written PNG
+MAX_NUM_IMAGES = 64  # the pipeline's limit per call
+
+
+def _output_paths(out: str, n: int) -> List[str]:
+    root, ext = os.path.splitext(out)
+    ext = ext or ".png"
+    return [f"{root}{ext}" if i == 0 else f"{root}-{i}{ext}" for i in range(n)]
+
+
+def _check_output_args(args) -> None:
+    """--out, --size and --num-images are checked before any model is loaded: nothing is lost or wasted."""
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in ("", ".png"):
+        raise SystemExit(f"error: --out {args.out!r}: the output is a PNG; give a path ending in .png")
+    if args.size is not None and args.size > MAX_SIZE:
+        raise SystemExit(f"error: --size {args.size} is too large; at most {MAX_SIZE} pixels")
+    if args.num_images > MAX_NUM_IMAGES:
+        raise SystemExit(f"error: --num-images {args.num_images} is too many; at most {MAX_NUM_IMAGES} per call")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    existing = folder
+    while not os.path.isdir(existing):
+        if os.path.exists(existing):
+            raise SystemExit(f"error: --out {args.out!r}: {existing!r} is a file, not a folder")
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK):
+        raise SystemExit(f"error: --out {args.out!r}: cannot write into {existing!r} (permission denied)")
+    taken = [p for p in _output_paths(args.out, args.num_images) if os.path.exists(p)]
+    if taken and not args.overwrite:
+        raise SystemExit(f"error: {', '.join(taken)} already exist(s); pass --overwrite to replace, or choose another --out")
 
 
 def _check_model_arg(model: Optional[str]) -> None:
@@ -288,6 +317,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.exit(2)
 
     _check_model_arg(args.model)
+    _check_output_args(args)
     if args.command == "generate":
         _run_pipeline(args)
     elif args.command == "inpaint":
