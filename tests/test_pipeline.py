@@ -236,3 +236,13 @@ def test_components_that_do_not_fit_are_refused(tiny_pipeline):
     comps["scheduler"] = SMARTScheduler(mask_token_id=255)
     with pytest.raises(ValueError, match="mask_token_id=255"):
         M6FashionPipeline(**comps)
+
+
+def test_a_prompt_of_unknown_words_warns_naming_them(tiny_pipeline):
+    with pytest.warns(UserWarning, match="unknown to the model's vocabulary.*'zzyzx'"):
+        tiny_pipeline("zzyzx qwertyuiop 🙂", num_inference_steps=1, generator=_g(), output_type="tokens")
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error")  # a known caption warns about nothing
+        tiny_pipeline("Men Navy Blue Casual Shirt", num_inference_steps=1, generator=_g(), output_type="tokens")

@@ -301,9 +301,19 @@ class M6FashionPipeline(DiffusionPipeline):
     def encode_prompt(self, prompts: List[str]) -> List[List[int]]:
         """Captions -> token id lists (no special tokens), truncated to `max_text_length` with a warning."""
         limit = self.transformer.config.max_text_length
-        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        enc = self.tokenizer(prompts, add_special_tokens=False, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        unk = self.tokenizer.unk_token_id
         out = []
-        for p, row in zip(prompts, ids):
+        for p, row, offsets in zip(prompts, ids, enc["offset_mapping"]):
+            unknown = [p[a:b] for t, (a, b) in zip(row, offsets) if t == unk]
+            if unknown and 2 * len(unknown) >= len(row):
+                shown = ", ".join(repr(w[:30]) for w in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+                warnings.warn(
+                    f"{len(unknown)} of the {len(row)} words of a prompt are unknown to the model's vocabulary and are "
+                    f"ignored: {shown}. The model knows the English words of the training captions (article types, "
+                    "colours, genders, seasons, usage; see tokenizer/tokenizer.json)"
+                )
             if len(row) > limit:
                 warnings.warn(f"prompt {p!r} has {len(row)} tokens; truncated to the model's limit of {limit}")
                 row = row[:limit]
