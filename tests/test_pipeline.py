@@ -246,3 +246,37 @@ def test_a_prompt_of_unknown_words_warns_naming_them(tiny_pipeline):
     with _w.catch_warnings():
         _w.simplefilter("error")  # a known caption warns about nothing
         tiny_pipeline("Men Navy Blue Casual Shirt", num_inference_steps=1, generator=_g(), output_type="tokens")
+
+
+def test_checksum_manifest_refuses_a_corrupt_saved_pipeline(tiny_pipeline, tmp_path):
+    import json
+    import shutil
+
+    tiny_pipeline.save_pretrained(tmp_path / "p")
+    manifest = (tmp_path / "p" / "checksums.sha256").read_text()
+    assert "transformer/model.safetensors" in manifest and "model_index.json" in manifest
+    M6FashionPipeline.from_pretrained(tmp_path / "p")  # intact: loads
+
+    bad = tmp_path / "bitflip"
+    shutil.copytree(tmp_path / "p", bad)
+    weights = bad / "transformer" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="transformer/model.safetensors does not match"):
+        M6FashionPipeline.from_pretrained(bad)
+
+    edited = tmp_path / "edited"
+    shutil.copytree(tmp_path / "p", edited)
+    cfg = json.loads((edited / "transformer" / "config.json").read_text())
+    cfg["num_hidden_layers"] += 1
+    (edited / "transformer" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="transformer/config.json does not match"):
+        M6FashionPipeline.from_pretrained(edited)
+
+
+def test_shipped_model_matches_its_manifest():
+    from m6_fashion.default_model import default_model_path
+    from m6_fashion.pipelines.pipeline_m6fashion import verify_checksums
+
+    verify_checksums(default_model_path())  # raises naming the file if anything shipped was changed

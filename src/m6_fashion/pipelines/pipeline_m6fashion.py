@@ -19,7 +19,9 @@ PIL's crop convention; they are mapped outwards to whole token cells.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -121,12 +123,17 @@ class M6FashionPipeline(DiffusionPipeline):
                 raise ValueError("pass `dtype` only (`torch_dtype` is its older name); got both")
             kwargs["dtype"] = kwargs.pop("torch_dtype")
         kwargs.setdefault("dtype", torch.float32)
+        if os.path.isdir(str(pretrained_model_name_or_path)):
+            verify_checksums(str(pretrained_model_name_or_path))
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def save_pretrained(self, save_directory, safe_serialization: bool = True, **kwargs):
+        """Saves every component (safetensors) and a SHA-256 manifest of the weights and configs."""
         if not safe_serialization:
             raise ValueError("this project saves weights as safetensors only; safe_serialization must be True")
-        return super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+        result = super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+        write_checksums(str(save_directory))
+        return result
 
     def push_to_hub(
         self,
@@ -626,3 +633,61 @@ def check_components(image_tokenizer, transformer, scheduler) -> None:
         problems.append(f"image tokenizer grid {grid}x{grid} but transformer grid_size={t.grid_size}")
     if problems:
         raise ValueError("the pipeline's components do not fit together: " + "; ".join(problems))
+
+
+CHECKSUM_FILE = "checksums.sha256"
+_CHECKED_SUFFIXES = (".safetensors", ".json")  # weights and configs; model cards (README.md) may be edited freely
+
+
+def _checked_files(folder: str) -> List[str]:
+    out = []
+    for root, _, files in os.walk(folder):
+        for f in files:
+            if f.endswith(_CHECKED_SUFFIXES):
+                out.append(os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_checksums(folder: str) -> str:
+    """Writes ``checksums.sha256`` (``sha256sum`` format) for the weights and configs of a saved pipeline."""
+    path = os.path.join(folder, CHECKSUM_FILE)
+    lines = [f"{_sha256(os.path.join(folder, rel))}  {rel}" for rel in _checked_files(folder)]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def verify_checksums(folder: str) -> None:
+    """Checks a local pipeline folder against its ``checksums.sha256`` (when present) before anything loads.
+
+    Raises ``ValueError`` naming each file that is missing or whose content changed (a truncated download,
+    a bit flip, an edited config), so a corrupt model is refused instead of generating garbage.
+    """
+    path = os.path.join(folder, CHECKSUM_FILE)
+    if not os.path.isfile(path):
+        return
+    problems = []
+    for n, line in enumerate(open(path, encoding="utf-8").read().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, rel = line.partition("  ")
+        file = os.path.join(folder, rel)
+        if not rel or len(digest) != 64:
+            problems.append(f"{CHECKSUM_FILE} line {n} is malformed")
+        elif not os.path.isfile(file):
+            problems.append(f"{rel} is missing")
+        elif _sha256(file) != digest:
+            problems.append(f"{rel} does not match its SHA-256 (corrupt, truncated or edited)")
+    if problems:
+        raise ValueError(
+            f"the pipeline folder {folder!r} fails its checksum manifest: " + "; ".join(problems)
+            + f". Re-download or re-save the model (delete {CHECKSUM_FILE} only if you edited it on purpose)."
+        )
