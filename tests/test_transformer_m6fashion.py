@@ -55,7 +55,10 @@ def test_config_and_model_round_trip(tmp_path):
     inputs, labels, _, _ = make_batch(cfg)
     with torch.no_grad():
         ref = model(**inputs, labels=labels)
-        for loaded in (M6FashionTransformer.from_pretrained(tmp_path), AutoModel.from_pretrained(tmp_path)):
+        from transformers import AutoModelForMaskedLM
+
+        for loaded in (M6FashionTransformer.from_pretrained(tmp_path), AutoModel.from_pretrained(tmp_path),
+                       AutoModelForMaskedLM.from_pretrained(tmp_path)):
             assert type(loaded) is M6FashionTransformer
             out = loaded.eval()(**inputs, labels=labels)
             torch.testing.assert_close(out.logits, ref.logits)

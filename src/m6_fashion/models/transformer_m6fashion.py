@@ -830,16 +830,20 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
 
 
 def register_auto_classes() -> None:
-    """Registers the config and model with ``AutoConfig`` / ``AutoModel`` (idempotent)."""
-    from transformers import AutoConfig, AutoModel
+    """Registers the config and model with ``AutoConfig``, ``AutoModel`` and ``AutoModelForMaskedLM`` (idempotent).
+
+    ``AutoModelForMaskedLM`` fits: the model is trained by masked modelling and returns per-position logits.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if M6FashionConfig.model_type not in CONFIG_MAPPING:
         AutoConfig.register(M6FashionConfig.model_type, M6FashionConfig)
-    try:
-        AutoModel.register(M6FashionConfig, M6FashionTransformer)
-    except ValueError:  # already registered (module re-imported)
-        pass
+    for auto in (AutoModel, AutoModelForMaskedLM):
+        try:
+            auto.register(M6FashionConfig, M6FashionTransformer)
+        except ValueError:  # already registered (module re-imported)
+            pass
 
 
 register_auto_classes()
