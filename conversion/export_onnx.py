@@ -366,11 +366,8 @@ def transformer_parity_inputs(pipe, tokens: torch.Tensor, prompts: Sequence[str]
 
 # ---------------------------------------------------------------------------------------------- bundle
 def _sha256(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _save_tokenizer(tokenizer, path: str) -> None:

@@ -151,11 +151,8 @@ def inception_available() -> bool:
 
 
 def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def resize_like_tf1_bilinear(x: Tensor, size: int) -> Tensor:
