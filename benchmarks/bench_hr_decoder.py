@@ -171,7 +171,7 @@ def run(args) -> dict:
     data = {
         "date": now(), "command": command_line(), "environment": environment(),
         "settings": {"num_images": n, "split": "test", "data": "fashion-product-images-hr", "image_sizes": sizes,
-                     "decoder": decoder_rel, "decoder_config": dict(hr.config), "output_size": size,
+                     "decoder": decoder_rel, "decoder_config": {k: v for k, v in dict(hr.config).items() if k != "_name_or_path"}, "output_size": size,
                      "compared_region": f"{c1 - c0}x{size} content band (columns {c0}-{c1 - 1} of the {size}x{size} square)",
                      "baseline": "shipped 64-px decoder output (uint8) resized with PIL bicubic", "training": training},
         "results": results,
