@@ -13,8 +13,14 @@ Tasks (all through `__call__`):
 | style mixing of two garments  | `image`, `style_image`, `mask_image` (region taken from style)   |
 | several visual conditions     | `reference_images` with several `(image, box)` pairs             |
 
-Boxes are pixel boxes `(left, top, right, bottom)` on the output canvas (`sample_size` pixels square),
-PIL's crop convention; they are mapped outwards to whole token cells.
+Output size: `height` x `width` pixels. The model paints a square canvas (white padding around portrait
+photos, as the training photos were padded); the output is its centred crop. With the high-resolution decoder
+(`decoder_hr`, 16x16 tokens -> 256x256) the default output is the 192x256 portrait of a catalogue photo; without
+it, the `sample_size` square (64x64). `pipe.output_sizes()` lists what a pipeline can make.
+
+Boxes are pixel boxes `(left, top, right, bottom)` on the output image (`width` x `height`), PIL's crop
+convention; they are mapped outwards to whole token cells. Input images and masks may have any size: they are
+padded to a square on white (masks on black) and resized, as the training photos were.
 """
 
 from __future__ import annotations
@@ -56,10 +62,77 @@ EXAMPLE_DOC_STRING = """
         >>> shirt = pipe("Men Navy Blue Casual Shirt", generator=g).images[0]
         >>> # text-guided inpainting of the lower half
         >>> import PIL.Image
-        >>> mask = PIL.Image.new("L", (64, 64), 0); mask.paste(255, (0, 32, 64, 64))
+        >>> mask = PIL.Image.new("L", shirt.size, 0); mask.paste(255, (0, shirt.height // 2, *shirt.size))
         >>> edited = pipe("Men Red Casual Shirt", image=shirt, mask_image=mask, generator=g).images[0]
         ```
 """
+
+
+def _crop_sides(side: int, grid: int) -> List[int]:
+    """Output sides a `side`-pixel canvas of `grid` cells can make: centred crops of at least half the side whose
+    margins are whole token cells."""
+    step = 2 * (side // grid)
+    return sorted(range(side, side // 2 - 1, -step))
+
+
+def _portrait_width(side: int, grid: int) -> int:
+    """The crop side nearest to 3/4 of `side` (the 3:4 portrait of a catalogue photo: 192 for 256)."""
+    return min(_crop_sides(side, grid), key=lambda v: abs(v - 0.75 * side))
+
+
+@dataclass(frozen=True)
+class OutputCanvas:
+    """Where an output image sits on the square the decoder paints.
+
+    The decoder paints `side` x `side` pixels (`grid` x `grid` token cells); the output is the centred
+    `height` x `width` crop. Boxes are pixel boxes on the output.
+    """
+
+    side: int
+    grid: int
+    height: int
+    width: int
+
+    @property
+    def cell(self) -> int:
+        """Pixels per token cell on this canvas."""
+        return self.side // self.grid
+
+    @property
+    def offset(self) -> Tuple[int, int]:
+        """`(top, left)` of the output inside the canvas, in pixels."""
+        return (self.side - self.height) // 2, (self.side - self.width) // 2
+
+    def box_to_cells(self, box: Sequence[int]) -> Tuple[int, int, int, int]:
+        """Pixel box (left, top, right, bottom) on the output -> grid box (top, left, height, width), rounded outwards."""
+        try:
+            left, top, right, bottom = (int(round(float(v))) for v in box)
+        except (TypeError, ValueError):
+            raise ValueError(f"a box must be 4 numbers (left, top, right, bottom) in pixels; got {box!r}") from None
+        w, h = self.width, self.height
+        if not (0 <= left < right <= w and 0 <= top < bottom <= h):
+            raise ValueError(
+                f"box {box!r} is outside the {w}x{h} (width x height) output or empty; accepted: 0 <= left < right <= {w} "
+                f"and 0 <= top < bottom <= {h} (pixels, PIL's (left, top, right, bottom) order)"
+            )
+        y0, x0 = self.offset
+        c = self.cell
+        t, l = (top + y0) // c, (left + x0) // c
+        b, r = math.ceil((bottom + y0) / c), math.ceil((right + x0) / c)
+        return t, l, b - t, r - l
+
+    def cells_mask(self, cells: Sequence[Tuple[int, int, int, int]], value: float, batch: int) -> torch.Tensor:
+        """(batch, 1, side, side) filled with `1 - value`, with `value` on the given grid boxes."""
+        m = torch.full((batch, 1, self.side, self.side), 1.0 - value)
+        c = self.cell
+        for top, left, h, w in cells:
+            m[:, :, top * c : (top + h) * c, left * c : (left + w) * c] = value
+        return m
+
+    def crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, C, side, side) -> (B, C, height, width), the centred crop."""
+        y0, x0 = self.offset
+        return pixels[..., y0 : y0 + self.height, x0 : x0 + self.width]
 
 
 @dataclass
@@ -80,13 +153,16 @@ class M6FashionPipeline(DiffusionPipeline):
 
     Components:
         image_tokenizer ([`PQTokenizer`]): images -> PQ token grids `(B, h, w, M)`.
-        decoder ([`StyleDecoder`]): latents of token grids -> images.
+        decoder ([`StyleDecoder`]): latents of token grids -> images on the `sample_size` canvas.
+        decoder_hr ([`StyleDecoder`], *optional*): the same latents -> images on a larger canvas (more
+            upsampling levels, trained on the high-resolution photos); used for outputs larger than `sample_size`.
         transformer ([`M6FashionTransformer`]): the masked multi-modal transformer.
         tokenizer ([`PreTrainedTokenizerFast`]): caption tokenizer of the transformer.
         scheduler ([`SMARTScheduler`]): the SMART mask-predict sampler.
     """
 
-    model_cpu_offload_seq = "transformer->decoder"
+    model_cpu_offload_seq = "transformer->decoder->decoder_hr"
+    _optional_components = ["decoder_hr"]
     _callback_tensor_inputs = ["tokens"]
 
     def __init__(
@@ -96,11 +172,13 @@ class M6FashionPipeline(DiffusionPipeline):
         transformer: M6FashionTransformer,
         tokenizer: PreTrainedTokenizerBase,
         scheduler: SMARTScheduler,
+        decoder_hr: Optional[StyleDecoder] = None,
     ):
         super().__init__()
-        check_components(image_tokenizer, transformer, scheduler)
+        check_components(image_tokenizer, transformer, scheduler, decoder=decoder, decoder_hr=decoder_hr)
         self.register_modules(
-            image_tokenizer=image_tokenizer, decoder=decoder, transformer=transformer, tokenizer=tokenizer, scheduler=scheduler
+            image_tokenizer=image_tokenizer, decoder=decoder, transformer=transformer, tokenizer=tokenizer, scheduler=scheduler,
+            decoder_hr=decoder_hr,
         )
 
     # ------------------------------------------------------------------ loading
@@ -172,6 +250,7 @@ class M6FashionPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ geometry
     @property
     def sample_size(self) -> int:
+        """Side of the square the image tokenizer reads (pixels)."""
         return self.image_tokenizer.config.sample_size
 
     @property
@@ -180,25 +259,73 @@ class M6FashionPipeline(DiffusionPipeline):
 
     @property
     def cell(self) -> int:
-        """Pixels per token cell."""
+        """Pixels per token cell on the `sample_size` canvas."""
         return self.sample_size // self.grid_size
 
-    def box_to_cells(self, box: Sequence[int]) -> Tuple[int, int, int, int]:
-        """Pixel box (left, top, right, bottom) -> grid box (top, left, height, width), rounded outwards."""
-        s = self.sample_size
-        try:
-            left, top, right, bottom = (int(round(float(v))) for v in box)
-        except (TypeError, ValueError):
-            raise ValueError(f"a box must be 4 numbers (left, top, right, bottom) in pixels; got {box!r}") from None
-        if not (0 <= left < right <= s and 0 <= top < bottom <= s):
-            raise ValueError(
-                f"box {box!r} is outside the {s}x{s} canvas or empty; accepted: 0 <= left < right <= {s} and "
-                f"0 <= top < bottom <= {s} (pixels, PIL's (left, top, right, bottom) order)"
-            )
-        c = self.cell
-        t, l = top // c, left // c
-        b, r = math.ceil(bottom / c), math.ceil(right / c)
-        return t, l, b - t, r - l
+    def canvas_sides(self) -> List[int]:
+        """Sides of the square canvases the pipeline's decoders paint: `sample_size`, and `decoder_hr`'s if present."""
+        sides = [self.sample_size]
+        hr = getattr(self, "decoder_hr", None)
+        if hr is not None:
+            sides.append(int(hr.config.sample_size))
+        return sides
+
+    @property
+    def default_size(self) -> Tuple[int, int]:
+        """`(height, width)` made when none is given: the 3:4 portrait of the largest canvas with `decoder_hr`
+        (192x256 for the shipped model), else the `sample_size` square."""
+        side = max(self.canvas_sides())
+        if side == self.sample_size:
+            return side, side
+        return side, _portrait_width(side, self.grid_size)
+
+    def output_sizes(self) -> List[Tuple[int, int]]:
+        """Every `(height, width)` this pipeline can make: centred crops of a canvas, at least half its side,
+        aligned to whole token cells on both sides."""
+        sizes = []
+        for side in self.canvas_sides():
+            cands = _crop_sides(side, self.grid_size)
+            sizes += [(h, w) for h in cands for w in cands]
+        return sorted(set(sizes))
+
+    def output_canvas(self, height: Optional[int] = None, width: Optional[int] = None) -> "OutputCanvas":
+        """The canvas and crop for an output of `height` x `width` pixels (defaults: `default_size`);
+        raises naming the accepted sizes when the model cannot make it."""
+        dh, dw = self.default_size
+        if height is None and width is None:
+            height, width = dh, dw
+        for name, v in (("height", height), ("width", width)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise TypeError(f"{name} must be an integer number of pixels; got {v!r}")
+        if height is None or width is None:
+            # one side given: the other follows the default aspect ratio on the smallest canvas that fits
+            for side in self.canvas_sides():
+                ch, cw = (side, _portrait_width(side, self.grid_size)) if dh != dw else (side, side)
+                if height is not None and height == ch:
+                    width = cw
+                    break
+                if width is not None and width == cw:
+                    height = ch
+                    break
+            else:
+                height, width = (height, height) if width is None else (width, width)
+        height, width = int(height), int(width)
+        for side in sorted(self.canvas_sides()):
+            cands = _crop_sides(side, self.grid_size)
+            if height in cands and width in cands:
+                return OutputCanvas(side=side, grid=self.grid_size, height=height, width=width)
+        listed = "; ".join(
+            f"{side}x{side} canvas{' (decoder_hr)' if side != self.sample_size else ''}: height and width each in "
+            f"{_crop_sides(side, self.grid_size)}"
+            for side in self.canvas_sides()
+        )
+        hint = "" if len(self.canvas_sides()) > 1 else " (this pipeline has no decoder_hr; load one that has it for larger sizes)"
+        raise ValueError(f"this model cannot make a {width}x{height} (width x height) image; accepted: {listed}{hint}")
+
+    def box_to_cells(self, box: Sequence[int], canvas: Optional["OutputCanvas"] = None) -> Tuple[int, int, int, int]:
+        """Pixel box (left, top, right, bottom) on the output image -> grid box (top, left, height, width),
+        rounded outwards. `canvas` defaults to the default output size."""
+        return (canvas or self.output_canvas()).box_to_cells(box)
 
     # ------------------------------------------------------------------ validation
     def check_inputs(
@@ -217,8 +344,11 @@ class M6FashionPipeline(DiffusionPipeline):
         temperature=None,
         generator=None,
         refine_ratio=0.25,
+        height=None,
+        width=None,
     ):
         """Checks every argument before any image is encoded or any token generated; raises naming the argument."""
+        canvas = self.output_canvas(height, width)
         if prompt is not None and not isinstance(prompt, (str, list, tuple)):
             raise TypeError(f"prompt must be a string or a list of strings; got {type(prompt).__name__}")
         if isinstance(prompt, (list, tuple)):
@@ -269,7 +399,7 @@ class M6FashionPipeline(DiffusionPipeline):
                 raise ValueError("image_box (outpainting) needs an image to place: pass image=...")
             if mask_image is not None:
                 raise ValueError("pass either image_box (outpainting) or mask_image (inpainting), not both")
-            self.box_to_cells(image_box)
+            canvas.box_to_cells(image_box)
         if image is not None and mask_image is None and image_box is None and reference_images is None:
             raise ValueError(
                 "an image alone says nothing to edit: add mask_image (inpainting), image_box (outpainting), "
@@ -293,7 +423,7 @@ class M6FashionPipeline(DiffusionPipeline):
                     raise TypeError(
                         f"reference_images[{i}][0] must be a PIL image, numpy array or tensor; got {type(ref[0]).__name__}"
                     )
-                _, _, h, w = self.box_to_cells(ref[1])
+                _, _, h, w = canvas.box_to_cells(ref[1])
                 cells += h * w + (1 if i else 0)
             limit = self.transformer.config.max_condition_tokens
             if cells > limit:  # checked before any patch is encoded
@@ -334,25 +464,32 @@ class M6FashionPipeline(DiffusionPipeline):
         return tokens.reshape(tokens.shape[0], -1, tokens.shape[-1])
 
     @torch.no_grad()
-    def decode_tokens(self, tokens: torch.LongTensor) -> torch.Tensor:
-        """Tokens (B, N, M) or (B, h, w, M) -> images (B, 3, H, W) in [-1, 1]."""
+    def decode_tokens(self, tokens: torch.LongTensor, side: Optional[int] = None) -> torch.Tensor:
+        """Tokens (B, N, M) or (B, h, w, M) -> images (B, 3, side, side) in [-1, 1].
+
+        `side` picks the decoder: `sample_size` (default) or `decoder_hr`'s canvas.
+        """
         g = self.grid_size
         if tokens.ndim == 3:
             tokens = tokens.reshape(tokens.shape[0], g, g, tokens.shape[-1])
+        side = self.sample_size if side is None else side
+        if side not in self.canvas_sides():
+            raise ValueError(f"no decoder paints a {side}x{side} canvas; this pipeline has {self.canvas_sides()}")
+        decoder = self.decoder if side == self.sample_size else self.decoder_hr
         latents = self.image_tokenizer.lookup(tokens.to(self.device))
-        return self.decoder(latents.to(self.decoder.dtype)).sample.float().clamp(-1, 1)
+        return decoder(latents.to(decoder.dtype)).sample.float().clamp(-1, 1)
 
-    def _reference_patch(self, image: PipelineImageInput, box: Sequence[int]):
+    def _reference_patch(self, image: PipelineImageInput, box: Sequence[int], canvas: "OutputCanvas"):
         """Places a reference patch image into `box` on a white canvas, encodes it, returns (codes (n, M), positions (n,))."""
         s = self.sample_size
-        top, left, h, w = self.box_to_cells(box)
+        top, left, h, w = canvas.box_to_cells(box)
         c = self.cell
         pil = image if isinstance(image, PIL.Image.Image) else postprocess(preprocess(image, s), "pil")[0]
         from ..image_processing import to_rgb
 
-        canvas = PIL.Image.new("RGB", (s, s), (255, 255, 255))
-        canvas.paste(to_rgb(pil).resize((w * c, h * c), PIL.Image.BICUBIC), (left * c, top * c))
-        tokens = self.encode_images(preprocess(canvas, s))[0]  # (N, M)
+        sheet = PIL.Image.new("RGB", (s, s), (255, 255, 255))  # the tokenizer reads the sample_size square
+        sheet.paste(to_rgb(pil).resize((w * c, h * c), PIL.Image.BICUBIC), (left * c, top * c))
+        tokens = self.encode_images(preprocess(sheet, s))[0]  # (N, M)
         rows = torch.arange(top, top + h)
         cols = torch.arange(left, left + w)
         positions = (rows[:, None] * self.grid_size + cols[None, :]).reshape(-1).to(tokens.device)
@@ -399,6 +536,8 @@ class M6FashionPipeline(DiffusionPipeline):
         style_image: Union[PipelineImageInput, List[PipelineImageInput], None] = None,
         image_box: Optional[Box] = None,
         reference_images: Optional[List[Tuple[PipelineImageInput, Box]]] = None,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
         num_inference_steps: int = 10,
         num_images_per_prompt: int = 1,
         guidance_scale: float = 1.0,
@@ -426,6 +565,9 @@ class M6FashionPipeline(DiffusionPipeline):
                 it is generated.
             reference_images: local editing: a list of `(patch_image, box)`; each patch is resized into its box
                 and given to the model as a visual condition at that place. Several pairs = several conditions.
+            height, width: output size in pixels (default `pipe.default_size`: 256 x 192 with `decoder_hr`,
+                else `sample_size` square); one alone keeps the default aspect ratio. `pipe.output_sizes()` lists
+                the accepted sizes; others raise. Boxes are given on this output.
             num_inference_steps: T, SMART passes (default 10).
             num_images_per_prompt: images per prompt.
             guidance_scale: classifier-free guidance scale (1.0 = off); > 1 runs an unconditional pass too.
@@ -442,8 +584,9 @@ class M6FashionPipeline(DiffusionPipeline):
         self.check_inputs(
             prompt, image, mask_image, style_image, image_box, reference_images, num_inference_steps,
             num_images_per_prompt, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
-            temperature=temperature, generator=generator, refine_ratio=refine_ratio,
+            temperature=temperature, generator=generator, refine_ratio=refine_ratio, height=height, width=width,
         )
+        canvas = self.output_canvas(height, width)
         if isinstance(generator, (list, tuple)):
             generator = generator[0]
         device = self.device
@@ -460,26 +603,32 @@ class M6FashionPipeline(DiffusionPipeline):
         b = len(prompts)
 
         # ---- initial tokens and editable cells
+        # pixels for blending live on the decoded canvas (side D); the tokenizer reads the sample_size square
+        d = canvas.side
         tokens = torch.full((b, n, cfg.num_groups), k, dtype=torch.long, device=device)
         editable = torch.ones(b, n, dtype=torch.bool, device=device)
         base_pixels, pixel_mask = None, None
+        n_base = len(prompts) // num_images_per_prompt
         if image is not None:
             if image_box is not None:
-                top, left, h, w = self.box_to_cells(image_box)
+                top, left, h, w = canvas.box_to_cells(image_box)
+                c = canvas.cell
                 canvases = []
-                for im in _expand(image, len(prompts) // num_images_per_prompt, "image"):
-                    pil = postprocess(preprocess(im, s), "pil")[0]
-                    canvas = PIL.Image.new("RGB", (s, s), (255, 255, 255))
-                    canvas.paste(pil.resize((w * self.cell, h * self.cell), PIL.Image.BICUBIC), (left * self.cell, top * self.cell))
-                    canvases.append(canvas)
-                base_pixels = preprocess(canvases, s)
-                pixel_mask = torch.ones(len(canvases), 1, s, s)
-                pixel_mask[:, :, top * self.cell : (top + h) * self.cell, left * self.cell : (left + w) * self.cell] = 0
+                for im in _expand(image, n_base, "image"):
+                    pil = postprocess(preprocess(im, d), "pil")[0]
+                    sheet = PIL.Image.new("RGB", (d, d), (255, 255, 255))
+                    sheet.paste(pil.resize((w * c, h * c), PIL.Image.BICUBIC), (left * c, top * c))
+                    canvases.append(sheet)
+                base_pixels = preprocess(canvases, d)
+                token_pixels = preprocess(canvases, s)
+                pixel_mask = canvas.cells_mask([(top, left, h, w)], 0.0, len(canvases))
             else:
-                base_pixels = preprocess(_expand(image, len(prompts) // num_images_per_prompt, "image"), s)
+                images = _expand(image, n_base, "image")
+                base_pixels = preprocess(images, d)
+                token_pixels = base_pixels if d == s else preprocess(images, s)
                 if mask_image is not None:
                     masks = _expand(mask_image, base_pixels.shape[0], "mask_image")
-                    pixel_mask = torch.stack([preprocess_mask(m, s) for m in masks])
+                    pixel_mask = torch.stack([preprocess_mask(m, d) for m in masks])
                     if not pixel_mask.flatten(1).amax(1).all():
                         raise ValueError(
                             "mask_image selects no pixel (all black after thresholding at 0.5): white (>= 128, or >= 0.5 "
@@ -487,28 +636,27 @@ class M6FashionPipeline(DiffusionPipeline):
                         )
                 else:
                     # reference patches inside an image without a mask: their boxes are the region to edit
-                    pixel_mask = torch.zeros(base_pixels.shape[0], 1, s, s)
-                    for _, box in reference_images or []:
-                        top, left, h, w = self.box_to_cells(box)
-                        c = self.cell
-                        pixel_mask[:, :, top * c : (top + h) * c, left * c : (left + w) * c] = 1
+                    boxes = [canvas.box_to_cells(box) for _, box in reference_images or []]
+                    pixel_mask = canvas.cells_mask(boxes, 1.0, base_pixels.shape[0])
             base_pixels = base_pixels.repeat_interleave(num_images_per_prompt, 0)
             pixel_mask = pixel_mask.repeat_interleave(num_images_per_prompt, 0)
-            base_tokens = self.encode_images(base_pixels)
+            base_tokens = self.encode_images(token_pixels.repeat_interleave(num_images_per_prompt, 0))
             editable = self._cell_mask(pixel_mask).to(device)
             if style_image is not None:
-                style_pixels = preprocess(_expand(style_image, len(prompts) // num_images_per_prompt, "style_image"), s)
-                style_tokens = self.encode_images(style_pixels.repeat_interleave(num_images_per_prompt, 0))
+                styles = _expand(style_image, n_base, "style_image")
+                style_pixels = preprocess(styles, d).repeat_interleave(num_images_per_prompt, 0)
+                style_token_pixels = style_pixels if d == s else preprocess(styles, s).repeat_interleave(num_images_per_prompt, 0)
+                style_tokens = self.encode_images(style_token_pixels)
                 base_tokens = torch.where(editable[..., None], style_tokens, base_tokens)
-                base_pixels = torch.where(pixel_mask.bool(), style_pixels.repeat_interleave(num_images_per_prompt, 0), base_pixels)
+                base_pixels = torch.where(pixel_mask.bool(), style_pixels, base_pixels)
                 editable = self._seam(editable, refine_ratio, generator)
-                pixel_mask = F.interpolate(editable.float().reshape(b, 1, g, g), size=(s, s), mode="nearest").cpu()
+                pixel_mask = F.interpolate(editable.float().reshape(b, 1, g, g), size=(d, d), mode="nearest").cpu()
             tokens = torch.where(editable[..., None], torch.full_like(base_tokens, k), base_tokens)
 
         # ---- conditions
         conditions = None
         if reference_images is not None:
-            patches = [self._reference_patch(im, box) for im, box in reference_images]
+            patches = [self._reference_patch(im, box, canvas) for im, box in reference_images]
             conditions = [patches for _ in range(b)]
             if image is None:
                 tokens = torch.full((b, n, cfg.num_groups), k, dtype=torch.long, device=device)
@@ -539,10 +687,10 @@ class M6FashionPipeline(DiffusionPipeline):
         if output_type == "tokens":
             images = None
         else:
-            pixels = self.decode_tokens(tokens).cpu()
+            pixels = self.decode_tokens(tokens, side=d).cpu()
             if base_pixels is not None and blend_pixels:
                 pixels = torch.where(pixel_mask.bool(), pixels, base_pixels.float())
-            images = postprocess(pixels, output_type)
+            images = postprocess(canvas.crop(pixels), output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, grid_tokens)
@@ -611,16 +759,28 @@ def _expand(x, batch: int, name: str) -> list:
     return items
 
 
-def check_components(image_tokenizer, transformer, scheduler) -> None:
+def check_components(image_tokenizer, transformer, scheduler, decoder=None, decoder_hr=None) -> None:
     """The invariants the components must share, checked once when a pipeline is assembled.
 
     The transformer's ``codebook_size`` K is the image MASK code: the scheduler's ``mask_token_id`` must
     equal it, and the image tokenizer must produce ``num_groups`` codes in ``[0, K)`` on the transformer's grid.
+    Both decoders read the tokenizer's latents and paint their ``sample_size`` square from the token grid.
     """
     if image_tokenizer is None or transformer is None or scheduler is None:
         return  # partial pipelines (DiffusionPipeline allows None components) are checked when complete
     t, q, sc = transformer.config, image_tokenizer.config, scheduler.config
     problems = []
+    latent = getattr(q, "latent_channels", None)
+    for name, dec in (("decoder", decoder), ("decoder_hr", decoder_hr)):
+        if dec is None or not hasattr(dec, "config"):
+            continue
+        if latent is not None and dec.config.latent_channels != latent:
+            problems.append(f"{name} reads latent_channels={dec.config.latent_channels} but the image tokenizer gives {latent}")
+        painted = t.grid_size * getattr(dec, "upsample_factor", 1)
+        if dec.config.sample_size != painted:
+            problems.append(f"{name} sample_size={dec.config.sample_size} but it paints {painted} px from the {t.grid_size}x{t.grid_size} grid")
+    if decoder_hr is not None and decoder is not None and hasattr(decoder_hr, "config") and decoder_hr.config.sample_size <= decoder.config.sample_size:
+        problems.append(f"decoder_hr paints {decoder_hr.config.sample_size} px, not more than the decoder's {decoder.config.sample_size}")
     if sc.mask_token_id != t.codebook_size:
         problems.append(f"scheduler mask_token_id={sc.mask_token_id} but the transformer's MASK code is codebook_size={t.codebook_size}")
     if getattr(q, "codebook_size", t.codebook_size) != t.codebook_size:
