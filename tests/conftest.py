@@ -114,3 +114,18 @@ def tiny_pipeline(real_images):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_hr_pipeline(tiny_pipeline):
+    """`tiny_pipeline` plus a tiny randomly initialised `decoder_hr`: the same 16x16 tokens -> a 128-px canvas
+    (one more upsampling stage), so the default output is the 96x128 portrait crop."""
+    import torch
+
+    from m6_fashion import M6FashionPipeline, StyleDecoder
+
+    torch.manual_seed(1)
+    hr = StyleDecoder(latent_channels=16, style_channels=8, block_out_channels=(16, 8, 8, 8), sample_size=128).eval()
+    pipe = M6FashionPipeline(**{k: v for k, v in tiny_pipeline.components.items() if k != "decoder_hr"}, decoder_hr=hr)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -30,7 +30,11 @@ FAST = [
 
 
 def _shipped_weights():
-    return {k: v.float() for k, v in load_file(SHIPPED / "transformer" / "model.safetensors").items()}
+    """The shipped transformer's weights (stored in float16 shards of at most 20 MiB), as float32."""
+    weights = {}
+    for shard in sorted((SHIPPED / "transformer").glob("*.safetensors")):
+        weights.update(load_file(shard))
+    return {k: v.float() for k, v in weights.items()}
 
 
 @pytest.fixture(scope="module")

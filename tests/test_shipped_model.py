@@ -20,7 +20,8 @@ def pipe():
 def test_shipped_model_is_small_safetensors_only():
     root = default_model_path()
     files = [os.path.join(r, f) for r, _, fs in os.walk(root) for f in fs]
-    assert sum(os.path.getsize(f) for f in files) <= 40 * 2**20
+    assert sum(os.path.getsize(f) for f in files) <= 60 * 2**20
+    assert max(os.path.getsize(f) for f in files) <= 20 * 2**20
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl"))]
     assert os.path.isfile(os.path.join(root, "README.md"))
 
@@ -31,23 +32,39 @@ def test_loads_in_float32_with_expected_geometry(pipe):
     assert pipe.image_tokenizer.config.quantizer_type == "product" and pipe.sample_size == 64
 
 
-def test_every_task_once(pipe, real_images):
+def test_default_is_the_192x256_model_and_the_64px_one_loads_by_name(pipe):
+    assert pipe.decoder_hr is not None and pipe.default_size == (256, 192)
+    small = M6FashionPipeline.from_pretrained("m6-fashion-64")
+    small.set_progress_bar_config(disable=True)
+    assert small.decoder_hr is None and small.default_size == (64, 64)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    hr = pipe("Men Navy Blue Casual Shirt", num_inference_steps=3, generator=g())
+    lo = small("Men Navy Blue Casual Shirt", num_inference_steps=3, generator=g())
+    assert hr.images[0].size == (192, 256) and lo.images[0].size == (64, 64)
+    assert torch.equal(hr.tokens, lo.tokens)  # same tokens, only the decoder differs
+
+
+@pytest.mark.parametrize("size", [(256, 192), (64, 64)])
+def test_every_task_once(pipe, real_images, size):
+    """Every task at the default 192x256 and at the 64-px canvas; boxes are on the output image."""
+    height, width = size
     g = torch.Generator().manual_seed(0)
     a, b = real_images[0]["image"], real_images[1]["image"]
     mask = PIL.Image.new("L", a.size, 0)
     mask.paste(255, (0, a.size[1] // 2, a.size[0], a.size[1]))
+    q = lambda l, t, r, b_: (l * width // 4, t * height // 4, r * width // 4, b_ * height // 4)  # noqa: E731  quarters
     runs = {
         "text": dict(prompt="Men Navy Blue Casual Shirt"),
         "unconditional": dict(),
         "inpaint": dict(prompt="Women Red Top", image=a, mask_image=mask),
-        "outpaint": dict(image=a, image_box=(16, 8, 48, 56)),
-        "edit": dict(prompt="Men Black Shoes", reference_images=[(b, (0, 0, 32, 32))]),
-        "multi": dict(reference_images=[(a, (0, 0, 32, 32)), (b, (32, 32, 64, 64))]),
+        "outpaint": dict(image=a, image_box=q(1, 1, 3, 3)),
+        "edit": dict(prompt="Men Black Shoes", reference_images=[(b, q(0, 0, 2, 2))]),
+        "multi": dict(reference_images=[(a, q(0, 0, 2, 2)), (b, q(2, 2, 4, 4))]),
         "mix": dict(image=a, style_image=b, mask_image=mask),
     }
     for name, kw in runs.items():
-        out = pipe(num_inference_steps=3, generator=g, **kw)
-        assert out.images[0].size == (64, 64), name
+        out = pipe(num_inference_steps=3, generator=g, height=height, width=width, **kw)
+        assert out.images[0].size == (width, height), name
         assert out.tokens.shape == (1, 16, 16, 4), name
 
 
@@ -79,7 +96,7 @@ def test_bfloat16_transformer_agrees_with_float32(pipe, real_images):
         out = pipe("Men Navy Blue Casual Shirt", num_inference_steps=3, generator=torch.Generator().manual_seed(0))
     finally:
         pipe.transformer = saved
-    assert out.images[0].size == (64, 64) and int(out.tokens.max()) < cfg.codebook_size
+    assert out.images[0].size == (192, 256) and int(out.tokens.max()) < cfg.codebook_size
 
 
 def test_fixed_seed_token_grids_are_pinned(pipe):

@@ -22,7 +22,8 @@ import os
 import sys
 from typing import List, Optional
 
-BOX_HELP = "pixel box LEFT TOP RIGHT BOTTOM on the output canvas (e.g. 0 0 32 32 on a 64x64 canvas)"
+BOX_HELP = ("pixel box LEFT TOP RIGHT BOTTOM on the output image (e.g. 0 0 96 128, the top-left quarter of the "
+            "default 192x256 output)")
 
 
 def _add_common(p: argparse.ArgumentParser, with_prompt: bool = True) -> None:
@@ -39,7 +40,13 @@ def _add_common(p: argparse.ArgumentParser, with_prompt: bool = True) -> None:
                         "faster per call on an AVX512-BF16 EPYC, same measured quality), float32 elsewhere (bfloat16 "
                         "is ~6x slower without them); tokenizer and decoder stay float32")
     p.add_argument("--bf16", action="store_true", help="same as --dtype bfloat16")
-    p.add_argument("--size", type=_positive_int, default=None, help="upscale the written PNG to this many pixels (nearest-free bicubic)")
+    p.add_argument("--height", type=_positive_int, default=None,
+                   help="output height in pixels (default: the model's, 256 for the shipped model)")
+    p.add_argument("--width", type=_positive_int, default=None,
+                   help="output width in pixels (default: the model's, 192 for the shipped model); sizes the model "
+                        "cannot make are refused with the list of accepted ones")
+    p.add_argument("--size", type=_positive_int, default=None,
+                   help="resize the written PNG (bicubic) so that its longer side has this many pixels, aspect kept")
     p.add_argument("--out", required=True, help="output PNG path (with --num-images N: out.png, out-1.png, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (refused otherwise)")
 
@@ -64,12 +71,13 @@ def _write(images, out: str, size: Optional[int]) -> List[str]:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     for im, path in zip(images, paths):
         if size:
-            im = im.resize((size, size), PIL.Image.BICUBIC)
+            scale = size / max(im.size)
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), PIL.Image.BICUBIC)
         im.save(path, format="PNG")
     return paths
 
 
-MAX_SIZE = 4096  # --size: pixels per side of the written PNG
+MAX_SIZE = 4096  # --size, --height, --width: pixels per side
 MAX_NUM_IMAGES = 64  # the pipeline's limit per call
 
 
@@ -80,12 +88,14 @@ def _output_paths(out: str, n: int) -> List[str]:
 
 
 def _check_output_args(args) -> None:
-    """--out, --size and --num-images are checked before any model is loaded: nothing is lost or wasted."""
+    """--out, --size, --height, --width and --num-images are checked before any model is loaded: nothing is lost or wasted."""
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in ("", ".png"):
         raise SystemExit(f"error: --out {args.out!r}: the output is a PNG; give a path ending in .png")
-    if args.size is not None and args.size > MAX_SIZE:
-        raise SystemExit(f"error: --size {args.size} is too large; at most {MAX_SIZE} pixels")
+    for flag in ("size", "height", "width"):
+        value = getattr(args, flag, None)
+        if value is not None and value > MAX_SIZE:
+            raise SystemExit(f"error: --{flag} {value} is too large; at most {MAX_SIZE} pixels")
     if args.num_images > MAX_NUM_IMAGES:
         raise SystemExit(f"error: --num-images {args.num_images} is too many; at most {MAX_NUM_IMAGES} per call")
     folder = os.path.dirname(os.path.abspath(args.out))
@@ -136,7 +146,8 @@ def _run_pipeline(args, **kwargs) -> None:
     try:
         out = pipe(
             prompt=args.prompt, num_inference_steps=args.steps, num_images_per_prompt=args.num_images,
-            guidance_scale=args.guidance_scale, temperature=args.temperature, generator=generator, **kwargs,
+            guidance_scale=args.guidance_scale, temperature=args.temperature, generator=generator,
+            height=args.height, width=args.width, **kwargs,
         )
     except (ValueError, TypeError) as e:
         raise SystemExit(f"error: {e}")

@@ -184,16 +184,20 @@ class M6FashionPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Optional[str] = None, **kwargs):
-        """Loads a pipeline folder or Hub repo (safetensors only). Without a path: the shipped default model.
+        """Loads a pipeline folder or Hub repo (safetensors only), or a shipped model by name.
+
+        Without a path: the shipped default, `m6-fashion-hr` (192x256 outputs); `"m6-fashion-64"` loads the
+        same model without its high-resolution decoder (64x64 outputs). See `m6_fashion.default_model`.
 
         Weights are loaded in float32 unless `dtype` says otherwise (the shipped model stores float16);
         `dtype` may be one dtype or a dict per component (`{"transformer": torch.bfloat16, "default":
         torch.float32}`). The older name `torch_dtype` is accepted too and passed on as `dtype`.
         """
-        if pretrained_model_name_or_path is None:
-            from ..default_model import default_model_path
+        from ..default_model import resolve_model
 
-            pretrained_model_name_or_path = default_model_path()
+        pretrained_model_name_or_path, left_out = resolve_model(pretrained_model_name_or_path)
+        for component, value in left_out.items():
+            kwargs.setdefault(component, value)
         kwargs.setdefault("use_safetensors", True)
         # weights may be stored in float16 to keep checkpoints small; compute in float32 unless asked otherwise
         if "torch_dtype" in kwargs:  # diffusers >= 0.40 deprecates the old name
@@ -289,38 +293,41 @@ class M6FashionPipeline(DiffusionPipeline):
         return sorted(set(sizes))
 
     def output_canvas(self, height: Optional[int] = None, width: Optional[int] = None) -> "OutputCanvas":
-        """The canvas and crop for an output of `height` x `width` pixels (defaults: `default_size`);
-        raises naming the accepted sizes when the model cannot make it."""
-        dh, dw = self.default_size
-        if height is None and width is None:
-            height, width = dh, dw
+        """The canvas and crop for an output of `height` x `width` pixels.
+
+        Neither given: `default_size`. One given: the other keeps the default aspect ratio as closely as the
+        canvas on which the given side is possible allows (`height=64` -> 48x64, `width=192` -> 192x256 with
+        `decoder_hr`). Raises naming the accepted sizes when the model cannot make the size.
+        """
         for name, v in (("height", height), ("width", width)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
                 raise TypeError(f"{name} must be an integer number of pixels; got {v!r}")
-        if height is None or width is None:
-            # one side given: the other follows the default aspect ratio on the smallest canvas that fits
-            for side in self.canvas_sides():
-                ch, cw = (side, _portrait_width(side, self.grid_size)) if dh != dw else (side, side)
-                if height is not None and height == ch:
-                    width = cw
+        dh, dw = self.default_size
+        if height is None and width is None:
+            height, width = dh, dw
+        elif height is None or width is None:
+            given, ratio = (height, dw / dh) if width is None else (width, dh / dw)
+            for side in sorted(self.canvas_sides()):
+                cands = _crop_sides(side, self.grid_size)
+                if given in cands:
+                    other = min(cands, key=lambda v: abs(v - given * ratio))
+                    height, width = (given, other) if width is None else (other, given)
                     break
-                if width is not None and width == cw:
-                    height = ch
-                    break
-            else:
-                height, width = (height, height) if width is None else (width, width)
-        height, width = int(height), int(width)
+        height = None if height is None else int(height)
+        width = None if width is None else int(width)
         for side in sorted(self.canvas_sides()):
             cands = _crop_sides(side, self.grid_size)
             if height in cands and width in cands:
                 return OutputCanvas(side=side, grid=self.grid_size, height=height, width=width)
+        asked = f"{width}x{height} (width x height)" if height is not None and width is not None else (
+            f"height={height}" if width is None else f"width={width}")
         listed = "; ".join(
             f"{side}x{side} canvas{' (decoder_hr)' if side != self.sample_size else ''}: height and width each in "
             f"{_crop_sides(side, self.grid_size)}"
             for side in self.canvas_sides()
         )
         hint = "" if len(self.canvas_sides()) > 1 else " (this pipeline has no decoder_hr; load one that has it for larger sizes)"
-        raise ValueError(f"this model cannot make a {width}x{height} (width x height) image; accepted: {listed}{hint}")
+        raise ValueError(f"this model cannot make a {asked} image; accepted: {listed}{hint}")
 
     def box_to_cells(self, box: Sequence[int], canvas: Optional["OutputCanvas"] = None) -> Tuple[int, int, int, int]:
         """Pixel box (left, top, right, bottom) on the output image -> grid box (top, left, height, width),
