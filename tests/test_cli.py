@@ -53,21 +53,28 @@ def test_generate_edit_inpaint_mix_outpaint_write_pngs(files):
         "edit": ["edit", "--reference", str(d / "b.png"), "--box", "0", "0", "32", "32", "--prompt", "Men Shoes", "--steps", "2"],
         "mix": ["mix", "--image", str(d / "a.png"), "--style-image", str(d / "b.png"), "--mask", str(d / "mask.png"), "--steps", "2"],
         "out": ["outpaint", "--image", str(d / "a.png"), "--box", "16", "16", "48", "48", "--steps", "2", "--size", "128", "--bf16"],
+        "small": ["generate", "--model", "m6-fashion-64", "--steps", "2", "--height", "64", "--width", "48"],
     }
-    # one process for all five would be faster, but each command is what a user types
+    sizes = {"out": (96, 128), "small": (48, 64)}  # --size scales the long side; the default is 192x256
+    # one process for all of them would be faster, but each command is what a user types
     for name, cmd in commands.items():
         out = d / f"{name}.png"
         r = _cli(*cmd, "--out", str(out))
         assert r.returncode == 0, (name, r.stderr[-2000:])
-        assert PIL.Image.open(out).size in ((64, 64), (128, 128))
+        assert PIL.Image.open(out).size == sizes.get(name, (192, 256)), name
     assert (d / "gen-1.png").is_file()
 
 
 def test_bad_input_gives_a_clear_error(files):
     r = _cli("inpaint", "--image", str(files / "missing.png"), "--mask", str(files / "mask.png"), "--out", str(files / "x.png"))
     assert r.returncode != 0 and "does not exist" in r.stderr
-    r = _cli("edit", "--reference", str(files / "b.png"), "--box", "0", "0", "99", "99", "--out", str(files / "x.png"), "--steps", "1")
+    r = _cli("edit", "--reference", str(files / "b.png"), "--box", "0", "0", "199", "99", "--out", str(files / "x.png"), "--steps", "1")
     assert r.returncode != 0 and "outside" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("generate", "--height", "100", "--out", str(files / "x.png"), "--steps", "1")
+    assert r.returncode != 0 and "cannot make a height=100" in r.stderr and "accepted" in r.stderr
+    assert "Traceback" not in r.stderr and not (files / "x.png").exists()
+    r = _cli("generate", "--width", "5000", "--out", str(files / "x.png"))
+    assert r.returncode != 0 and "--width 5000 is too large" in r.stderr
 
 
 def test_python_m_m6_fashion_is_the_command_line():
