@@ -100,7 +100,7 @@ def test_lora_result_reloads_and_generates(lora_run):
     pipe = M6FashionPipeline.from_pretrained(str(out))
     pipe.set_progress_bar_config(disable=True)
     image = pipe("Men Navy Blue Casual Shirt", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
-    assert image.size == (64, 64)
+    assert image.size == (192, 256)  # the shipped base's high-resolution decoder comes along
     # the adapter from the checkpoint, applied with the documented call, gives the saved merged weights
     base = M6FashionPipeline.from_pretrained(str(SHIPPED))
     load_lora_adapter(base, str(out / "checkpoint-2"))
@@ -182,7 +182,7 @@ def test_full_finetune_with_ema_resumes_exactly(image_folder, cache_dir, tmp_pat
 
     pipe = M6FashionPipeline.from_pretrained(str(resumed))
     pipe.set_progress_bar_config(disable=True)
-    assert pipe("Women Pink Handbag", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0].size == (64, 64)
+    assert pipe("Women Pink Handbag", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0].size == (192, 256)
 
 
 # ---------------------------------------------------------------------------------------------- bad data
@@ -280,6 +280,19 @@ def test_output_inside_the_shipped_model_is_refused(image_folder, tmp_path, no_m
     with pytest.raises(SystemExit, match="inside the model folder"):
         main(["--data", str(image_folder), "--output_dir", str(out)])
     assert not out.exists()
+
+
+def test_an_output_dir_holding_another_run_is_refused_unless_overwrite(image_folder, tmp_path, no_model):
+    out = tmp_path / "earlier"
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "model_index.json").write_text("{}")
+    with pytest.raises(SystemExit, match="already holds files .*--overwrite_output_dir"):
+        main(["--data", str(image_folder), "--output_dir", str(out)])
+    assert (out / "checkpoint-2").is_dir() and (out / "model_index.json").read_text() == "{}"
+    # --overwrite_output_dir clears the stale checkpoints, then goes on (here: to loading, which no_model stops)
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        main(["--data", str(image_folder), "--output_dir", str(out), "--overwrite_output_dir"])
+    assert not (out / "checkpoint-2").exists()
 
 
 def test_cli_forwards_to_finetune(tmp_path, no_model):

@@ -164,6 +164,8 @@ class FinetuneArguments:
     sample_steps: int = field(default=10, metadata={"help": "SMART passes of the sample generations"})
     sample_seed: int = 0
     save_dtype: str = field(default="float32", metadata={"help": "dtype of the saved weights: float32 or float16"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "start anew in an --output_dir that holds another run "
+                                                                "(its checkpoint-* folders are deleted first); refused otherwise"})
 
 
 @dataclass
@@ -750,6 +752,23 @@ def _parse(argv):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def _check_output_dir(output_dir: str, resuming: bool, overwrite: bool) -> None:
+    """An --output_dir that already holds files is refused unless resuming from it or --overwrite_output_dir
+    (which deletes its stale checkpoint-* folders first), so no earlier run is overwritten by accident."""
+    if resuming or not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        return
+    if not overwrite:
+        shown = ", ".join(sorted(os.listdir(output_dir))[:5])
+        raise SystemExit(f"error: --output_dir {output_dir!r} already holds files ({shown}, ...); pass "
+                         "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to start anew "
+                         "there, or choose another folder")
+    import shutil
+
+    for name in os.listdir(output_dir):
+        if name.startswith("checkpoint-") and os.path.isdir(os.path.join(output_dir, name)):
+            shutil.rmtree(os.path.join(output_dir, name))
+
+
 def main(argv=None) -> dict:
     """Entry point; ``argv`` as for ``HfArgumentParser`` (a list of strings, or one ``.json`` file).
 
@@ -763,7 +782,7 @@ def main(argv=None) -> dict:
 
 
 def _run(ft_args: FinetuneArguments, training_args) -> dict:
-    from ..default_model import default_model_path
+    from ..default_model import DEFAULT_MODEL_NAME, default_model_path
     from ..pipelines import M6FashionPipeline
 
     training_args.remove_unused_columns = False
@@ -800,6 +819,7 @@ def _run(ft_args: FinetuneArguments, training_args) -> dict:
                              f"{training_args.output_dir!r}")
     if resume and not os.path.isdir(resume):
         raise SystemExit(f"error: checkpoint folder {resume!r} does not exist")
+    _check_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=ft_args.overwrite_output_dir)
 
     # ---- data: validated before anything is loaded or written
     ds = load_finetune_data(ft_args.data, ft_args.caption_column, ft_args.image_column, ft_args.min_image_size, ft_args.drop_invalid)
@@ -928,17 +948,17 @@ def _run(ft_args: FinetuneArguments, training_args) -> dict:
         final.eval()
         result_pipe = M6FashionPipeline(
             image_tokenizer=pipe.image_tokenizer, decoder=pipe.decoder, transformer=final,
-            tokenizer=pipe.tokenizer, scheduler=pipe.scheduler,
+            tokenizer=pipe.tokenizer, scheduler=pipe.scheduler, decoder_hr=pipe.decoder_hr,  # decoders are not trained
         ).to("cpu")
         if ft_args.save_dtype == "float16":
             result_pipe.to(torch.float16)
         result_pipe.save_pretrained(out)
         with open(os.path.join(out, "finetune_args.json"), "w") as f:
-            json.dump({**asdict(ft_args), "model": ft_args.model or "m6-fashion-64 (shipped)",
+            json.dump({**asdict(ft_args), "model": ft_args.model or f"{DEFAULT_MODEL_NAME} (shipped)",
                        "num_train_rows": len(train_idx), "num_eval_rows": len(eval_idx),
                        "global_step": trainer.state.global_step}, f, indent=2)
         with open(os.path.join(out, "README.md"), "w") as f:
-            f.write(_model_card(ft_args, ft_args.model or "m6-fashion-64", len(train_idx), len(eval_idx), results))
+            f.write(_model_card(ft_args, ft_args.model or DEFAULT_MODEL_NAME, len(train_idx), len(eval_idx), results))
         logger.info("fine-tuned pipeline written to %s", out)
         if push:
             repo_id = _push(out, training_args.hub_model_id, training_args)
