@@ -91,3 +91,36 @@ def test_two_process_torchrun_run(fashion_subset_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stdout + r.stderr
     PQTokenizer.from_pretrained(out / "image_tokenizer")
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        ("rng_garbage", r"random_states_0.pkl is unreadable"),
+        ("rng_missing", r"random_states_0.pkl \(this process's RNG state\) is missing"),
+        ("state_truncated", r"trainer_state.json is unreadable"),
+        ("weights_truncated", r"cannot resume exactly"),
+    ],
+)
+def test_a_checkpoint_that_cannot_be_restored_exactly_stops_the_run(fashion_subset_dir, tmp_path, damage, match):
+    """accelerate alone only logs an unreadable RNG state and goes on (no longer exact); here it is an error
+    naming the file, and the checkpoint is left as it was."""
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    kw = dict(max_train_steps=1, checkpoint_every=1, eval_every=1000)
+    train(_args(fashion_subset_dir, out, **kw))
+    ckpt = out / "checkpoints" / "step-1"
+    if damage == "rng_garbage":
+        (ckpt / "random_states_0.pkl").write_bytes(b"not a pickle")
+    elif damage == "rng_missing":
+        (ckpt / "random_states_0.pkl").unlink()
+    elif damage == "state_truncated":
+        (ckpt / "trainer_state.json").write_text('{"step": ')
+    else:
+        weights = sorted(ckpt.glob("*.safetensors"))[0]
+        weights.write_bytes(weights.read_bytes()[:100])
+    before = sorted((p.name, p.stat().st_size) for p in ckpt.iterdir())
+    with pytest.raises(SystemExit, match=match) as e:
+        train(_args(fashion_subset_dir, out, **dict(kw, max_train_steps=2)))
+    assert "step-1" in str(e.value)
+    assert sorted((p.name, p.stat().st_size) for p in ckpt.iterdir()) == before

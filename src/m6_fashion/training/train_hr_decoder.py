@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from ..image_processing import preprocess
 from ..models import PQTokenizer, StyleDecoder, StyleGANDiscriminator
+from .checkpointing import latest_checkpoint, resume_exactly
 from .data import image_to_uint8, load_parquet_splits, resolve_data_files
 from .train_tokenizer import batch_indices, psnr_per_image, ssim
 
@@ -362,16 +363,6 @@ def evaluate(decoder: StyleDecoder, lookup, tokens: np.ndarray, targets: np.ndar
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def latest_checkpoint(output_dir: str) -> Optional[str]:
-    root = os.path.join(output_dir, "checkpoints")
-    if not os.path.isdir(root):
-        return None
-    steps = sorted(((int(m.group(1)), d) for d in os.listdir(root) if (m := re.fullmatch(r"step-(\d+)", d))), reverse=True)
-    for _, d in steps:  # only complete checkpoints (trainer_state.json is written last)
-        if os.path.exists(os.path.join(root, d, "trainer_state.json")):
-            return os.path.join(root, d)
-    return None
-
 
 def load_pipeline_parts(pretrained: Optional[str]):
     """(image_tokenizer, decoder) of a pipeline folder (default: the shipped model), float32, eval mode."""
@@ -468,9 +459,7 @@ def train(args: HRDecoderTrainingArguments) -> dict:
     state = {"step": 0, "train_seconds": 0.0, "history": [], "baseline": None}
     resume = latest_checkpoint(args.output_dir)
     if resume:
-        accelerator.load_state(resume)
-        with open(os.path.join(resume, "trainer_state.json")) as f:
-            state = json.load(f)
+        state = resume_exactly(accelerator, resume)
         accelerator.print(f"resumed from {resume} at step {state['step']} ({state['train_seconds'] / 60:.1f} min trained)")
     if state.get("baseline") is None and accelerator.is_main_process:
         b = evaluate(dec_m, tokenizer.lookup, test_tokens, test_targets, accelerator.device, base=base)

@@ -13,9 +13,7 @@ with `save_pretrained` (safetensors) to `OUTPUT_DIR/image_tokenizer` and `OUTPUT
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..models import PQTokenizer, StyleDecoder, StyleGANDiscriminator
+from .checkpointing import latest_checkpoint, resume_exactly
 from .data import images_to_array, load_parquet_splits
 
 
@@ -107,20 +106,6 @@ def evaluate(tokenizer: PQTokenizer, decoder: StyleDecoder, images: np.ndarray, 
     }
 
 
-def _latest_checkpoint(output_dir: str) -> Optional[str]:
-    ckpt_root = os.path.join(output_dir, "checkpoints")
-    if not os.path.isdir(ckpt_root):
-        return None
-    steps = [(int(m.group(1)), d) for d in os.listdir(ckpt_root) if (m := re.fullmatch(r"step-(\d+)", d))]
-    if not steps:
-        return None
-    # only complete checkpoints (state.json is written last)
-    for step, d in sorted(steps, reverse=True):
-        if os.path.exists(os.path.join(ckpt_root, d, "trainer_state.json")):
-            return os.path.join(ckpt_root, d)
-    return None
-
-
 def batch_indices(step: int, batch_size: int, num_items: int, seed: int, rank: int, world: int) -> np.ndarray:
     """Indices of the per-process batch at a global step; a pure function of (step, seed) so resume is exact."""
     global_bs = batch_size * world
@@ -172,11 +157,9 @@ def train(args: TokenizerTrainingArguments) -> dict:
     tok_m, dec_m, disc_m = (accelerator.unwrap_model(m) for m in (tokenizer, decoder, disc))
 
     state = {"step": 0, "history": []}
-    resume = _latest_checkpoint(args.output_dir)
+    resume = latest_checkpoint(args.output_dir)
     if resume:
-        accelerator.load_state(resume)
-        with open(os.path.join(resume, "trainer_state.json")) as f:
-            state = json.load(f)
+        state = resume_exactly(accelerator, resume)
         accelerator.print(f"resumed from {resume} at step {state['step']}")
 
     start_time = time.time()
