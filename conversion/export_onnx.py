@@ -1,14 +1,17 @@
 """Exports an M6-Fashion pipeline folder to ONNX and packs the torch-free runtime bundle.
 
     python conversion/export_onnx.py --model PIPELINE_DIR --out BUNDLE_DIR [--int8] \
-        [--parity-data path/to/test.parquet] [--parity-batch 3]
+        [--parity-data path/to/test.parquet] [--parity-batch 3] [--decoder-hr DECODER_DIR | --no-decoder-hr]
 
-Three graphs are exported, each with a dynamic batch axis (opset >= 18, weights inside the file):
+Three graphs (four with a high-resolution decoder) are exported, each with a dynamic batch axis (opset >= 18,
+weights inside the file):
 
 * ``image_encoder.onnx``: ``pixel_values (B, 3, S, S)`` float in [-1, 1] -> ``tokens (B, h, w, M)`` int64.
   The CNN encoder and the nearest-code search of the product quantiser are both in the graph.
 * ``image_decoder.onnx``: ``tokens (B, h, w, M)`` int64 in [0, K) -> ``pixel_values (B, 3, S, S)`` float,
   clamped to [-1, 1] (codebook lookup + spatial-style decoder, as ``M6FashionPipeline.decode_tokens``).
+* ``image_decoder_hr.onnx`` (when the pipeline has ``decoder_hr``, or ``--decoder-hr`` gives one):
+  ``tokens (B, h, w, M)`` -> ``pixel_values (B, 3, D, D)`` on the larger canvas, the same graph around ``decoder_hr``.
 * ``transformer.onnx``: one SMART pass, ``input_ids, position_ids, token_type_ids, attention_mask (B, L)``
   and ``image_codes (B, L, M)`` (int64, the layout of ``m6_fashion.models.sequence_layout``) ->
   ``logits (B, N, M, K)``. ``B`` and ``L`` are dynamic (``L`` varies with the condition segment).
@@ -17,7 +20,9 @@ The SMART loop is data-dependent control flow, so it stays outside the graphs (t
 numpy). ``--int8`` adds ``transformer.int8.onnx`` (onnxruntime dynamic int8 quantisation of the MatMuls).
 
 The bundle folder holds the ONNX files, ``tokenizer.json`` (the caption tokenizer, for the ``tokenizers``
-library) and ``bundle.json`` (format version, geometry, special token ids, scheduler config, file list).
+library) and ``bundle.json`` (format version, geometry, special token ids, scheduler config, file list, and
+``canvases`` (decoder file key -> side of the square it paints) and ``default_size`` (height, width), from which
+the runtime computes the output sizes and crops exactly as ``M6FashionPipeline.output_canvas`` does).
 After export every graph is checked with ``onnx.checker``, its batch (and sequence) axes are checked to be
 symbolic, and onnxruntime is compared with PyTorch at a batch size different from the export example.
 """
@@ -37,7 +42,7 @@ import torch
 import torch.nn as nn
 
 BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2  # 2: canvases, default_size and the optional image_decoder_hr.onnx
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
 EXPORT_BATCH = 2  # batch of the export example; parity is checked at other batch sizes
@@ -46,6 +51,8 @@ FILES = {
     "image_decoder": "image_decoder.onnx",
     "transformer": "transformer.onnx",
 }
+HR_DECODER = "image_decoder_hr"  # bundle file key of the high-resolution decoder graph
+HR_DECODER_FILE = "image_decoder_hr.onnx"
 INT8_FILE = "transformer.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 BUNDLE_JSON = "bundle.json"
@@ -71,6 +78,7 @@ __all__ = [
     "parity_image_decoder",
     "parity_transformer",
     "load_parity_images",
+    "with_decoder_hr",
     "export_bundle",
     "main",
 ]
@@ -377,8 +385,24 @@ def _save_tokenizer(tokenizer, path: str) -> None:
     backend.save(path)
 
 
+def bundle_canvases(pipe, files: Dict[str, str]) -> Dict[str, int]:
+    """``{decoder file key: side of the square it paints}``: ``image_decoder`` -> ``sample_size``, and
+    ``image_decoder_hr`` -> ``decoder_hr``'s side when the bundle has that graph (then ``pipe`` must have it)."""
+    sides = pipe.canvas_sides()  # [sample_size] or [sample_size, decoder_hr side]
+    if (HR_DECODER in files) != (len(sides) > 1):
+        raise ValueError(
+            f"the bundle files ({sorted(files)}) and the pipeline's canvases {sides} disagree: export "
+            f"{HR_DECODER_FILE} exactly when the pipeline has decoder_hr"
+        )
+    canvases = {"image_decoder": int(sides[0])}
+    if len(sides) > 1:
+        canvases[HR_DECODER] = int(sides[1])
+    return canvases
+
+
 def bundle_config(pipe, files: Dict[str, str], opset: int) -> dict:
-    """The ``bundle.json`` content for a pipeline (geometry, special tokens, scheduler, files)."""
+    """The ``bundle.json`` content for a pipeline (geometry, canvases and default output size, special tokens,
+    scheduler, files)."""
     tcfg = pipe.transformer.config
     itok = pipe.image_tokenizer
     sched = {k: v for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")}
@@ -405,10 +429,39 @@ def bundle_config(pipe, files: Dict[str, str], opset: int) -> dict:
             "max_position_embeddings": int(tcfg.max_position_embeddings),
             "vocab_size": int(tcfg.vocab_size),
         },
+        "canvases": bundle_canvases(pipe, files),
+        "default_size": {"height": int(pipe.default_size[0]), "width": int(pipe.default_size[1])},
         "special_token_ids": {k: int(v) for k, v in tcfg.special_token_ids.items()},
         "scheduler": sched,
         "files": files,
     }
+
+
+def with_decoder_hr(pipe, decoder_hr=None, include_hr: bool = True):
+    """The pipeline whose decoders the bundle holds.
+
+    ``decoder_hr``: a ``StyleDecoder`` or its folder, replacing the pipeline's own (if any); ``include_hr=False``
+    leaves the high-resolution decoder out (a bundle of ``sample_size`` outputs only). Returns ``pipe`` itself
+    when nothing changes, else a new pipeline of the same components (checked by the pipeline's constructor:
+    same latent channels, a larger canvas painted from the same grid).
+    """
+    if decoder_hr is not None and not include_hr:
+        raise ValueError("pass either decoder_hr (export this high-resolution decoder) or include_hr=False (leave it out), not both")
+    if isinstance(decoder_hr, (str, os.PathLike)):
+        from m6_fashion import StyleDecoder
+
+        folder = os.fspath(decoder_hr)
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise FileNotFoundError(f"{folder!r} is not a StyleDecoder folder (no config.json); pass e.g. PIPELINE_DIR/decoder_hr")
+        decoder_hr = StyleDecoder.from_pretrained(folder, use_safetensors=True)
+    current = getattr(pipe, "decoder_hr", None)
+    wanted = decoder_hr if decoder_hr is not None else (current if include_hr else None)
+    if wanted is current:
+        return pipe
+    new = type(pipe)(image_tokenizer=pipe.image_tokenizer, decoder=pipe.decoder, transformer=pipe.transformer,
+                     tokenizer=pipe.tokenizer, scheduler=pipe.scheduler, decoder_hr=wanted)
+    new.set_progress_bar_config(disable=True)
+    return new
 
 
 def export_bundle(
@@ -421,12 +474,16 @@ def export_bundle(
     parity_batch: int = 3,
     pipe=None,
     log=print,
+    decoder_hr=None,
+    include_hr: bool = True,
 ) -> dict:
     """Pipeline folder (or an already loaded ``pipe``) -> runtime bundle in ``out_dir``.
 
-    Returns a report ``{"files": ..., "shapes": ..., "parity": ..., "seconds": ...}``. With ``parity`` each
-    component is compared with PyTorch at ``parity_batch`` (must differ from the export batch, 2) on
-    ``parity_images`` (PIL images; random pixels when none) and raises ``AssertionError`` past the tolerances.
+    The pipeline's ``decoder_hr`` (or ``decoder_hr``, a ``StyleDecoder`` or its folder, when given) is exported
+    as ``image_decoder_hr.onnx``; ``include_hr=False`` leaves it out. Returns a report ``{"files": ...,
+    "shapes": ..., "parity": ..., "seconds": ...}``. With ``parity`` each graph is compared with PyTorch at
+    ``parity_batch`` (must differ from the export batch, 2) on ``parity_images`` (PIL images; random pixels when
+    none) and raises ``AssertionError`` past the tolerances.
     """
     if parity and parity_batch == EXPORT_BATCH:
         raise ValueError(f"parity_batch must differ from the export example's batch ({EXPORT_BATCH}) to catch a fixed batch axis")
@@ -437,7 +494,11 @@ def export_bundle(
             raise FileNotFoundError(f"{model_dir!r} is not a pipeline folder (no model_index.json)")
         pipe = M6FashionPipeline.from_pretrained(model_dir)
         pipe.set_progress_bar_config(disable=True)
-    for comp in (pipe.image_tokenizer, pipe.decoder, pipe.transformer):
+    pipe = with_decoder_hr(pipe, decoder_hr, include_hr)
+    hr = getattr(pipe, "decoder_hr", None)
+    for comp in (pipe.image_tokenizer, pipe.decoder, pipe.transformer, hr):
+        if comp is None:
+            continue
         if comp.dtype != torch.float32:
             comp.to(torch.float32)
         comp.eval()
@@ -456,13 +517,22 @@ def export_bundle(
     report["seconds"]["image_decoder"] = time.perf_counter() - t0
     log(f"exported {FILES['image_decoder']} ({report['seconds']['image_decoder']:.1f} s)")
 
+    files = dict(FILES)
+    if hr is not None:
+        t0 = time.perf_counter()
+        export_image_decoder(pipe.image_tokenizer, hr, os.path.join(out_dir, HR_DECODER_FILE), opset)
+        files[HR_DECODER] = HR_DECODER_FILE
+        report["seconds"][HR_DECODER] = time.perf_counter() - t0
+        log(f"exported {HR_DECODER_FILE} ({report['seconds'][HR_DECODER]:.1f} s)")
+    elif os.path.exists(os.path.join(out_dir, HR_DECODER_FILE)):
+        os.remove(os.path.join(out_dir, HR_DECODER_FILE))  # a stale graph from an earlier export into this folder
+
     t0 = time.perf_counter()
     path = os.path.join(out_dir, FILES["transformer"])
     export_transformer(pipe.transformer, path, opset)
     report["seconds"]["transformer"] = time.perf_counter() - t0
     log(f"exported {FILES['transformer']} ({report['seconds']['transformer']:.1f} s)")
 
-    files = dict(FILES)
     if int8:
         t0 = time.perf_counter()
         quantize_transformer_int8(path, os.path.join(out_dir, INT8_FILE))
@@ -480,7 +550,7 @@ def export_bundle(
 
     import onnx
 
-    for key in FILES:
+    for key in [k for k in (*FILES, HR_DECODER) if k in files]:
         m = onnx.load(os.path.join(out_dir, files[key]), load_external_data=False)
         report["shapes"][key] = {
             v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -497,10 +567,18 @@ def export_bundle(
 @torch.no_grad()
 def run_parity(pipe, bundle_dir: str, images=None, batches: Sequence[int] = (1, 3), prompts: Optional[Sequence[str]] = None,
                int8: bool = False, strict: bool = True) -> Dict[str, list]:
-    """ONNX Runtime vs PyTorch for the three graphs at each batch size; raises past the tolerances if ``strict``."""
+    """ONNX Runtime vs PyTorch for the graphs at each batch size; raises past the tolerances if ``strict``.
+
+    ``image_decoder_hr`` is compared with the pipeline's ``decoder_hr`` when both the pipeline and the bundle
+    have it (same pixel tolerance as ``image_decoder``).
+    """
     s = pipe.image_tokenizer.config.sample_size
     prompts = list(prompts or ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes", "Girls Red Dress"])
     out = {"image_encoder": [], "image_decoder": [], "transformer": []}
+    hr_path = os.path.join(bundle_dir, HR_DECODER_FILE)
+    hr = getattr(pipe, "decoder_hr", None)
+    if hr is not None and os.path.isfile(hr_path):
+        out[HR_DECODER] = []
     if int8 and os.path.isfile(os.path.join(bundle_dir, INT8_FILE)):
         out["transformer_int8"] = []
     for b in batches:
@@ -508,6 +586,8 @@ def run_parity(pipe, bundle_dir: str, images=None, batches: Sequence[int] = (1, 
         out["image_encoder"].append(parity_image_encoder(os.path.join(bundle_dir, FILES["image_encoder"]), pipe.image_tokenizer, pixels))
         tokens = pipe.image_tokenizer.encode(pixels)
         out["image_decoder"].append(parity_image_decoder(os.path.join(bundle_dir, FILES["image_decoder"]), pipe.image_tokenizer, pipe.decoder, tokens))
+        if HR_DECODER in out:
+            out[HR_DECODER].append(parity_image_decoder(hr_path, pipe.image_tokenizer, hr, tokens))
         inputs = transformer_parity_inputs(pipe, tokens, (prompts * b)[:b])
         out["transformer"].append(parity_transformer(os.path.join(bundle_dir, FILES["transformer"]), pipe.transformer, inputs))
         if "transformer_int8" in out:
@@ -516,9 +596,10 @@ def run_parity(pipe, bundle_dir: str, images=None, batches: Sequence[int] = (1, 
         for r in out["image_encoder"]:
             if r["token_match"] < TOKEN_MATCH_MIN:
                 raise AssertionError(f"image encoder token match {r['token_match']:.4f} < {TOKEN_MATCH_MIN} at batch {r['batch']}")
-        for r in out["image_decoder"]:
-            if r["pixel_max_abs_diff"] > PIXEL_TOLERANCE:
-                raise AssertionError(f"image decoder max abs diff {r['pixel_max_abs_diff']:.2e} > {PIXEL_TOLERANCE} at batch {r['batch']}")
+        for key in ("image_decoder", HR_DECODER):
+            for r in out.get(key, []):
+                if r["pixel_max_abs_diff"] > PIXEL_TOLERANCE:
+                    raise AssertionError(f"{key} max abs diff {r['pixel_max_abs_diff']:.2e} > {PIXEL_TOLERANCE} at batch {r['batch']}")
         for r in out["transformer"]:
             if r["logit_max_abs_diff"] > LOGIT_TOLERANCE or r["argmax_match"] < ARGMAX_MATCH_MIN:
                 raise AssertionError(
@@ -532,8 +613,9 @@ def format_parity(parity: Dict[str, list]) -> List[str]:
     lines = []
     for r in parity.get("image_encoder", []):
         lines.append(f"parity image_encoder batch {r['batch']}: token exact match {r['token_match']:.4%} (minimum {TOKEN_MATCH_MIN:.0%})")
-    for r in parity.get("image_decoder", []):
-        lines.append(f"parity image_decoder batch {r['batch']}: pixel max abs diff {r['pixel_max_abs_diff']:.2e} (tolerance {PIXEL_TOLERANCE:.0e})")
+    for key in ("image_decoder", HR_DECODER):
+        for r in parity.get(key, []):
+            lines.append(f"parity {key} batch {r['batch']}: pixel max abs diff {r['pixel_max_abs_diff']:.2e} (tolerance {PIXEL_TOLERANCE:.0e})")
     for key in ("transformer", "transformer_int8"):
         for r in parity.get(key, []):
             tol = f" (tolerance {LOGIT_TOLERANCE:.0e})" if key == "transformer" else " (int8, not bounded)"
@@ -559,6 +641,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-images", type=int, default=8, help="images read from --parity-data (default 8)")
     p.add_argument("--parity-batch", type=int, default=3, help=f"batch size of the parity check (must differ from {EXPORT_BATCH})")
     p.add_argument("--report", default=None, help="write the export/parity report as JSON here")
+    hr = p.add_mutually_exclusive_group()
+    hr.add_argument("--decoder-hr", default=None, metavar="DECODER_DIR",
+                    help="StyleDecoder folder of a high-resolution decoder to export as image_decoder_hr.onnx (default: the "
+                         "pipeline's decoder_hr, if it has one); the runtime then makes its larger output sizes")
+    hr.add_argument("--no-decoder-hr", action="store_true",
+                    help="leave the pipeline's decoder_hr out: a smaller bundle of sample_size outputs only")
     return p
 
 
@@ -570,6 +658,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise SystemExit(f"error: --parity-batch must be >= 1 and differ from the export batch {EXPORT_BATCH}; got {args.parity_batch}")
     if args.model is not None and not os.path.isfile(os.path.join(args.model, "model_index.json")):
         raise SystemExit(f"error: --model {args.model!r} is not a pipeline folder (no model_index.json)")
+    if args.decoder_hr is not None and not os.path.isfile(os.path.join(args.decoder_hr, "config.json")):
+        raise SystemExit(f"error: --decoder-hr {args.decoder_hr!r} is not a StyleDecoder folder (no config.json); "
+                         "pass e.g. PIPELINE_DIR/decoder_hr")
     images = None
     if args.parity_data and not args.no_parity:
         try:
@@ -578,9 +669,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
             raise SystemExit(f"error: {e}")
     try:
         report = export_bundle(args.model, args.out, opset=args.opset, int8=args.int8, parity=not args.no_parity,
-                               parity_images=images, parity_batch=args.parity_batch)
+                               parity_images=images, parity_batch=args.parity_batch, decoder_hr=args.decoder_hr,
+                               include_hr=not args.no_decoder_hr)
     except AssertionError as e:
         raise SystemExit(f"error: parity check failed: {e}")
+    except ValueError as e:  # e.g. a --decoder-hr that does not fit the pipeline
+        raise SystemExit(f"error: {e}")
     if args.report:
         with open(args.report, "w") as f:
             json.dump(report, f, indent=2)

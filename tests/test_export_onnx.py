@@ -32,8 +32,22 @@ def shipped_tokenizer_dir() -> str:
     return os.path.join(default_model_path(), "tokenizer")
 
 
-def build_tiny_pipeline(deterministic: bool = True):
-    """A tiny randomly initialised M6FashionPipeline (32 px, 8x8 grid, M=4, K=32) with the shipped caption tokenizer."""
+def build_tiny_decoder_hr():
+    """A tiny randomly initialised `decoder_hr` for `build_tiny_pipeline`: the same 8x8 tokens -> a 128-px canvas
+    (two more upsampling stages, 16 px cells, as the shipped 16x16 -> 256 px), so the default output is the 96x128
+    portrait crop (the shipped model's 192x256) with one cell of margin left and right."""
+    import torch
+
+    from m6_fashion import StyleDecoder
+
+    torch.manual_seed(1)
+    return StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8, 8, 8),
+                        layers_per_block=1, sample_size=128).eval()
+
+
+def build_tiny_pipeline(deterministic: bool = True, hr: bool = False):
+    """A tiny randomly initialised M6FashionPipeline (32 px, 8x8 grid, M=4, K=32) with the shipped caption tokenizer;
+    with `hr`, plus `build_tiny_decoder_hr()` (the other weights are the same either way)."""
     import torch
 
     from m6_fashion import M6FashionConfig, M6FashionPipeline, M6FashionTransformer, PQTokenizer, SMARTScheduler, StyleDecoder
@@ -56,6 +70,7 @@ def build_tiny_pipeline(deterministic: bool = True):
         transformer=M6FashionTransformer(cfg).eval(),
         tokenizer=text_tok,
         scheduler=SMARTScheduler(mask_token_id=32, deterministic=deterministic),
+        decoder_hr=build_tiny_decoder_hr() if hr else None,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -66,6 +81,15 @@ def tiny_bundle_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.getbasetemp() / "m6_tiny_bundle"
     if not (path / ex.BUNDLE_JSON).is_file():
         ex.export_bundle(None, str(path), int8=True, parity=False, pipe=build_tiny_pipeline(), log=lambda *a: None)
+    return path
+
+
+def tiny_hr_bundle_dir(tmp_path_factory) -> Path:
+    """The tiny pipeline's bundle with `build_tiny_decoder_hr()` given to the exporter (the pipeline has none),
+    parity-checked at export, exported once per test session."""
+    path = tmp_path_factory.getbasetemp() / "m6_tiny_hr_bundle"
+    if not (path / ex.BUNDLE_JSON).is_file():
+        ex.export_bundle(None, str(path), parity=True, pipe=build_tiny_pipeline(), decoder_hr=build_tiny_decoder_hr(), log=lambda *a: None)
     return path
 
 
@@ -93,6 +117,11 @@ def tiny_pipe():
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     return tiny_bundle_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny_hr_bundle(tmp_path_factory):
+    return tiny_hr_bundle_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -185,11 +214,67 @@ def test_bundle_json_and_tokenizer(tiny_pipe, tiny_bundle):
     assert cfg["scheduler"]["mask_token_id"] == 32 and cfg["scheduler"]["deterministic"] is True
     assert cfg["scheduler"]["mask_schedule"] == "smart" and cfg["scheduler"]["alpha"] == 0.8
     assert set(cfg["files"]) == {"image_encoder", "image_decoder", "transformer", "transformer_int8", "tokenizer"}
+    assert cfg["canvases"] == {"image_decoder": 32} and cfg["default_size"] == {"height": 32, "width": 32}
     for key, name in cfg["files"].items():
         assert ex._sha256(str(tiny_bundle / name)) == cfg["sha256"][key]
     tok = Tokenizer.from_file(str(tiny_bundle / cfg["files"]["tokenizer"]))
     captions = ["Turtle Check Men Navy Blue Shirt", "Puma Men Ferrari Vintage Black Polo T-shirt", "  ÉTÉ zzqx  ", ""]
     assert [e.ids for e in tok.encode_batch(captions, add_special_tokens=False)] == tiny_pipe.tokenizer(captions, add_special_tokens=False)["input_ids"]
+
+
+def test_hr_decoder_graph_is_dynamic_and_recorded_in_bundle_json(tiny_hr_bundle):
+    shapes = ex.check_onnx_file(str(tiny_hr_bundle / ex.HR_DECODER_FILE), {"tokens": [0]}, {"pixel_values": [0]})
+    assert shapes["tokens"][1:] == [8, 8, 4] and shapes["pixel_values"][1:] == [3, 128, 128]
+    cfg = json.loads((tiny_hr_bundle / ex.BUNDLE_JSON).read_text())
+    assert cfg["files"][ex.HR_DECODER] == ex.HR_DECODER_FILE
+    assert cfg["canvases"] == {"image_decoder": 32, "image_decoder_hr": 128}
+    assert cfg["default_size"] == {"height": 128, "width": 96}  # the tiny model's 192x256
+    assert cfg["geometry"]["grid_size"] == 8 and cfg["geometry"]["sample_size"] == 32
+    assert ex._sha256(str(tiny_hr_bundle / ex.HR_DECODER_FILE)) == cfg["sha256"][ex.HR_DECODER]
+
+
+@requires_test_split
+def test_hr_decoder_parity_at_two_batch_sizes_on_real_images(tiny_hr_bundle, test_rows):
+    pipe = build_tiny_pipeline(hr=True)
+    images = [r["image"] for r in test_rows]
+    parity = ex.run_parity(pipe, str(tiny_hr_bundle), images, batches=(1, 5), strict=True)
+    assert [r["batch"] for r in parity[ex.HR_DECODER]] == [1, 5]
+    for r in parity[ex.HR_DECODER]:
+        assert r["pixel_max_abs_diff"] <= ex.PIXEL_TOLERANCE, r
+    assert any(line.startswith("parity image_decoder_hr batch 5") for line in ex.format_parity(parity))
+    # a different decoder_hr (other weights) fails the strict check: the comparison really uses the hr graph
+    import torch
+
+    with torch.no_grad():
+        for p in pipe.decoder_hr.parameters():
+            p.add_(0.5)
+    with pytest.raises(AssertionError, match="image_decoder_hr max abs diff"):
+        ex.run_parity(pipe, str(tiny_hr_bundle), images, batches=(1,), strict=True)
+
+
+def test_with_decoder_hr_uses_the_pipelines_own_or_the_given_one(tiny_pipe, tmp_path):
+    from m6_fashion import StyleDecoder
+
+    assert ex.with_decoder_hr(tiny_pipe) is tiny_pipe  # none to export
+    hr = build_tiny_decoder_hr()
+    given = ex.with_decoder_hr(tiny_pipe, hr)
+    assert given.decoder_hr is hr and given.transformer is tiny_pipe.transformer and given.default_size == (128, 96)
+    assert ex.with_decoder_hr(given) is given  # the pipeline's own
+    assert ex.with_decoder_hr(given, include_hr=False).decoder_hr is None  # left out
+    hr.save_pretrained(str(tmp_path / "decoder_hr"))
+    loaded = ex.with_decoder_hr(tiny_pipe, str(tmp_path / "decoder_hr")).decoder_hr
+    assert loaded.config.sample_size == 128
+    with pytest.raises(FileNotFoundError, match="not a StyleDecoder folder"):
+        ex.with_decoder_hr(tiny_pipe, str(tmp_path))
+    with pytest.raises(ValueError, match="not both"):
+        ex.with_decoder_hr(tiny_pipe, hr, include_hr=False)
+    wrong = StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8, 8), layers_per_block=1, sample_size=128)
+    with pytest.raises(ValueError, match="decoder_hr sample_size=128 but it paints 64"):
+        ex.with_decoder_hr(tiny_pipe, wrong)
+    # bundle.json canvases follow the exported graphs; a mismatch is refused
+    assert ex.bundle_canvases(given, {**ex.FILES, ex.HR_DECODER: ex.HR_DECODER_FILE}) == {"image_decoder": 32, "image_decoder_hr": 128}
+    with pytest.raises(ValueError, match="disagree"):
+        ex.bundle_canvases(given, dict(ex.FILES))
 
 
 def test_int8_transformer_is_dynamic_and_close(tiny_pipe, tiny_bundle):
@@ -234,6 +319,11 @@ def test_export_cli_errors(tmp_path, capsys):
         ex.main(["--out", str(tmp_path / "b"), "--opset", "17"])
     with pytest.raises(SystemExit, match="parity data"):
         ex.main(["--out", str(tmp_path / "b"), "--parity-data", str(tmp_path / "missing.parquet")])
+    with pytest.raises(SystemExit, match="not a StyleDecoder folder"):
+        ex.main(["--out", str(tmp_path / "b"), "--decoder-hr", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit):  # argparse: not allowed with each other
+        ex.main(["--out", str(tmp_path / "b"), "--decoder-hr", str(tmp_path), "--no-decoder-hr"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- shipped model
@@ -253,8 +343,11 @@ def test_shipped_model_export_and_parity(tmp_path_factory, test_rows):
         assert r["pixel_max_abs_diff"] <= ex.PIXEL_TOLERANCE, r
     for r in parity["transformer"]:
         assert r["logit_max_abs_diff"] <= ex.LOGIT_TOLERANCE and r["argmax_match"] >= ex.ARGMAX_MATCH_MIN, r
+    for r in parity[ex.HR_DECODER]:  # the shipped default has decoder_hr (16x16 tokens -> 256 px)
+        assert r["pixel_max_abs_diff"] <= ex.PIXEL_TOLERANCE, r
     cfg = json.loads((bundle / ex.BUNDLE_JSON).read_text())
     assert cfg["geometry"]["sample_size"] == 64 and cfg["geometry"]["grid_size"] == 16 and cfg["geometry"]["codebook_size"] == 256
+    assert cfg["canvases"] == {"image_decoder": 64, "image_decoder_hr": 256} and cfg["default_size"] == {"height": 256, "width": 192}
 
 
 # ---------------------------------------------------------------------------------------------- TensorRT

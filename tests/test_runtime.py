@@ -28,7 +28,9 @@ for p in (str(RUNTIME_SRC), str(Path(__file__).resolve().parent)):
 import m6_fashion_runtime as mrt  # noqa: E402
 from m6_fashion_runtime.layout import build_model_inputs as np_build_model_inputs  # noqa: E402
 from m6_fashion_runtime.scheduler import SMARTSampler  # noqa: E402
-from test_export_onnx import FASHION_TEST, build_tiny_pipeline, real_test_rows, shipped_bundle_dir, tiny_bundle_dir  # noqa: E402
+from test_export_onnx import (  # noqa: E402
+    FASHION_TEST, build_tiny_pipeline, real_test_rows, shipped_bundle_dir, tiny_bundle_dir, tiny_hr_bundle_dir,
+)
 
 FORBIDDEN = ("torch", "m6_fashion", "transformers", "diffusers", "accelerate", "safetensors")
 requires_test_split = pytest.mark.skipif(not FASHION_TEST.is_file(), reason="fashion-product-images test split not found beside the repo")
@@ -42,6 +44,17 @@ def tiny_pipe():
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     return tiny_bundle_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny_hr_pipe():
+    """The tiny pipeline with its decoder_hr (128-px canvas, 16 px cells): default output 96x128."""
+    return build_tiny_pipeline(deterministic=True, hr=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_hr_bundle(tmp_path_factory):
+    return tiny_hr_bundle_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +299,169 @@ def test_runtime_matches_shipped_pipeline_tokens(tmp_path_factory, test_rows):
     ref = pipe(prompts[0], image=image, mask_image=_half_mask(image.size), output_type="tokens", num_inference_steps=4).tokens.numpy()
     got = rt(prompts[0], image=image, mask_image=_half_mask(image.size), deterministic=True, output_type="tokens", num_inference_steps=4).tokens
     assert (got == ref).all(), f"inpainting: {_agreement(got, ref)}"
+    # a reference patch on the default 192x256 output (boxes shift by the 32-px crop margin on the 256-px canvas)
+    assert rt.default_size == pipe.default_size == (256, 192)
+    refs = [(test_rows[3]["image"], (0, 0, 96, 128))]
+    ref = pipe(prompts[0], reference_images=refs, output_type="tokens", num_inference_steps=4).tokens.numpy()
+    got = rt(prompts[0], reference_images=refs, deterministic=True, output_type="tokens", num_inference_steps=4).tokens
+    assert (got == ref).all(), f"reference patch: {_agreement(got, ref)}"
+
+
+# ---------------------------------------------------------------------------------------------- output sizes (decoder_hr)
+SIZE_CASES = [(None, None), (128, 96), (96, 128), (64, 64), (128, 128), (32, 24), (16, 32), (24, 24), (64, None),
+              (None, 64), (96, None), (None, 24), (32, None), (100, 96), (128, 48), (256, 192), (0, 96), (40, None),
+              (None, 100), (np.int64(96), np.int64(64)), (128.0, 96), (True, None), ("96", 64)]
+
+
+def _canvas_or_error(fn, height, width):
+    """``(side, height, width)`` of the canvas ``fn`` picks, or ``(exception type, message)`` without the hint
+    saying which kind of object (pipeline or bundle) lacks decoder_hr."""
+    try:
+        c = fn(height, width)
+    except (TypeError, ValueError) as e:
+        return type(e).__name__, str(e).split(" (this ")[0]
+    return c.side, c.height, c.width
+
+
+@pytest.mark.parametrize("hr", [False, True], ids=["sample_size only", "with decoder_hr"])
+def test_runtime_sizes_defaults_and_errors_are_the_pipelines(hr, tiny_pipe, tiny_hr_pipe, tiny_bundle, tiny_hr_bundle):
+    pipe, bundle = (tiny_hr_pipe, tiny_hr_bundle) if hr else (tiny_pipe, tiny_bundle)
+    rt = mrt.M6FashionRuntime(str(bundle))
+    assert rt.default_size == pipe.default_size == ((128, 96) if hr else (32, 32))
+    assert rt.canvas_sides() == pipe.canvas_sides()
+    assert rt.output_sizes() == pipe.output_sizes()
+    for height, width in SIZE_CASES:
+        ref = _canvas_or_error(pipe.output_canvas, height, width)
+        assert _canvas_or_error(rt.output_canvas, height, width) == ref, (height, width)
+    for height, width in [(128, 96), (64, 128), (32, 24), (24, 32)] if hr else [(32, 32), (24, 16)]:
+        ref_canvas, got_canvas = pipe.output_canvas(height, width), rt.output_canvas(height, width)
+        for box in [(0, 0, width, height), (1, 2, 3, 4), (width // 3, height // 4, width - 1, height), (0.4, 0, 7.6, 8)]:
+            assert got_canvas.box_to_cells(box) == ref_canvas.box_to_cells(box), (height, width, box)
+
+
+def test_runtime_matches_pipeline_text_to_image_at_the_portrait_size(tiny_hr_pipe, tiny_hr_bundle):
+    rt = mrt.M6FashionRuntime(str(tiny_hr_bundle))
+    prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag"]
+    for size in ({}, {"height": 64, "width": 128}, {"height": 32, "width": 24}):
+        ref = tiny_hr_pipe(prompts, output_type="np", num_inference_steps=4, **size)
+        got = rt(prompts, output_type="np", num_inference_steps=4, **size)
+        assert (got.tokens == ref.tokens.numpy()).all(), f"{size}: {_agreement(got.tokens, ref.tokens.numpy())}"
+        assert got.images.shape == ref.images.shape
+        assert np.abs(got.images.astype(int) - ref.images.astype(int)).max() <= 1, size
+    out = rt(prompts[0], num_inference_steps=2)
+    assert out.images[0].size == (96, 128)  # (width, height) of the default 128x96
+    assert rt(prompts[0], num_inference_steps=2, height=64, width=128).images[0].size == (128, 64)
+
+
+@requires_test_split
+def test_runtime_matches_pipeline_boxes_and_masks_on_a_portrait_output(tiny_hr_pipe, tiny_hr_bundle, test_rows):
+    """Boxes on the 96x128 output sit one 16-px cell right of the canvas' left edge; every task at that size."""
+    rt = mrt.M6FashionRuntime(str(tiny_hr_bundle))
+    a, b, c = (r["image"] for r in test_rows[:3])
+    cases = {
+        "outpainting": dict(prompt="Men Navy Blue Shirt", image=a, image_box=(16, 16, 80, 112)),
+        "reference patch": dict(prompt="Men Black Shoes", reference_images=[(b, (0, 0, 48, 64))]),
+        "two patches": dict(reference_images=[(a, (0, 64, 32, 96)), (c, (48, 0, 96, 32))]),
+        "patch inside an image": dict(image=a, reference_images=[(b, (40, 60, 80, 100))]),
+        "inpainting": dict(prompt=["Men Red Shirt", "Women Blue Top"], image=[a, b], mask_image=[_half_mask(a.size), _half_mask(b.size)]),
+        "style mixing": dict(image=a, style_image=b, mask_image=_half_mask(a.size), refine_ratio=0.0),
+        "outpainting at 64x128": dict(image=c, image_box=(30, 0, 90, 64), height=64, width=128),
+    }
+    for name, kwargs in cases.items():
+        ref = tiny_hr_pipe(output_type="np", num_inference_steps=4, **kwargs)
+        got = rt(output_type="np", num_inference_steps=4, **kwargs)
+        assert (got.tokens == ref.tokens.numpy()).all(), f"{name}: {_agreement(got.tokens, ref.tokens.numpy())}"
+        assert got.images.shape == ref.images.shape == (ref.tokens.shape[0], kwargs.get("height", 128), kwargs.get("width", 96), 3), name
+        diff = np.abs(got.images.astype(int) - ref.images.astype(int))
+        assert diff.max() <= 1, f"{name}: pixel uint8 max diff {diff.max()}"
+    # the patch inside an image regenerates its box only: cells outside keep the image's tokens
+    got = rt(image=a, reference_images=[(b, (40, 60, 80, 100))], output_type="tokens", num_inference_steps=2)
+    from m6_fashion_runtime.image import preprocess
+
+    kept = rt.output_canvas().cells_mask([rt.box_to_cells((40, 60, 80, 100))], 0.0, 1)[:, :, ::16, ::16].reshape(1, 64) > 0.5
+    base = rt.encode_images(preprocess(a, 32))
+    assert kept.sum() == 64 - 12 and (got.tokens.reshape(1, 64, -1)[kept] == base[kept]).all()
+
+
+def test_runtime_refuses_sizes_and_boxes_it_cannot_make(tiny_bundle, tiny_hr_bundle, tmp_path):
+    from PIL import Image
+
+    from m6_fashion_runtime.cli import main
+
+    rt = mrt.M6FashionRuntime(str(tiny_hr_bundle))
+    with pytest.raises(ValueError, match=r"cannot make a 96x100 \(width x height\) image; accepted: 32x32 canvas: height and "
+                                         r"width each in \[16, 24, 32\]; 128x128 canvas \(decoder_hr\): height and width each in \[64, 96, 128\]$"):
+        rt("x", height=100, width=96)
+    with pytest.raises(ValueError, match=r"cannot make a width=100 image"):
+        rt("x", width=100)
+    with pytest.raises(TypeError, match="height must be an integer number of pixels; got 128.0"):
+        rt("x", height=128.0)
+    with pytest.raises(ValueError, match=r"outside the 96x128 \(width x height\) output"):
+        rt("x", image=Image.new("RGB", (60, 80)), image_box=(0, 0, 128, 96))  # a landscape box on the portrait output
+    with pytest.raises(ValueError, match="cover 24 token cells.*at most 16"):
+        rt("x", reference_images=[(Image.new("RGB", (8, 8)), (0, 0, 96, 64))])
+    with pytest.raises(ValueError, match=r"accepted: 32x32 canvas: height and width each in \[16, 24, 32\] \(this bundle has no decoder_hr"):
+        mrt.M6FashionRuntime(str(tiny_bundle))("x", height=128, width=96)
+    with pytest.raises(SystemExit, match=r"error: this model cannot make a 100x100"):
+        main(["generate", "--bundle", str(tiny_hr_bundle), "--height", "100", "--width", "100", "--out", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_runtime_cli_height_width_and_info(tiny_hr_bundle, tmp_path, capsys):
+    from PIL import Image
+
+    from m6_fashion_runtime.cli import main
+
+    main(["generate", "--bundle", str(tiny_hr_bundle), "--prompt", "Men Navy Blue Shirt", "--steps", "1", "--out", str(tmp_path / "d.png")])
+    assert Image.open(tmp_path / "d.png").size == (96, 128)
+    main(["generate", "--bundle", str(tiny_hr_bundle), "--steps", "1", "--height", "32", "--out", str(tmp_path / "h.png")])
+    assert Image.open(tmp_path / "h.png").size == (24, 32)  # one side keeps the default 3:4 aspect (on the 32-px canvas)
+    Image.new("RGB", (60, 80), (200, 30, 30)).save(tmp_path / "in.png")
+    main(["outpaint", "--bundle", str(tiny_hr_bundle), "--image", str(tmp_path / "in.png"), "--box", "16", "16", "112", "112",
+          "--height", "128", "--width", "128", "--steps", "1", "--out", str(tmp_path / "o.png")])
+    assert Image.open(tmp_path / "o.png").size == (128, 128)
+    main(["edit", "--bundle", str(tiny_hr_bundle), "--image", str(tmp_path / "in.png"), "--reference", str(tmp_path / "in.png"),
+          "--box", "40", "60", "80", "100", "--steps", "1", "--out", str(tmp_path / "e.png")])  # the box of --image is edited
+    assert Image.open(tmp_path / "e.png").size == (96, 128)
+    with pytest.raises(SystemExit, match="--mask needs --image"):
+        main(["edit", "--bundle", str(tiny_hr_bundle), "--mask", str(tmp_path / "in.png"), "--reference", str(tmp_path / "in.png"),
+              "--box", "0", "0", "8", "8", "--out", str(tmp_path / "x.png")])
+    capsys.readouterr()
+    main(["info", "--bundle", str(tiny_hr_bundle), "--verify"])
+    info = json.loads(capsys.readouterr().out)
+    assert info["format_version"] == 2 and info["canvases"] == {"image_decoder": 32, "image_decoder_hr": 128}
+    assert info["default_size"] == {"height": 128, "width": 96} and "96x128" in info["output_sizes"] and "24x32" in info["output_sizes"]
+
+
+def test_bundle_canvases_are_checked_and_version_1_bundles_still_load(tiny_bundle, tiny_hr_bundle, tmp_path):
+    b = _copy_bundle(tiny_bundle, tmp_path / "v1")
+    cfg = json.loads((b / "bundle.json").read_text())
+    cfg["format_version"] = 1
+    del cfg["canvases"], cfg["default_size"]
+    (b / "bundle.json").write_text(json.dumps(cfg))
+    rt = mrt.M6FashionRuntime(str(b))
+    assert rt.default_size == (32, 32) and rt.canvas_sides() == [32]
+    assert rt("x", num_inference_steps=1).images[0].size == (32, 32)
+
+    def broken(name, edit):
+        d = _copy_bundle(tiny_hr_bundle, tmp_path / name)
+        cfg = json.loads((d / "bundle.json").read_text())
+        edit(cfg)
+        (d / "bundle.json").write_text(json.dumps(cfg))
+        return str(d)
+
+    with pytest.raises(mrt.BundleError, match="missing or malformed 'canvases'"):
+        mrt.load_bundle(broken("no_canvases", lambda c: c.pop("canvases")))
+    with pytest.raises(mrt.BundleError, match="side 100 must be a multiple of grid_size 8"):
+        mrt.load_bundle(broken("bad_side", lambda c: c["canvases"].update(image_decoder_hr=100)))
+    with pytest.raises(mrt.BundleError, match=r"default_size 128x128 \(width x height\) is not the default"):
+        mrt.load_bundle(broken("bad_default", lambda c: c["default_size"].update(width=128)))
+    with pytest.raises(mrt.BundleError, match="canvases names 'image_decoder_xl' but files has no such entry"):
+        mrt.load_bundle(broken("unknown", lambda c: c["canvases"].update(image_decoder_xl=256)))
+    d = _copy_bundle(tiny_hr_bundle, tmp_path / "no_hr_file")
+    (d / "image_decoder_hr.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match=r"image_decoder_hr\.onnx \(image_decoder_hr\) is missing"):
+        mrt.load_bundle(str(d))
 
 
 # ---------------------------------------------------------------------------------------------- no torch
@@ -410,7 +586,7 @@ def test_runtime_rejects_bad_inputs(tiny_bundle):
         rt("x", num_inference_steps=0)
     with pytest.raises(ValueError, match="does not match image size"):
         rt("x", image=img, mask_image=Image.new("L", (16, 16)))
-    with pytest.raises(ValueError, match="outside the 32x32 canvas"):
+    with pytest.raises(ValueError, match=r"outside the 32x32 \(width x height\) output"):
         rt("x", image=img, image_box=(0, 0, 40, 40))
     with pytest.raises(ValueError, match="style mixing needs image"):
         rt("x", image=img, style_image=img)
@@ -418,7 +594,7 @@ def test_runtime_rejects_bad_inputs(tiny_bundle):
         rt("x", reference_images=[])
     with pytest.raises(ValueError, match=r"reference_images\[0\] must be a pair"):
         rt("x", reference_images=[img])
-    with pytest.raises(ValueError, match="outside the 32x32 canvas"):
+    with pytest.raises(ValueError, match=r"outside the 32x32 \(width x height\) output"):
         rt("x", reference_images=[(img, (0, 0, 64, 8))])
     with pytest.raises(ValueError, match=r"token values must lie in \[0, 32\)"):
         rt.decode_tokens(np.full((1, 64, 4), 32))

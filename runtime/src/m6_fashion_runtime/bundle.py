@@ -2,12 +2,18 @@
 
 A bundle (written by ``conversion/export_onnx.py`` of the m6-fashion repository) holds::
 
-    bundle.json            format, format_version, geometry, special_token_ids, scheduler, files, sha256
+    bundle.json            format, format_version, geometry, canvases, default_size, special_token_ids,
+                           scheduler, files, sha256
     image_encoder.onnx     pixels (B, 3, S, S) in [-1, 1] -> tokens (B, h, w, M) int64
     image_decoder.onnx     tokens (B, h, w, M) int64 -> pixels (B, 3, S, S) in [-1, 1]
+    image_decoder_hr.onnx  optional, tokens (B, h, w, M) int64 -> pixels (B, 3, D, D), D > S (the pipeline's decoder_hr)
     transformer.onnx       one SMART pass: 5 layout tensors -> logits (B, N, M, K)
     transformer.int8.onnx  optional, dynamic int8 quantisation of transformer.onnx
     tokenizer.json         caption tokenizer (``tokenizers`` library)
+
+``canvases`` maps each decoder's file key to the side of the square it paints (``{"image_decoder": 64,
+"image_decoder_hr": 256}``); ``default_size`` is ``{"height": ..., "width": ...}`` of the output made when none
+is given. Format version 1 bundles have neither: their only canvas is the ``sample_size`` square.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, List, Tuple
+
+from .canvas import default_size as canvas_default_size
 
 BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
-SUPPORTED_FORMAT_VERSIONS = (1,)
+SUPPORTED_FORMAT_VERSIONS = (1, 2)  # 2 adds canvases, default_size and the optional image_decoder_hr
 BUNDLE_JSON = "bundle.json"
 REQUIRED_FILES = ("image_encoder", "image_decoder", "transformer", "tokenizer")
+BASE_DECODER = "image_decoder"  # paints the sample_size square; other canvases come from other decoder graphs
 GEOMETRY_KEYS = (
     "sample_size", "grid_size", "num_groups", "codebook_size", "num_image_tokens",
     "max_text_length", "max_condition_tokens", "max_position_embeddings", "vocab_size",
@@ -52,7 +61,7 @@ class Geometry:
 
     @property
     def cell(self) -> int:
-        """Pixels per token cell."""
+        """Pixels per token cell on the sample_size square (the high-resolution canvas has its own, see canvas.py)."""
         return self.sample_size // self.grid_size
 
     @property
@@ -71,6 +80,19 @@ class Bundle:
     scheduler: Dict[str, object]
     files: Dict[str, str] = field(default_factory=dict)
     sha256: Dict[str, str] = field(default_factory=dict)
+    canvases: Dict[str, int] = field(default_factory=dict)  # decoder file key -> canvas side, base decoder first
+    default_size: Tuple[int, int] = (0, 0)  # (height, width)
+
+    def canvas_sides(self) -> List[int]:
+        """Sides of the squares the bundle's decoders paint: ``sample_size`` first, then larger ones."""
+        return sorted(self.canvases.values())
+
+    def decoder_for(self, side: int) -> str:
+        """The file key of the decoder graph that paints a ``side`` x ``side`` canvas."""
+        for key, s in self.canvases.items():
+            if s == side:
+                return key
+        raise ValueError(f"no decoder of the bundle paints a {side}x{side} canvas; it has {self.canvas_sides()}")
 
     def path(self, key: str) -> str:
         if key not in self.files:
@@ -156,11 +178,8 @@ def load_bundle(root: str) -> Bundle:
     if lacking:
         raise BundleError(f"{cfg_path}: files lacks entries for {lacking}; {REEXPORT_HINT}")
     for key in REQUIRED_FILES:
-        name = files[key]
-        if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
-            raise BundleError(f"{cfg_path}: file entry {key!r} = {name!r} must be a name inside the bundle folder")
-        if not os.path.isfile(os.path.join(root, name)):
-            raise BundleFileNotFoundError(f"the bundle {root!r} is incomplete: {name} ({key}) is missing; {REEXPORT_HINT}")
+        _check_file(root, files, key, cfg_path)
+    canvases, default = _read_canvases(cfg, root, version, geometry, files)
     return Bundle(
         root=root,
         format_version=version,
@@ -169,4 +188,52 @@ def load_bundle(root: str) -> Bundle:
         scheduler=scheduler,
         files=files,
         sha256={k: str(v) for k, v in (cfg.get("sha256") or {}).items() if k in files},
+        canvases=canvases,
+        default_size=default,
     )
+
+
+def _read_canvases(cfg: dict, root: str, version: int, geometry: Geometry, files: Dict[str, str]) -> Tuple[Dict[str, int], Tuple[int, int]]:
+    """``canvases`` (decoder file key -> side, base decoder first) and ``default_size`` (height, width) of a
+    bundle, checked against the geometry and the decoder files; version 1: the ``sample_size`` square only."""
+    cfg_path = os.path.join(root, BUNDLE_JSON)
+    s, g = geometry.sample_size, geometry.grid_size
+    if version == 1:
+        return {BASE_DECODER: s}, (s, s)
+    raw = cfg.get("canvases")
+    if not isinstance(raw, dict) or not raw:
+        raise BundleError(f"{cfg_path}: missing or malformed 'canvases' section (decoder file key -> canvas side); {REEXPORT_HINT}")
+    canvases = {k: _int(v, f"canvases.{k}") for k, v in raw.items()}
+    if canvases.get(BASE_DECODER) != s:
+        raise BundleError(f"{cfg_path}: canvases.{BASE_DECODER} must be the sample_size {s}; got {canvases.get(BASE_DECODER)!r}")
+    for key, side in canvases.items():
+        if key not in files:
+            raise BundleError(f"{cfg_path}: canvases names {key!r} but files has no such entry; {REEXPORT_HINT}")
+        if key != BASE_DECODER and (side <= s or side % g):
+            raise BundleError(
+                f"{cfg_path}: canvas {key!r} side {side} must be a multiple of grid_size {g} larger than sample_size {s}"
+            )
+        _check_file(root, files, key, cfg_path)
+    if len(set(canvases.values())) != len(canvases):
+        raise BundleError(f"{cfg_path}: two decoders paint the same canvas side: {canvases}")
+    ordered = dict(sorted(canvases.items(), key=lambda kv: kv[1]))
+    size = cfg.get("default_size")
+    if not isinstance(size, dict) or "height" not in size or "width" not in size:
+        raise BundleError(f"{cfg_path}: missing or malformed 'default_size' section ({{\"height\": H, \"width\": W}}); {REEXPORT_HINT}")
+    default = (_int(size["height"], "default_size.height"), _int(size["width"], "default_size.width"))
+    expected = canvas_default_size(list(ordered.values()), g)
+    if default != expected:
+        raise BundleError(
+            f"{cfg_path}: default_size {default[1]}x{default[0]} (width x height) is not the default of canvases "
+            f"{list(ordered.values())} on a {g}x{g} grid ({expected[1]}x{expected[0]}); {REEXPORT_HINT}"
+        )
+    return ordered, default
+
+
+def _check_file(root: str, files: Dict[str, str], key: str, cfg_path: str) -> None:
+    """The file of entry ``key`` is a plain name inside the bundle folder and exists."""
+    name = files[key]
+    if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise BundleError(f"{cfg_path}: file entry {key!r} = {name!r} must be a name inside the bundle folder")
+    if not os.path.isfile(os.path.join(root, name)):
+        raise BundleFileNotFoundError(f"the bundle {root!r} is incomplete: {name} ({key}) is missing; {REEXPORT_HINT}")

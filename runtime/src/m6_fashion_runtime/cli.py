@@ -1,8 +1,9 @@
 """The `m6-fashion-runtime` command line (no PyTorch needed).
 
     m6-fashion-runtime generate --bundle DIR --prompt "Men Navy Blue Casual Shirt" --seed 0 --out shirt.png
+    m6-fashion-runtime generate --bundle DIR --prompt "Women Pink Handbag" --height 64 --width 64 --out bag.png
     m6-fashion-runtime inpaint  --bundle DIR --image in.png --mask mask.png --prompt "Men Red Shirt" --out out.png
-    m6-fashion-runtime outpaint --bundle DIR --image in.png --box 16 16 48 48 --out out.png
+    m6-fashion-runtime outpaint --bundle DIR --image in.png --box 48 64 144 192 --out out.png
     m6-fashion-runtime info     --bundle DIR [--verify]
 """
 
@@ -27,6 +28,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="use the int8-quantised transformer (bundle exported with --int8)")
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime execution provider")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--height", type=int, default=None,
+                   help="output height in pixels (default: the bundle's, 256 with a high-resolution decoder); boxes are on the output")
+    p.add_argument("--width", type=int, default=None,
+                   help="output width in pixels (default: the bundle's, 192 with a high-resolution decoder); sizes the model "
+                        "cannot make are refused with the list of accepted ones (see `info`)")
     p.add_argument("--out", required=True, help="output PNG path")
 
 
@@ -62,7 +68,8 @@ def _generate(args, **kwargs) -> None:
     try:
         out = rt(prompt=args.prompt, num_inference_steps=args.steps, num_images_per_prompt=args.num_images,
                  guidance_scale=args.guidance_scale, temperature=args.temperature,
-                 deterministic=True if args.deterministic else None, seed=args.seed, **kwargs)
+                 deterministic=True if args.deterministic else None, seed=args.seed, height=args.height,
+                 width=args.width, **kwargs)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"error: {e}")
     for path in save_images(out.images, args.out):
@@ -83,13 +90,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     _add_common(p)
     p.add_argument("--image", required=True)
     p.add_argument("--box", type=int, nargs=4, required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
-                   help="pixel box on the output canvas")
+                   help="pixel box on the output image (e.g. 48 64 144 192 on the default 192x256 output)")
     p = sub.add_parser("edit", help="local editing: --reference images placed at --box as visual conditions")
     _add_common(p)
     p.add_argument("--reference", action="append", required=True, help="reference patch image (repeat with --box for several)")
     p.add_argument("--box", type=int, nargs=4, action="append", required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
-                   help="pixel box of the matching --reference on the output canvas")
-    p.add_argument("--image", default=None, help="optional image to edit (with --mask)")
+                   help="pixel box of the matching --reference on the output image")
+    p.add_argument("--image", default=None, help="optional image to edit: its --box regions are regenerated (or, with --mask, the mask's)")
     p.add_argument("--mask", default=None, help="mask for --image; white = regenerate")
     p = sub.add_parser("mix", help="style mixing: the white region of --mask comes from --style-image, the seam is refined")
     _add_common(p)
@@ -111,8 +118,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                 b.verify_checksums()
         except (BundleError, BundleFileNotFoundError) as e:
             raise SystemExit(f"error: {e}")
+        from .canvas import output_sizes
+
+        sizes = output_sizes(b.canvas_sides(), b.geometry.grid_size)
         print(json.dumps({"format_version": b.format_version, "geometry": vars(b.geometry), "special_token_ids": b.special_token_ids,
-                          "scheduler": b.scheduler, "files": b.files, "int8": b.has_int8}, indent=2))
+                          "scheduler": b.scheduler, "files": b.files, "int8": b.has_int8, "canvases": b.canvases,
+                          "default_size": {"height": b.default_size[0], "width": b.default_size[1]},
+                          "output_sizes": [f"{w}x{h}" for h, w in sizes]}, indent=2))
     elif args.command == "generate":
         _generate(args)
     elif args.command == "inpaint":
@@ -122,10 +134,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     elif args.command == "edit":
         if len(args.reference) != len(args.box):
             raise SystemExit(f"error: give one --box per --reference; got {len(args.reference)} references and {len(args.box)} boxes")
-        if (args.image is None) != (args.mask is None):
-            raise SystemExit("error: --image and --mask go together")
+        if args.mask is not None and args.image is None:
+            raise SystemExit("error: --mask needs --image (the image it masks)")
         refs = [(_open_image(r, "--reference"), tuple(b)) for r, b in zip(args.reference, args.box)]
-        extra = {} if args.image is None else {"image": _open_image(args.image, "--image"), "mask_image": _open_image(args.mask, "--mask")}
+        extra = {} if args.image is None else {"image": _open_image(args.image, "--image")}
+        if args.mask is not None:
+            extra["mask_image"] = _open_image(args.mask, "--mask")
         _generate(args, reference_images=refs, **extra)
     elif args.command == "mix":
         _generate(args, image=_open_image(args.image, "--image"), style_image=_open_image(args.style_image, "--style-image"),

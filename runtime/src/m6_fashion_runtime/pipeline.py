@@ -1,10 +1,11 @@
-"""`M6FashionRuntime`: text-to-image, inpainting and outpainting from a bundle with ONNX Runtime + numpy.
+"""`M6FashionRuntime`: every task of the pipeline from a bundle with ONNX Runtime + numpy.
 
     >>> from m6_fashion_runtime import M6FashionRuntime
     >>> rt = M6FashionRuntime("bundle/")
-    >>> out = rt("Men Navy Blue Casual Shirt", seed=0)
+    >>> out = rt("Men Navy Blue Casual Shirt", seed=0)              # rt.default_size, e.g. 192x256
     >>> out.images[0].save("shirt.png")
     >>> edited = rt("Men Red Casual Shirt", image=out.images[0], mask_image=mask, seed=0)
+    >>> square = rt("Women Pink Handbag", height=64, width=64, seed=0)   # rt.output_sizes() lists the sizes
 
 The SMART loop and the sequence layout run in numpy, so the sampling semantics are those of the
 PyTorch ``M6FashionPipeline``: in deterministic mode the same inputs give the same tokens.
@@ -12,7 +13,6 @@ PyTorch ``M6FashionPipeline``: in deterministic mode the same inputs give the sa
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .bundle import Bundle, load_bundle
+from .canvas import OutputCanvas, output_canvas, output_sizes
 from .image import ImageInput, cell_mask, postprocess, preprocess, preprocess_mask, to_rgb
 from .layout import build_model_inputs
 from .scheduler import SMARTSampler
@@ -120,8 +121,12 @@ class M6FashionRuntime:
         tokens = self._session("image_encoder").run(None, {"pixel_values": pixels.astype(np.float32)})[0]
         return tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]).astype(np.int64)
 
-    def decode_tokens(self, tokens: np.ndarray) -> np.ndarray:
-        """Tokens (B, N, M) or (B, h, w, M) in [0, K) -> pixels (B, 3, S, S) in [-1, 1]."""
+    def decode_tokens(self, tokens: np.ndarray, side: Optional[int] = None) -> np.ndarray:
+        """Tokens (B, N, M) or (B, h, w, M) in [0, K) -> pixels (B, 3, side, side) in [-1, 1].
+
+        ``side`` picks the decoder graph: ``sample_size`` (default, ``image_decoder``) or the high-resolution
+        decoder's canvas (``image_decoder_hr``); ``canvas_sides()`` lists them.
+        """
         g, m, k = self.geometry.grid_size, self.geometry.num_groups, self.geometry.codebook_size
         tokens = np.asarray(tokens)
         if tokens.ndim == 3:
@@ -130,34 +135,102 @@ class M6FashionRuntime:
             raise ValueError(f"tokens must have shape (B, {g * g}, {m}) or (B, {g}, {g}, {m}); got {tokens.shape}")
         if tokens.size and (tokens.min() < 0 or tokens.max() >= k):
             raise ValueError(f"token values must lie in [0, {k}) (no MASK left); got [{tokens.min()}, {tokens.max()}]")
-        return self._session("image_decoder").run(None, {"tokens": tokens.astype(np.int64)})[0]
+        key = self.bundle.decoder_for(self.sample_size if side is None else side)
+        return self._session(key).run(None, {"tokens": tokens.astype(np.int64)})[0]
 
     def transformer_logits(self, inputs: Dict[str, np.ndarray]) -> np.ndarray:
         """One SMART pass: the layout tensors -> logits (B, N, M, K) float32."""
         return self._session("transformer").run(None, {k: inputs[k].astype(np.int64) for k in TRANSFORMER_INPUTS})[0]
 
-    def box_to_cells(self, box: Sequence[int]) -> Tuple[int, int, int, int]:
-        """Pixel box (left, top, right, bottom) -> grid box (top, left, height, width), rounded outwards."""
-        s, c = self.sample_size, self.geometry.cell
-        try:
-            left, top, right, bottom = (int(round(float(v))) for v in box)
-        except (TypeError, ValueError):
-            raise ValueError(f"a box must be 4 numbers (left, top, right, bottom) in pixels; got {box!r}") from None
-        if not (0 <= left < right <= s and 0 <= top < bottom <= s):
-            raise ValueError(f"box {box!r} is outside the {s}x{s} canvas or empty; accepted: 0 <= left < right <= {s}, 0 <= top < bottom <= {s}")
-        t, l = top // c, left // c
-        return t, l, math.ceil(bottom / c) - t, math.ceil(right / c) - l
+    # ------------------------------------------------------------------ output geometry
+    def canvas_sides(self) -> List[int]:
+        """Sides of the squares the bundle's decoders paint: ``sample_size``, and the high-resolution one if present."""
+        return self.bundle.canvas_sides()
 
-    def _reference_patch(self, image: ImageInput, box: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
-        """A reference patch resized into ``box`` on a white canvas and encoded: (codes (n, M), positions (n,))."""
+    @property
+    def default_size(self) -> Tuple[int, int]:
+        """``(height, width)`` made when none is given: the 3:4 portrait of the high-resolution canvas when the
+        bundle has ``image_decoder_hr`` (192x256 for the shipped model), else the ``sample_size`` square."""
+        return self.bundle.default_size
+
+    def output_sizes(self) -> List[Tuple[int, int]]:
+        """Every ``(height, width)`` this bundle can make: centred crops of a canvas, at least half its side,
+        aligned to whole token cells on both sides."""
+        return output_sizes(self.canvas_sides(), self.geometry.grid_size)
+
+    def output_canvas(self, height: Optional[int] = None, width: Optional[int] = None) -> OutputCanvas:
+        """The canvas and crop for an output of ``height`` x ``width`` pixels (default: ``default_size``; one side
+        alone keeps the default aspect ratio); raises ``ValueError`` naming the accepted sizes."""
+        return output_canvas(self.canvas_sides(), self.geometry.grid_size, height, width)
+
+    def box_to_cells(self, box: Sequence[int], canvas: Optional[OutputCanvas] = None) -> Tuple[int, int, int, int]:
+        """Pixel box (left, top, right, bottom) on the output image -> grid box (top, left, height, width),
+        rounded outwards. ``canvas`` defaults to the default output size."""
+        return (canvas or self.output_canvas()).box_to_cells(box)
+
+    def _reference_patch(self, image: ImageInput, box: Sequence[int], canvas: OutputCanvas) -> Tuple[np.ndarray, np.ndarray]:
+        """A reference patch resized into ``box`` (on the output) on a white ``sample_size`` square and encoded:
+        (codes (n, M), positions (n,))."""
         s, c, g = self.sample_size, self.geometry.cell, self.geometry.grid_size
-        top, left, h, w = self.box_to_cells(box)
+        top, left, h, w = canvas.box_to_cells(box)
         pil = image if isinstance(image, Image.Image) else postprocess(preprocess(image, s))[0]
-        canvas = Image.new("RGB", (s, s), (255, 255, 255))
-        canvas.paste(to_rgb(pil).resize((w * c, h * c), Image.BICUBIC), (left * c, top * c))
-        tokens = self.encode_images(preprocess(canvas, s))[0]
+        sheet = Image.new("RGB", (s, s), (255, 255, 255))  # the image encoder reads the sample_size square
+        sheet.paste(to_rgb(pil).resize((w * c, h * c), Image.BICUBIC), (left * c, top * c))
+        tokens = self.encode_images(preprocess(sheet, s))[0]
         positions = (np.arange(top, top + h)[:, None] * g + np.arange(left, left + w)[None, :]).reshape(-1)
         return tokens[positions], positions
+
+    def _outpainting_sheets(self, images: List[ImageInput], cells: Tuple[int, int, int, int],
+                            canvas: OutputCanvas) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each image resized into the grid box ``cells`` of a white canvas.
+
+        Returns ``(pixels (B, 3, D, D), encoder pixels (B, 3, S, S), pixel mask (B, 1, D, D))`` with ``D`` the
+        canvas side, ``S`` the sample size and the mask 1 outside the box (generated), 0 inside (kept).
+        """
+        d, c = canvas.side, canvas.cell
+        top, left, h, w = cells
+        sheets = []
+        for im in images:
+            pil = postprocess(preprocess(im, d))[0]
+            sheet = Image.new("RGB", (d, d), (255, 255, 255))
+            sheet.paste(pil.resize((w * c, h * c), Image.BICUBIC), (left * c, top * c))
+            sheets.append(sheet)
+        return preprocess(sheets, d), preprocess(sheets, self.sample_size), canvas.cells_mask([cells], 0.0, len(sheets))
+
+    @staticmethod
+    def _mask_pixels(images: List[ImageInput], masks: List[ImageInput], side: int) -> np.ndarray:
+        """Masks (one per image, same size as it) -> float32 (B, 1, side, side) in {0, 1}; each must select a pixel."""
+        for im, mk in zip(images, masks):
+            if _size(im) is not None and _size(mk) is not None and _size(im) != _size(mk):
+                raise ValueError(f"mask_image size {_size(mk)} does not match image size {_size(im)}")
+        pixel_mask = np.stack([preprocess_mask(mk, side) for mk in masks])
+        if not pixel_mask.reshape(pixel_mask.shape[0], -1).max(axis=1).all():
+            raise ValueError(
+                "mask_image selects no pixel (all black after thresholding at 0.5): white (>= 128, or >= 0.5 "
+                "for float masks) marks the region to regenerate"
+            )
+        return pixel_mask
+
+    def _check_boxes(self, canvas: OutputCanvas, image_box, reference_images) -> None:
+        """Boxes fit the output and the reference patches fit the condition segment (before anything is encoded)."""
+        if image_box is not None:
+            canvas.box_to_cells(image_box)
+        if reference_images is None:
+            return
+        if not isinstance(reference_images, (list, tuple)) or len(reference_images) == 0:
+            raise ValueError("reference_images must be a non-empty list of (image, box) pairs")
+        cells = 0
+        for i, ref in enumerate(reference_images):
+            if not isinstance(ref, (list, tuple)) or len(ref) != 2:
+                raise ValueError(f"reference_images[{i}] must be a pair (image, box) with box = (left, top, right, bottom) in pixels")
+            _, _, h, w = canvas.box_to_cells(ref[1])
+            cells += h * w + (1 if i else 0)
+        limit = self.geometry.max_condition_tokens
+        if cells > limit:
+            raise ValueError(
+                f"the {len(reference_images)} reference patch(es) cover {cells} token cells (one separator between "
+                f"two patches counts); the model takes at most {limit}: use fewer or smaller boxes"
+            )
 
     # ------------------------------------------------------------------ sampling
     def __call__(
@@ -177,6 +250,8 @@ class M6FashionRuntime:
         style_image: Union[ImageInput, Sequence[ImageInput], None] = None,
         reference_images: Optional[Sequence[Tuple[ImageInput, Sequence[int]]]] = None,
         refine_ratio: float = 0.25,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
     ) -> RuntimeOutput:
         """Every task of the PyTorch pipeline, with the same arguments and semantics:
 
@@ -184,15 +259,26 @@ class M6FashionRuntime:
         * inpainting: ``image`` + ``mask_image`` (white = regenerate), text-guided with ``prompt``;
         * outpainting: ``image`` placed in the pixel ``image_box``, the rest generated;
         * local editing: ``reference_images=[(patch, box), ...]``, each patch resized into its pixel box and
-          given as a visual condition (several pairs = several conditions), text-guided with ``prompt``;
+          given as a visual condition (several pairs = several conditions), text-guided with ``prompt``; with
+          ``image`` and no ``mask_image`` the boxes are the region of ``image`` that is regenerated;
         * style mixing: ``image`` + ``style_image`` + ``mask_image`` (white = taken from ``style_image``); the
           seam, plus ``refine_ratio`` of the cells around it, is re-sampled.
 
+        ``height`` x ``width``: output size in pixels (default ``default_size``: 192x256 portrait with a
+        high-resolution decoder, else the ``sample_size`` square; one side alone keeps the default aspect
+        ratio); ``output_sizes()`` lists the accepted sizes, others raise ``ValueError``. The decoder paints a
+        square canvas and the output is its centred crop; boxes are pixel boxes on the output. Images and masks
+        may have any size: they are padded to a square (white / black) and resized to the canvas.
+
         ``deterministic`` overrides the bundle's scheduler (argmax tokens, lowest-confidence re-masking);
         ``seed`` seeds numpy's generator for sampling mode (and the random part of the style-mixing seam).
+        Returns ``images`` of ``width`` x ``height`` (PIL, or uint8 (B, height, width, 3) for ``"np"``) and
+        ``tokens`` (B, h, w, M).
         """
+        canvas = self.output_canvas(height, width)
         geo = self.geometry
         g, n, m, k, s = geo.grid_size, geo.num_image_tokens, geo.num_groups, geo.codebook_size, geo.sample_size
+        d = canvas.side  # pixels for blending live on the decoded canvas; the image encoder reads the S square
         if prompt is not None and not isinstance(prompt, (str, list, tuple)):
             raise TypeError(f"prompt must be a string or a list of strings; got {type(prompt).__name__}")
         if isinstance(prompt, (list, tuple)) and (not prompt or not all(isinstance(p, str) for p in prompt)):
@@ -214,22 +300,17 @@ class M6FashionRuntime:
             raise ValueError("image_box (outpainting) needs image and no mask_image")
         if not 0.0 <= float(refine_ratio) <= 1.0:
             raise ValueError(f"refine_ratio must lie in [0, 1]; got {refine_ratio}")
-        if reference_images is not None:
-            if not isinstance(reference_images, (list, tuple)) or len(reference_images) == 0:
-                raise ValueError("reference_images must be a non-empty list of (image, box) pairs")
-            for i, ref in enumerate(reference_images):
-                if not isinstance(ref, (list, tuple)) or len(ref) != 2:
-                    raise ValueError(f"reference_images[{i}] must be a pair (image, box) with box = (left, top, right, bottom) in pixels")
+        self._check_boxes(canvas, image_box, reference_images)
         sampler = SMARTSampler.from_config(self.bundle.scheduler, temperature=temperature, deterministic=deterministic)
         rng = np.random.default_rng(seed)
 
-        images_in = list(image) if isinstance(image, (list, tuple)) else ([image] if image is not None else [])
+        images_in = _as_list(image) if image is not None else []
         if prompt is None:
             prompts = [""] * max(1, len(images_in))
         else:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        n_prompts = len(prompts)
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        n_prompts, r = len(prompts), num_images_per_prompt
+        prompts = [p for p in prompts for _ in range(r)]
         b = len(prompts)
 
         tokens = np.full((b, n, m), k, dtype=np.int64)
@@ -238,44 +319,32 @@ class M6FashionRuntime:
         if image is not None:
             imgs = _expand(images_in, n_prompts, "image")
             if image_box is not None:
-                top, left, h, w = self.box_to_cells(image_box)
-                c = geo.cell
-                canvases = []
-                for im in imgs:
-                    pil = postprocess(preprocess(im, s))[0]
-                    canvas = Image.new("RGB", (s, s), (255, 255, 255))
-                    canvas.paste(pil.resize((w * c, h * c), Image.BICUBIC), (left * c, top * c))
-                    canvases.append(canvas)
-                base_pixels = preprocess(canvases, s)
-                pixel_mask = np.ones((len(canvases), 1, s, s), dtype=np.float32)
-                pixel_mask[:, :, top * c : (top + h) * c, left * c : (left + w) * c] = 0
-            elif mask_image is not None:
-                base_pixels = preprocess(imgs, s)
-                masks = list(mask_image) if isinstance(mask_image, (list, tuple)) else [mask_image]
-                for im, mk in zip(imgs, _expand(masks, n_prompts, "mask_image")):
-                    if _size(im) is not None and _size(mk) is not None and _size(im) != _size(mk):
-                        raise ValueError(f"mask_image size {_size(mk)} does not match image size {_size(im)}")
-                pixel_mask = np.stack([preprocess_mask(mk, s) for mk in _expand(masks, n_prompts, "mask_image")])
-            else:  # local editing on top of an image: nothing regenerated outside the conditions' influence
-                base_pixels = preprocess(imgs, s)
-                pixel_mask = np.zeros((base_pixels.shape[0], 1, s, s), dtype=np.float32)
-            base_pixels = np.repeat(base_pixels, num_images_per_prompt, axis=0)
-            pixel_mask = np.repeat(pixel_mask, num_images_per_prompt, axis=0)
-            base_tokens = self.encode_images(base_pixels)
+                base_pixels, token_pixels, pixel_mask = self._outpainting_sheets(imgs, canvas.box_to_cells(image_box), canvas)
+            else:
+                base_pixels = preprocess(imgs, d)
+                token_pixels = base_pixels if d == s else preprocess(imgs, s)
+                if mask_image is not None:
+                    pixel_mask = self._mask_pixels(imgs, _expand(_as_list(mask_image), n_prompts, "mask_image"), d)
+                else:  # reference patches inside an image without a mask: their boxes are the region to edit
+                    cells = [canvas.box_to_cells(box) for _, box in reference_images]
+                    pixel_mask = canvas.cells_mask(cells, 1.0, base_pixels.shape[0])
+            base_pixels = np.repeat(base_pixels, r, axis=0)
+            pixel_mask = np.repeat(pixel_mask, r, axis=0)
+            base_tokens = self.encode_images(np.repeat(token_pixels, r, axis=0))
             editable = cell_mask(pixel_mask, g)
             if style_image is not None:
-                styles = list(style_image) if isinstance(style_image, (list, tuple)) else [style_image]
-                style_pixels = np.repeat(preprocess(_expand(styles, n_prompts, "style_image"), s), num_images_per_prompt, axis=0)
-                base_tokens = np.where(editable[..., None], self.encode_images(style_pixels), base_tokens)
+                styles = _expand(_as_list(style_image), n_prompts, "style_image")
+                style_pixels = np.repeat(preprocess(styles, d), r, axis=0)
+                style_token_pixels = style_pixels if d == s else np.repeat(preprocess(styles, s), r, axis=0)
+                base_tokens = np.where(editable[..., None], self.encode_images(style_token_pixels), base_tokens)
                 base_pixels = np.where(pixel_mask.astype(bool), style_pixels, base_pixels)
                 editable = seam(editable, g, float(refine_ratio), rng)
-                c = geo.cell
-                pixel_mask = editable.reshape(b, 1, g, g).repeat(c, axis=2).repeat(c, axis=3).astype(np.float32)
+                pixel_mask = canvas.upsample_cells(editable)
             tokens = np.where(editable[..., None], k, base_tokens).astype(np.int64)
 
         conditions = None
         if reference_images is not None:
-            patches = [self._reference_patch(im, box) for im, box in reference_images]
+            patches = [self._reference_patch(im, box, canvas) for im, box in reference_images]
             conditions = [patches for _ in range(b)]
 
         text_ids = self.encode_prompt(prompts)
@@ -296,9 +365,10 @@ class M6FashionRuntime:
         grid_tokens = tokens.reshape(b, g, g, m)
         if output_type == "tokens":
             return RuntimeOutput(images=None, tokens=grid_tokens)
-        pixels = self.decode_tokens(tokens)
+        pixels = self.decode_tokens(tokens, side=d)
         if base_pixels is not None and blend_pixels:
             pixels = np.where(pixel_mask.astype(bool), pixels, base_pixels)
+        pixels = canvas.crop(pixels)
         if output_type == "np":
             arr = np.round((np.clip(pixels, -1, 1) + 1) * np.float32(127.5)).astype(np.uint8).transpose(0, 2, 3, 1)
             return RuntimeOutput(images=arr, tokens=grid_tokens)
@@ -327,6 +397,10 @@ def _size(im) -> Optional[Tuple[int, int]]:
     if isinstance(im, np.ndarray) and im.ndim >= 2:
         return (im.shape[1], im.shape[0])
     return None
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 def _expand(items: list, batch: int, name: str) -> list:
