@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from m6_fashion import M6FashionPipeline
-from m6_fashion.image_processing import postprocess, preprocess
+from m6_fashion.image_processing import fit_onto, preprocess
 
 
 def _g(seed=0):
@@ -105,9 +105,8 @@ def test_outpainting_places_the_image_in_a_box_of_the_output(tiny_hr_pipeline, r
     out = tiny_hr_pipeline(image=real_images[1]["image"], image_box=box, generator=_g(), output_type="pt")
     got = out.images[0]
     assert got.shape == (3, 128, 96)
-    placed = postprocess(preprocess(real_images[1]["image"], 128), "pil")[0]
     sheet = PIL.Image.new("RGB", (128, 128), (255, 255, 255))
-    sheet.paste(placed.resize((64, 64), PIL.Image.BICUBIC), (32, 32))
+    sheet.paste(fit_onto(real_images[1]["image"], 64, 64), (32, 32))
     want = preprocess(sheet, 128)[0][:, :, 16:112]
     assert torch.allclose(got[:, 32:96, 16:80], want[:, 32:96, 16:80], atol=1e-6)
 
@@ -162,3 +161,15 @@ def test_a_decoder_hr_that_does_not_fit_is_refused(tiny_pipeline):
     same = StyleDecoder(latent_channels=16, style_channels=8, block_out_channels=(16, 8, 8), sample_size=64)
     with pytest.raises(ValueError, match="not more than the decoder"):
         M6FashionPipeline(**parts, decoder_hr=same)
+
+
+def test_outpainting_keeps_the_aspect_of_the_image(tiny_hr_pipeline, real_images):
+    """A 3:4 photo in a 3:4 box fills it exactly (no stretching, no white bars); a wide box gets bars beside it."""
+    photo = real_images[1]["image"]  # 60x80
+    out = tiny_hr_pipeline(image=photo, image_box=(24, 32, 72, 96), generator=_g(), output_type="pt").images[0]
+    fitted = fit_onto(photo, 48, 64)
+    want = torch.from_numpy(np.asarray(fitted).copy()).permute(2, 0, 1).float() / 127.5 - 1
+    assert torch.allclose(out[:, 32:96, 24:72], want, atol=1e-6)
+    assert np.asarray(fitted)[:, :2].mean() < 250  # the photo reaches the box's sides: nothing was squeezed
+    wide = fit_onto(photo, 96, 32)
+    assert wide.getpixel((0, 16)) == (255, 255, 255) and wide.getpixel((95, 16)) == (255, 255, 255)

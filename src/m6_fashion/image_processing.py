@@ -42,6 +42,16 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     return image.convert("RGB")
 
 
+def fit_onto(image: PIL.Image.Image, width: int, height: int, fill=(255, 255, 255)) -> PIL.Image.Image:
+    """An RGB `width` x `height` image: `image` scaled to fit (aspect kept, bicubic), centred on `fill`."""
+    image = to_rgb(image)
+    scale = min(width / image.width, height / image.height)
+    size = (max(1, min(width, round(image.width * scale))), max(1, min(height, round(image.height * scale))))
+    sheet = PIL.Image.new("RGB", (width, height), fill)
+    sheet.paste(image.resize(size, PIL.Image.BICUBIC), ((width - size[0]) // 2, (height - size[1]) // 2))
+    return sheet
+
+
 def preprocess_pil(image: PIL.Image.Image, size: int) -> torch.Tensor:
     """PIL image (any accepted mode, any size) -> float tensor (3, size, size) in [-1, 1]."""
     image = pad_to_square(to_rgb(image)).resize((size, size), PIL.Image.BICUBIC)

@@ -49,6 +49,16 @@ def pad_to_square(image: Image.Image, fill=(255, 255, 255)) -> Image.Image:
     return canvas
 
 
+def fit_onto(image: Image.Image, width: int, height: int, fill=(255, 255, 255)) -> Image.Image:
+    """An RGB `width` x `height` image: `image` scaled to fit (aspect kept, bicubic), centred on `fill`."""
+    image = to_rgb(image)
+    scale = min(width / image.width, height / image.height)
+    size = (max(1, min(width, round(image.width * scale))), max(1, min(height, round(image.height * scale))))
+    sheet = Image.new("RGB", (width, height), fill)
+    sheet.paste(image.resize(size, Image.BICUBIC), ((width - size[0]) // 2, (height - size[1]) // 2))
+    return sheet
+
+
 def preprocess(images: Union[ImageInput, Sequence[ImageInput]], size: int) -> np.ndarray:
     """Images -> float32 array (B, 3, size, size) in [-1, 1]."""
     if isinstance(images, (Image.Image, np.ndarray)):

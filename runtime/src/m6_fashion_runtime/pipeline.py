@@ -23,7 +23,7 @@ from PIL import Image
 
 from .bundle import Bundle, load_bundle
 from .canvas import OutputCanvas, output_canvas, output_sizes
-from .image import ImageInput, cell_mask, postprocess, preprocess, preprocess_mask, to_rgb
+from .image import ImageInput, cell_mask, fit_onto, postprocess, preprocess, preprocess_mask, to_rgb
 from .layout import build_model_inputs
 from .scheduler import SMARTSampler
 
@@ -182,7 +182,7 @@ class M6FashionRuntime:
 
     def _outpainting_sheets(self, images: List[ImageInput], cells: Tuple[int, int, int, int],
                             canvas: OutputCanvas) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each image resized into the grid box ``cells`` of a white canvas.
+        """Each image fitted (aspect kept, centred on white) into the grid box ``cells`` of a white canvas.
 
         Returns ``(pixels (B, 3, D, D), encoder pixels (B, 3, S, S), pixel mask (B, 1, D, D))`` with ``D`` the
         canvas side, ``S`` the sample size and the mask 1 outside the box (generated), 0 inside (kept).
@@ -191,9 +191,9 @@ class M6FashionRuntime:
         top, left, h, w = cells
         sheets = []
         for im in images:
-            pil = postprocess(preprocess(im, d))[0]
+            pil = im if isinstance(im, Image.Image) else postprocess(preprocess(im, d))[0]
             sheet = Image.new("RGB", (d, d), (255, 255, 255))
-            sheet.paste(pil.resize((w * c, h * c), Image.BICUBIC), (left * c, top * c))
+            sheet.paste(fit_onto(pil, w * c, h * c), (left * c, top * c))  # aspect kept, on white
             sheets.append(sheet)
         return preprocess(sheets, d), preprocess(sheets, self.sample_size), canvas.cells_mask([cells], 0.0, len(sheets))
 

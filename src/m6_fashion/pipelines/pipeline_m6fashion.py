@@ -7,7 +7,7 @@ Tasks (all through `__call__`):
 | unconditional generation      | nothing (or `prompt=""`)                                         |
 | text-to-image                 | `prompt`                                                         |
 | (text-guided) inpainting      | `image`, `mask_image` (white = regenerate), optionally `prompt`  |
-| outpainting                   | `image`, `image_box` (where the image sits; the rest is new)     |
+| outpainting                   | `image`, `image_box` (the image, aspect kept, fits in the box; the rest is new) |
 | local editing with a patch    | `reference_images=[(patch_image, box)]`, optionally `image`      |
 | text-guided local editing     | `prompt` + `reference_images`                                    |
 | style mixing of two garments  | `image`, `style_image`, `mask_image` (region taken from style)   |
@@ -40,7 +40,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from transformers import PreTrainedTokenizerBase
 
-from ..image_processing import PipelineImageInput, postprocess, preprocess, preprocess_mask
+from ..image_processing import PipelineImageInput, fit_onto, postprocess, preprocess, preprocess_mask
 from ..models.pq_tokenizer import PQTokenizer
 from ..models.sequence_layout import build_model_inputs, split_prefix_and_target
 from ..models.style_decoder import StyleDecoder
@@ -622,9 +622,9 @@ class M6FashionPipeline(DiffusionPipeline):
                 c = canvas.cell
                 canvases = []
                 for im in _expand(image, n_base, "image"):
-                    pil = postprocess(preprocess(im, d), "pil")[0]
+                    pil = im if isinstance(im, PIL.Image.Image) else postprocess(preprocess(im, d), "pil")[0]
                     sheet = PIL.Image.new("RGB", (d, d), (255, 255, 255))
-                    sheet.paste(pil.resize((w * c, h * c), PIL.Image.BICUBIC), (left * c, top * c))
+                    sheet.paste(fit_onto(pil, w * c, h * c), (left * c, top * c))  # aspect kept, on white
                     canvases.append(sheet)
                 base_pixels = preprocess(canvases, d)
                 token_pixels = preprocess(canvases, s)
