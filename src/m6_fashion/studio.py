@@ -5,7 +5,12 @@
 Tabs follow the paper's workflow: text-to-image, inpainting / text-guided local editing with a painted
 mask, local editing with a reference patch placed by a box, style mixing of two garments, outpainting.
 Every tab runs `M6FashionPipeline` and reports the SMART passes as progress; bad input (no mask painted,
-a box outside the canvas, an unreadable upload, an empty prompt) is shown as a message in the page.
+a box outside the image, an unreadable upload, an empty prompt) is shown as a message in the page.
+
+The studio works at the pipeline's default output size (`pipe.default_size`: 192x256 for the shipped model,
+64x64 without its high-resolution decoder): editors have the output's shape, masks and boxes are pixels of the
+output, uploads are padded on white to its shape (as the model pads photos), and results are shown at their
+real size (small ones upscaled so the long side is `DISPLAY_SIZE`).
 
 `build_app(pipe)` returns the `gr.Blocks` (the shipped model is loaded when `pipe` is None); `Studio`
 holds the event handlers, which can also be called directly.
@@ -14,6 +19,7 @@ holds the event handlers, which can also be called directly.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -29,17 +35,17 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the studio needs Gradio: pip install 'm6-fashion[studio]'") from e
 
-from .image_processing import pad_to_square, to_rgb
+from .image_processing import fit_onto, to_rgb
 
 logger = logging.getLogger(__name__)
 
-DISPLAY_SIZE = 256  # results and editing canvases are shown at this size (the model works on 64x64)
+DISPLAY_SIZE = 256  # outputs smaller than this (the 64x64 model) are upscaled so that their long side is this
+IMAGE_FORMAT = "png"  # images the page shows or sends back are lossless (Gradio's default, WebP, is lossy)
 MAX_STEPS = 30
 MAX_IMAGES = 8
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "studio_examples")
 
-MASK_PRESETS = ("painted", "upper half", "lower half", "left half", "right half", "centre")
-BOX_PRESETS = {  # fractions of the canvas: (left, top, right, bottom)
+BOX_PRESETS = {  # fractions of the output image: (left, top, right, bottom)
     "centre": (0.25, 0.25, 0.75, 0.75),
     "upper half": (0, 0, 1, 0.5),
     "lower half": (0, 0.5, 1, 1),
@@ -47,36 +53,70 @@ BOX_PRESETS = {  # fractions of the canvas: (left, top, right, bottom)
     "right half": (0.5, 0, 1, 1),
     "chest": (0.25, 0.125, 0.75, 0.5),
 }
+MASK_PRESETS = ("painted", "upper half", "lower half", "left half", "right half", "centre")  # regions of BOX_PRESETS
 
 
-def preset_box(name: str, size: int) -> Tuple[int, int, int, int]:
-    """One of `BOX_PRESETS` as a pixel box on the `size` canvas."""
+def fraction_box(fractions: Sequence[float], width: int, height: int) -> Tuple[int, int, int, int]:
+    """Fractions (left, top, right, bottom) of a `width` x `height` image -> a pixel box on it."""
+    l, t, r, b = fractions
+    return int(round(l * width)), int(round(t * height)), int(round(r * width)), int(round(b * height))
+
+
+def preset_box(name: str, width: int, height: int) -> Tuple[int, int, int, int]:
+    """One of `BOX_PRESETS` as a pixel box on the `width` x `height` output."""
     if name not in BOX_PRESETS:
         raise gr.Error(f"Unknown box preset {name!r}; choose one of: {', '.join(BOX_PRESETS)}.")
-    return tuple(int(round(f * size)) for f in BOX_PRESETS[name])
+    return fraction_box(BOX_PRESETS[name], width, height)
+
+
+def display_size(width: int, height: int) -> Tuple[int, int]:
+    """(width, height) an output is shown and edited at: its own size, or upscaled so the long side is `DISPLAY_SIZE`."""
+    scale = max(1.0, DISPLAY_SIZE / max(width, height))
+    return int(round(width * scale)), int(round(height * scale))
 
 
 # ---------------------------------------------------------------------------------------------- image helpers
-def guard_uploads(component):
-    """Makes an image component report an upload PIL cannot read as a clear message in the page (instead of a
-    generic error). Wraps the instance's `preprocess`: subclassing Gradio components would make Gradio write
-    type stubs next to this module."""
-    preprocess = component.preprocess
+UPLOAD_GUARD = "m6-upload-guard"  # elem_classes mark of the image inputs whose unreadable uploads become a clear message
 
-    def safe_preprocess(payload):
+
+def _guard_preprocess(cls) -> None:
+    """Wraps `cls.preprocess` (once) so that components marked with `UPLOAD_GUARD` report an upload PIL cannot read as
+    a clear message in the page (instead of a generic error). At class level because Gradio re-creates a component
+    from its constructor arguments when an event updates it (loading an example does), which drops anything set on
+    the instance; subclassing would make Gradio write type stubs next to this module."""
+    if getattr(cls.preprocess, "_m6_guarded", False):
+        return
+    preprocess = cls.preprocess
+
+    @functools.wraps(preprocess)
+    def safe_preprocess(self, payload):
+        if UPLOAD_GUARD not in (self.elem_classes or []):
+            return preprocess(self, payload)
         try:
-            return preprocess(payload)
+            return preprocess(self, payload)
         except gr.Error:
             raise
         except Exception as e:  # noqa: BLE001 - any decoding failure is the upload's fault
             raise gr.Error(f"Cannot read the uploaded file as an image ({type(e).__name__}). Upload a PNG, JPEG or WebP picture.") from None
 
-    component.preprocess = safe_preprocess
+    safe_preprocess._m6_guarded = True
+    cls.preprocess = safe_preprocess
+
+
+def guard_uploads(component):
+    """Marks an image component (see `_guard_preprocess`). Components made here also get the mark in their
+    constructor arguments (`elem_classes=[UPLOAD_GUARD]`), so that it survives Gradio re-creating them."""
+    _guard_preprocess(type(component))
+    classes = component.elem_classes or []
+    classes = [classes] if isinstance(classes, str) else list(classes)
+    if UPLOAD_GUARD not in classes:
+        component.elem_classes = classes + [UPLOAD_GUARD]
     return component
 
 
 def _image_input(**kwargs):
-    return guard_uploads(gr.Image(type="pil", sources=("upload", "clipboard"), **kwargs))
+    return guard_uploads(gr.Image(type="pil", sources=("upload", "clipboard"), format=IMAGE_FORMAT, elem_classes=[UPLOAD_GUARD],
+                                  **kwargs))
 
 
 def load_image(value: Any, what: str = "image") -> Optional[PIL.Image.Image]:
@@ -98,37 +138,47 @@ def load_image(value: Any, what: str = "image") -> Optional[PIL.Image.Image]:
         raise gr.Error(f"Cannot read the {what} as an image ({type(e).__name__}: {e}). Upload a PNG, JPEG or WebP picture.") from None
 
 
-def to_canvas(image: PIL.Image.Image, size: int) -> PIL.Image.Image:
-    """Pads an image to a square on white (as the model does) and resizes it to `size`."""
-    return pad_to_square(to_rgb(image)).resize((size, size), PIL.Image.BICUBIC)
+def pad_to_aspect(image: PIL.Image.Image, width: int, height: int, fill) -> PIL.Image.Image:
+    """Pads an image (or mask), centred, on `fill` to the `width`:`height` aspect (never crops)."""
+    w, h = image.size
+    if w * height == h * width:
+        return image
+    pw, ph = max(w, int(round(h * width / height))), max(h, int(round(w * height / width)))
+    sheet = PIL.Image.new(image.mode, (pw, ph), fill)
+    sheet.paste(image, ((pw - w) // 2, (ph - h) // 2))
+    return sheet
 
 
-def for_display(image: PIL.Image.Image, size: int = DISPLAY_SIZE) -> PIL.Image.Image:
-    """Upscales a model output (64 px) for the page."""
-    return to_rgb(image).resize((size, size), PIL.Image.BICUBIC)
+def fit_to(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
+    """An image placed onto a `width` x `height` output or box: scaled to fit, aspect kept, centred on white (as the
+    pipeline places an outpainting image in its box, and as padding a photo to the square canvas lines it up)."""
+    image = to_rgb(image)
+    return image if image.size == (width, height) else fit_onto(image, width, height)
 
 
-def preset_mask(name: str, size: int) -> PIL.Image.Image:
-    """A mask (L, white = change) for one of `MASK_PRESETS` other than 'painted'."""
-    boxes = {
-        "upper half": (0, 0, size, size // 2),
-        "lower half": (0, size // 2, size, size),
-        "left half": (0, 0, size // 2, size),
-        "right half": (size // 2, 0, size, size),
-        "centre": (size // 4, size // 4, size - size // 4, size - size // 4),
-    }
-    if name not in boxes:
+def for_display(image: PIL.Image.Image) -> PIL.Image.Image:
+    """A model output for the page: its real size, or upscaled when small (the 64x64 model) by `display_size`."""
+    image = to_rgb(image)
+    size = display_size(*image.size)
+    return image if size == image.size else image.resize(size, PIL.Image.BICUBIC)
+
+
+def preset_mask(name: str, width: int, height: int) -> PIL.Image.Image:
+    """A `width` x `height` mask (L, white = change) for one of `MASK_PRESETS` other than 'painted'."""
+    if name not in MASK_PRESETS[1:]:
         raise gr.Error(f"Unknown mask preset {name!r}; choose one of: {', '.join(MASK_PRESETS)}.")
-    mask = PIL.Image.new("L", (size, size), 0)
-    mask.paste(255, boxes[name])
+    mask = PIL.Image.new("L", (width, height), 0)
+    mask.paste(255, fraction_box(BOX_PRESETS[name], width, height))
     return mask
 
 
-def painted_mask(editor_value: Optional[Dict[str, Any]], size: int) -> Optional[PIL.Image.Image]:
-    """The painted strokes of an image-editor value as a `size` px mask (white = painted), or None if nothing is painted.
+def painted_mask(editor_value: Optional[Dict[str, Any]], width: int, height: int) -> Optional[PIL.Image.Image]:
+    """The painted strokes of an image-editor value as a `width` x `height` mask (white = painted), or None if
+    nothing is painted.
 
-    The strokes are padded to a square like the image, then reduced so that a cell is masked when any of its
-    pixels was painted (thin strokes are not lost).
+    The strokes lie on the editor's canvas (the output's aspect, `display_size`); any other shape is padded to
+    the output's aspect like the image. They are then reduced so that an output pixel is masked when any canvas
+    pixel over it was painted (thin strokes are not lost).
     """
     if not editor_value:
         return None
@@ -142,31 +192,33 @@ def painted_mask(editor_value: Optional[Dict[str, Any]], size: int) -> Optional[
         composite = editor_value.get("composite")
         if background is None or composite is None:
             return None
-        a = np.asarray(to_rgb(load_image_rgba(background)), dtype=np.int16)
-        b = np.asarray(to_rgb(load_image_rgba(composite)), dtype=np.int16)
+        a = np.asarray(to_rgb(load_image_rgba(background, "image")), dtype=np.int16)
+        b = np.asarray(to_rgb(load_image_rgba(composite, "composite image")), dtype=np.int16)
         if a.shape != b.shape:
             return None
         painted = np.abs(a - b).max(-1) > 8
     if not painted.any():
         return None
-    h, w = painted.shape
-    side = max(h, w)
-    square = np.zeros((side, side), dtype=bool)
-    square[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = painted
-    coverage = PIL.Image.fromarray(square.astype(np.uint8) * 255).resize((size, size), PIL.Image.BOX)
+    strokes = pad_to_aspect(PIL.Image.fromarray(painted.astype(np.uint8) * 255), width, height, 0)
+    coverage = strokes.resize((width, height), PIL.Image.BOX)
     return PIL.Image.fromarray(((np.asarray(coverage) > 0) * 255).astype(np.uint8))
 
 
-def load_image_rgba(value: Any) -> PIL.Image.Image:
-    if isinstance(value, (str, os.PathLike)):
-        value = PIL.Image.open(value)
-    elif isinstance(value, np.ndarray):
-        value = PIL.Image.fromarray(value.astype(np.uint8))
-    return value.convert("RGBA")
+def load_image_rgba(value: Any, what: str = "painted layer") -> PIL.Image.Image:
+    """An editor image (background, layer or composite) as RGBA; unreadable -> gr.Error naming `what`."""
+    try:
+        if isinstance(value, (str, os.PathLike)):
+            value = PIL.Image.open(value)
+        elif isinstance(value, np.ndarray):
+            value = PIL.Image.fromarray(value.astype(np.uint8))
+        return value.convert("RGBA")
+    except Exception as e:  # noqa: BLE001 - reported to the user
+        raise gr.Error(f"Cannot read the {what} of the editor as an image ({type(e).__name__}). Paint again, or pick a "
+                       "preset region.") from None
 
 
-def parse_box(left, top, right, bottom, size: int) -> Tuple[int, int, int, int]:
-    """Four numbers from the page -> a pixel box on the `size` canvas; anything else -> gr.Error."""
+def parse_box(left, top, right, bottom, width: int, height: int) -> Tuple[int, int, int, int]:
+    """Four numbers from the page -> a pixel box on the `width` x `height` output; anything else -> gr.Error."""
     values = []
     for name, v in zip(("left", "top", "right", "bottom"), (left, top, right, bottom)):
         if v is None or (isinstance(v, str) and not v.strip()):
@@ -179,19 +231,21 @@ def parse_box(left, top, right, bottom, size: int) -> Tuple[int, int, int, int]:
             raise gr.Error(f"The box {name} must be a whole number of pixels; got {v!r}.")
         values.append(int(f))
     l, t, r, b = values
-    if not (0 <= l < r <= size and 0 <= t < b <= size):
+    if not (0 <= l < r <= width and 0 <= t < b <= height):
         raise gr.Error(
-            f"The box ({l}, {t}, {r}, {b}) is outside the {size}x{size} canvas or empty: "
-            f"use 0 <= left < right <= {size} and 0 <= top < bottom <= {size}."
+            f"The box ({l}, {t}, {r}, {b}) is outside the {width}x{height} (width x height) image or empty: "
+            f"use 0 <= left < right <= {width} and 0 <= top < bottom <= {height}."
         )
     return l, t, r, b
 
 
-def box_preview(image: Optional[PIL.Image.Image], box: Sequence[int], size: int, patch: Optional[PIL.Image.Image] = None,
-                display: int = DISPLAY_SIZE) -> PIL.Image.Image:
-    """Where a box lies on the canvas: `image` (or white) with `patch` pasted into the box and the box outlined."""
-    canvas = to_canvas(image, display) if image is not None else PIL.Image.new("RGB", (display, display), "white")
-    scale = display / size
+def box_preview(image: Optional[PIL.Image.Image], box: Sequence[int], width: int, height: int,
+                patch: Optional[PIL.Image.Image] = None) -> PIL.Image.Image:
+    """Where a box lies on the `width` x `height` output, at `display_size`: `image` (or white) with `patch`
+    resized into the box and the box outlined."""
+    display = display_size(width, height)
+    canvas = fit_to(image, *display) if image is not None else PIL.Image.new("RGB", display, "white")
+    scale = display[0] / width
     l, t, r, b = (int(round(v * scale)) for v in box)
     if patch is not None:
         canvas.paste(to_rgb(patch).resize((r - l, b - t), PIL.Image.BICUBIC), (l, t))
@@ -201,11 +255,16 @@ def box_preview(image: Optional[PIL.Image.Image], box: Sequence[int], size: int,
 
 # ---------------------------------------------------------------------------------------------- handlers
 class Studio:
-    """Event handlers of the studio around one pipeline (calls are serialised: the pipeline is not thread safe)."""
+    """Event handlers of the studio around one pipeline (calls are serialised: the pipeline is not thread safe).
+
+    Everything is in pixels of the pipeline's default output (`pipe.default_size`; 192x256 for the shipped model):
+    masks, boxes and the images handed to the pipeline.
+    """
 
     def __init__(self, pipe):
         self.pipe = pipe
-        self.size = int(pipe.sample_size)
+        self.height, self.width = (int(v) for v in pipe.default_size)
+        self.canvas = pipe.output_canvas(self.height, self.width)  # where the output lies on the square the model paints
         self._lock = threading.Lock()
 
     # -- validation
@@ -238,12 +297,30 @@ class Studio:
             raise gr.Error("Type a description of the garment first, e.g. 'Men Navy Blue Casual Shirt'.")
         return text or None
 
+    def _box(self, left, top, right, bottom) -> Tuple[int, int, int, int]:
+        return parse_box(left, top, right, bottom, self.width, self.height)
+
+    def snap(self, box: Sequence[int]) -> Tuple[int, int, int, int]:
+        """The pixel box the model uses for `box`: widened to whole token cells (as the pipeline does)."""
+        top, left, h, w = self.canvas.box_to_cells(box)
+        y0, x0 = self.canvas.offset
+        c = self.canvas.cell
+        return left * c - x0, top * c - y0, (left + w) * c - x0, (top + h) * c - y0
+
+    def _fit(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        return fit_to(image, self.width, self.height)
+
     def _mask(self, editor_value, preset: str, what: str) -> PIL.Image.Image:
         if preset and preset != "painted":
-            return preset_mask(preset, self.size)
-        mask = painted_mask(editor_value, self.size)
+            return preset_mask(preset, self.width, self.height)
+        mask = painted_mask(editor_value, self.width, self.height)
         if mask is None:
             raise gr.Error(f"No mask painted: paint over the {what} with the brush, or pick a preset region instead of 'painted'.")
+        return mask
+
+    def _box_mask(self, box: Sequence[int]) -> PIL.Image.Image:
+        mask = PIL.Image.new("L", (self.width, self.height), 0)
+        mask.paste(255, tuple(box))
         return mask
 
     def _editor_image(self, editor_value, what: str) -> PIL.Image.Image:
@@ -251,7 +328,7 @@ class Studio:
         image = load_image(background, what)
         if image is None:
             raise gr.Error(f"No {what}: upload an image first (or send one from the Text to image tab).")
-        return to_canvas(image, self.size)
+        return self._fit(image)
 
     # -- running the pipeline
     def _run(self, progress, steps, seed, num_images: int = 1, **kwargs) -> List[PIL.Image.Image]:
@@ -270,7 +347,7 @@ class Studio:
         try:
             with self._lock:
                 out = self.pipe(
-                    num_inference_steps=steps, num_images_per_prompt=num_images,
+                    height=self.height, width=self.width, num_inference_steps=steps, num_images_per_prompt=num_images,
                     generator=torch.Generator().manual_seed(seed), callback_on_step_end=on_step, **kwargs,
                 )
         except (ValueError, TypeError) as e:
@@ -286,7 +363,7 @@ class Studio:
 
     # -- tabs
     def text_to_image(self, prompt, seed, steps, num_images, progress=gr.Progress()):
-        """Text-to-image: returns (gallery items, the 64 px images)."""
+        """Text-to-image: returns (gallery items, the images at the output size)."""
         text = self._prompt(prompt, required=True)
         images = self._run(progress, steps, seed, num_images=num_images, prompt=text)
         return self._gallery(images, seed), images
@@ -303,13 +380,11 @@ class Studio:
         patch = load_image(patch, "reference patch")
         if patch is None:
             raise gr.Error("Upload a reference patch (the detail to place, e.g. a pocket or a print) first.")
-        box = parse_box(left, top, right, bottom, self.size)
+        box = self._box(left, top, right, bottom)
         kwargs: Dict[str, Any] = {"reference_images": [(patch, box)]}
         base = load_image(base, "base garment")
         if base is not None:
-            mask = PIL.Image.new("L", (self.size, self.size), 0)
-            mask.paste(255, box)
-            kwargs.update(image=to_canvas(base, self.size), mask_image=mask)
+            kwargs.update(image=self._fit(base), mask_image=self._box_mask(box))
         images = self._run(progress, steps, seed, prompt=self._prompt(prompt, required=False), **kwargs)
         return self._gallery(images, seed), images
 
@@ -320,26 +395,39 @@ class Studio:
         if style is None:
             raise gr.Error("Upload the second garment (the one that supplies the masked region) first.")
         mask = self._mask(base_editor, mask_preset, "region to take from the second garment")
-        images = self._run(progress, steps, seed, image=base, style_image=to_canvas(style, self.size), mask_image=mask)
+        images = self._run(progress, steps, seed, image=base, style_image=self._fit(style), mask_image=mask)
         return self._gallery(images, seed), images
 
     def outpaint(self, image, left, top, right, bottom, prompt, seed, steps, progress=gr.Progress()):
-        """Outpainting: the image is placed in the box, everything around it is generated."""
+        """Outpainting: the image is fitted into the box (aspect kept, on white), everything around it is generated."""
         image = load_image(image, "image to extend")
         if image is None:
             raise gr.Error("No image to extend: upload an image first (or send one from the Text to image tab).")
-        box = parse_box(left, top, right, bottom, self.size)
-        if box == (0, 0, self.size, self.size):
-            raise gr.Error("The box covers the whole canvas, so there is nothing around it to generate; make it smaller.")
+        box = self._box(left, top, right, bottom)
+        if self.snap(box) == (0, 0, self.width, self.height):
+            raise gr.Error(
+                f"The box covers the whole {self.width}x{self.height} image (the model widens boxes to its "
+                f"{self.canvas.cell}-px cells), so there is nothing around it to generate; make it smaller."
+            )
         images = self._run(progress, steps, seed, prompt=self._prompt(prompt, required=False), image=image, image_box=box)
         return self._gallery(images, seed), images
 
-    def preview(self, image, left, top, right, bottom, patch=None):
-        """Box helper: the canvas with the box outlined (and the patch in it); None while the box is invalid
-        (the run button then explains what is wrong)."""
+    # -- box helpers (None while the box is invalid: the run button then explains what is wrong)
+    def preview_reference(self, patch, left, top, right, bottom, base=None):
+        """The output with the patch stretched into the box the model uses (on `base` when given), outlined."""
         try:
-            box = parse_box(left, top, right, bottom, self.size)
-            return box_preview(load_image(image), box, self.size, patch=load_image(patch))
+            box = self.snap(self._box(left, top, right, bottom))
+            return box_preview(load_image(base), box, self.width, self.height, patch=load_image(patch))
+        except gr.Error:
+            return None
+
+    def preview_outpaint(self, image, left, top, right, bottom):
+        """The output with the image fitted into the box the model uses (aspect kept, on white), outlined."""
+        try:
+            box = self.snap(self._box(left, top, right, bottom))
+            image = load_image(image)
+            patch = None if image is None else fit_to(image, box[2] - box[0], box[3] - box[1])
+            return box_preview(None, box, self.width, self.height, patch=patch)
         except gr.Error:
             return None
 
@@ -368,28 +456,40 @@ def _seed_steps(prefix: str, default_steps: int = 8):
     return seed, steps
 
 
+def _page_style(width: int, height: int):
+    """Page CSS (in the document head; Gradio 6 takes `css` only in `launch()`, which callers of `build_app` own):
+    result thumbnails with the output's shape instead of squares, so that images are not shrunk to fit a square."""
+    css = f".m6-results .thumbnail-item {{ aspect-ratio: {width} / {height}; }}"
+    return gr.HTML(head=f"<style>{css}</style>", container=False, padding=False, elem_id="m6-style")
+
+
 def _result_gallery(**kwargs):
-    """A results gallery laid out as a grid (a single result is not stretched to the full width)."""
+    """A results gallery laid out as a grid (a single result is not stretched to the full width); images are shown
+    at their real size (`scale-down`: made smaller only when the column is narrower), as lossless PNG."""
     import inspect
 
     params = inspect.signature(gr.Gallery.__init__).parameters
     extra = {k: v for k, v in {"fit_columns": False, "preview": False}.items() if k in params}
-    return gr.Gallery(**kwargs, **extra)
+    return gr.Gallery(format=IMAGE_FORMAT, object_fit="scale-down", elem_classes=["m6-results"], **kwargs, **extra)
 
 
-def _box_inputs(size: int, default: str, prefix: str):
+def _box_inputs(width: int, height: int, default: str, prefix: str):
+    """Four pixel numbers (left, top, right, bottom) on the `width` x `height` output and a preset dropdown that fills them."""
     with gr.Row():
-        boxes = [gr.Number(value=v, precision=0, label=f"{n} (px)", elem_id=f"{prefix}-{n}")
-                 for n, v in zip(("left", "top", "right", "bottom"), preset_box(default, size))]
+        boxes = [gr.Number(value=v, precision=0, label=f"{n} (px, 0-{limit})", min_width=100, elem_id=f"{prefix}-{n}")
+                 for n, v, limit in zip(("left", "top", "right", "bottom"), preset_box(default, width, height),
+                                        (width, height, width, height))]
     preset = gr.Dropdown(list(BOX_PRESETS), value=default, label="Box preset (fills the four numbers)", elem_id=f"{prefix}-preset")
-    preset.input(lambda p: list(preset_box(p, size)), preset, boxes)
+    preset.input(lambda p: list(preset_box(p, width, height)), preset, boxes)
     return boxes
 
 
-def _editor(label: str, elem_id: str):
+def _editor(label: str, elem_id: str, canvas: Tuple[int, int]):
+    """A brush editor whose canvas has the output's shape (`canvas` = (width, height)): uploads are fitted into it,
+    centred, and the margin around them counts as white, as the model pads photos."""
     return guard_uploads(gr.ImageEditor(
         label=label, type="pil", image_mode="RGBA", sources=("upload", "clipboard"), transforms=(), layers=False,
-        canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE), fixed_canvas=True, elem_id=elem_id,
+        canvas_size=canvas, fixed_canvas=True, format=IMAGE_FORMAT, elem_id=elem_id, elem_classes=[UPLOAD_GUARD],
         brush=gr.Brush(default_size=24, colors=["#ff2a6d"], color_mode="fixed"), eraser=gr.Eraser(default_size=24),
     ))
 
@@ -402,8 +502,10 @@ def build_app(pipe=None) -> "gr.Blocks":
         pipe = M6FashionPipeline.from_pretrained()
     pipe.set_progress_bar_config(disable=True)
     studio = Studio(pipe)
-    size = studio.size
+    width, height = studio.width, studio.height
+    display = display_size(width, height)
     examples = load_examples()
+    paths = {e["name"]: e["path"] for e in examples}
     if os.path.isdir(EXAMPLES_DIR) and hasattr(gr, "set_static_paths"):
         gr.set_static_paths(paths=[EXAMPLES_DIR])
     missing = object()
@@ -412,22 +514,30 @@ def build_app(pipe=None) -> "gr.Blocks":
         """Path of a bundled example image; `missing` (row dropped) when absent, None for an intentionally empty input."""
         if name is None and optional:
             return None
-        path = os.path.join(EXAMPLES_DIR, f"{name}.png")
+        path = paths.get(name) or os.path.join(EXAMPLES_DIR, f"{name}.png")
         return path if os.path.isfile(path) else missing
 
     def example_rows(rows):
         return [r for r in rows if all(v is not missing for v in r)]
 
+    def box(*fractions):
+        return list(fraction_box(fractions, width, height))
+
+    shown = ("results are shown at their real size" if display == (width, height)
+             else f"results are upscaled to {display[0]}x{display[1]} for display")
+
     with gr.Blocks(title="M6-Fashion studio") as demo:
         gr.Markdown(
             "# M6-Fashion studio\n"
-            f"Generate and edit garments with M6-Fashion (KDD'22). The model works on a {size}x{size} canvas; "
-            f"results are upscaled to {DISPLAY_SIZE} px for display. Boxes are pixels on the {size}x{size} canvas "
-            "as (left, top, right, bottom). Each SMART step re-predicts the least confident tokens."
+            f"Generate and edit garments with M6-Fashion (KDD'22). The model makes **{width}x{height}** images "
+            f"(width x height); {shown}. Masks and boxes are on the {width}x{height} image; boxes are pixels "
+            f"(left, top, right, bottom), widened by the model to its {studio.canvas.cell}-px cells. Uploads are "
+            "fitted to the image's shape on white, as the model pads photos. Each SMART step re-predicts the least "
+            "confident tokens."
         )
-        last = gr.State([])  # 64 px images of the latest text-to-image result
+        last = gr.State([])  # images (output size) of the latest text-to-image result
         selected = gr.State(0)
-        scratch = gr.State([])  # 64 px images of the latest edit
+        scratch = gr.State([])  # images (output size) of the latest edit
 
         with gr.Tabs() as tabs:
             # ---------------------------------------------------------------- text to image
@@ -441,7 +551,7 @@ def build_app(pipe=None) -> "gr.Blocks":
                         if examples:
                             gr.Examples([[e["caption"]] for e in examples], inputs=[t2i_prompt], label="Captions from the test split")
                     with gr.Column(scale=2):
-                        t2i_gallery = _result_gallery(label="Results", columns=4, height="auto", object_fit="contain", elem_id="t2i-gallery")
+                        t2i_gallery = _result_gallery(label="Results", columns=4, height="auto", elem_id="t2i-gallery")
                         with gr.Row():
                             to_inpaint = gr.Button("Edit selected in inpainting", size="sm", elem_id="t2i-to-inpaint")
                             to_mix = gr.Button("Use selected as style-mixing base", size="sm", elem_id="t2i-to-mix")
@@ -451,14 +561,14 @@ def build_app(pipe=None) -> "gr.Blocks":
             with gr.Tab("Inpainting", id="inpaint"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        inp_editor = _editor("Image: paint the region to regenerate", "inpaint-editor")
+                        inp_editor = _editor("Image: paint the region to regenerate", "inpaint-editor", display)
                         inp_prompt = gr.Textbox(label="Description of the new region (optional: text-guided editing)",
                                                 placeholder="Men Red Casual Shirt", elem_id="inpaint-prompt")
                         inp_preset = gr.Radio(list(MASK_PRESETS), value="painted", label="Region", elem_id="inpaint-preset")
                         inp_seed, inp_steps = _seed_steps("inpaint")
                         inp_run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
                     with gr.Column(scale=1):
-                        inp_gallery = _result_gallery(label="Edited", columns=2, height="auto", object_fit="contain", elem_id="inpaint-gallery")
+                        inp_gallery = _result_gallery(label="Edited", columns=2, height="auto", elem_id="inpaint-gallery")
                 rows = example_rows([[ex("red_tshirt"), "Basics Men Navy Blue T-shirt", "lower half"],
                                      [ex("navy_top"), "Women Pink Top", "upper half"]])
                 if rows:
@@ -469,16 +579,19 @@ def build_app(pipe=None) -> "gr.Blocks":
                 with gr.Row():
                     with gr.Column(scale=1):
                         ref_patch = _image_input(label="Reference patch", elem_id="ref-patch")
-                        ref_box = _box_inputs(size, "chest", prefix="ref-box")
+                        ref_box = _box_inputs(width, height, "chest", prefix="ref-box")
                         ref_prompt = gr.Textbox(label="Description (optional)", elem_id="ref-prompt")
                         ref_base = _image_input(label="Garment to edit (optional: only the box changes)", elem_id="ref-base")
                         ref_seed, ref_steps = _seed_steps("ref")
                         ref_run = gr.Button("Edit with the patch", variant="primary", elem_id="ref-run")
                     with gr.Column(scale=1):
-                        ref_preview = gr.Image(label="Where the patch goes", interactive=False, elem_id="ref-preview")
-                        ref_gallery = _result_gallery(label="Edited", columns=2, height="auto", object_fit="contain", elem_id="ref-gallery")
-                rows = example_rows([[ex("checked_patch"), 16, 24, 48, 48, "Lee Men Checks Brown Shirt", ex(None, optional=True)],
-                                     [ex("stripe_patch"), 20, 24, 44, 48, "Men Striped T-shirt", ex("red_tshirt")]])
+                        ref_preview = gr.Image(label="Where the patch goes (the box widened to the model's cells)",
+                                               interactive=False, format=IMAGE_FORMAT, elem_id="ref-preview")
+                        ref_gallery = _result_gallery(label="Edited", columns=2, height="auto", elem_id="ref-gallery")
+                rows = example_rows([
+                    [ex("checked_patch"), *box(0.25, 0.375, 0.75, 0.75), "Lee Men Checks Brown Shirt", ex(None, optional=True)],
+                    [ex("stripe_patch"), *box(0.375, 0.375, 0.625, 0.75), "Men Striped T-shirt", ex("red_tshirt")],
+                ])
                 if rows:
                     gr.Examples(rows, inputs=[ref_patch, *ref_box, ref_prompt, ref_base], label="Test-split examples")
 
@@ -486,13 +599,13 @@ def build_app(pipe=None) -> "gr.Blocks":
             with gr.Tab("Style mixing", id="mix"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        mix_base = _editor("Base garment: paint the region to take from the second garment", "mix-base")
+                        mix_base = _editor("Base garment: paint the region to take from the second garment", "mix-base", display)
                         mix_style = _image_input(label="Second garment", elem_id="mix-style")
                         mix_preset = gr.Radio(list(MASK_PRESETS), value="lower half", label="Region taken from the second garment")
                         mix_seed, mix_steps = _seed_steps("mix")
                         mix_run = gr.Button("Mix", variant="primary", elem_id="mix-run")
                     with gr.Column(scale=1):
-                        mix_gallery = _result_gallery(label="Mixed", columns=2, height="auto", object_fit="contain", elem_id="mix-gallery")
+                        mix_gallery = _result_gallery(label="Mixed", columns=2, height="auto", elem_id="mix-gallery")
                 rows = example_rows([[ex("red_tshirt"), ex("striped_polo"), "lower half"],
                                      [ex("pink_tshirt"), ex("navy_top"), "left half"]])
                 if rows:
@@ -503,17 +616,20 @@ def build_app(pipe=None) -> "gr.Blocks":
                 with gr.Row():
                     with gr.Column(scale=1):
                         out_image = _image_input(label="Image to extend", elem_id="out-image")
-                        out_box = _box_inputs(size, "centre", prefix="out-box")
+                        out_box = _box_inputs(width, height, "centre", prefix="out-box")
                         out_prompt = gr.Textbox(label="Description (optional)", elem_id="out-prompt")
                         out_seed, out_steps = _seed_steps("out")
                         out_run = gr.Button("Outpaint", variant="primary", elem_id="out-run")
                     with gr.Column(scale=1):
-                        out_preview = gr.Image(label="Where the image goes (the rest is generated)", interactive=False, elem_id="out-preview")
-                        out_gallery = _result_gallery(label="Extended", columns=2, height="auto", object_fit="contain", elem_id="out-gallery")
-                rows = example_rows([[ex("shoes"), 16, 16, 48, 48, "Puma Men Graffiti FX Shoes"],
-                                     [ex("capri"), 0, 16, 32, 64, "Women Black Capri"]])
+                        out_preview = gr.Image(label="Where the image goes (the box widened to the model's cells; the rest is generated)",
+                                               interactive=False, format=IMAGE_FORMAT, elem_id="out-preview")
+                        out_gallery = _result_gallery(label="Extended", columns=2, height="auto", elem_id="out-gallery")
+                rows = example_rows([[ex("shoes"), *box(0.25, 0.25, 0.75, 0.75), "Puma Men Graffiti FX Shoes"],
+                                     [ex("capri"), *box(0, 0.25, 0.5, 1), "Women Black Capri"]])
                 if rows:
                     gr.Examples(rows, inputs=[out_image, *out_box, out_prompt], label="Test-split examples")
+
+        _page_style(width, height)  # last: its (empty) block adds no gap above the page
 
         # ---------------------------------------------------------------- events
         t2i_inputs = [t2i_prompt, t2i_seed, t2i_steps, t2i_n]
@@ -541,8 +657,7 @@ def build_app(pipe=None) -> "gr.Blocks":
 
         ref_inputs = [ref_patch, *ref_box, ref_prompt, ref_base, ref_seed, ref_steps]
         ref_run.click(studio.reference_edit, ref_inputs, [ref_gallery, scratch], concurrency_id="pipeline")
-        gr.on([c.change for c in (ref_patch, ref_base, *ref_box)],
-              lambda p, l, t, r, b, base: studio.preview(base, l, t, r, b, patch=p), [ref_patch, *ref_box, ref_base],
+        gr.on([c.change for c in (ref_patch, ref_base, *ref_box)], studio.preview_reference, [ref_patch, *ref_box, ref_base],
               ref_preview, show_progress="hidden", trigger_mode="always_last")
 
         mix_run.click(studio.style_mix, [mix_base, mix_style, mix_preset, mix_seed, mix_steps], [mix_gallery, scratch],
@@ -550,8 +665,7 @@ def build_app(pipe=None) -> "gr.Blocks":
 
         out_run.click(studio.outpaint, [out_image, *out_box, out_prompt, out_seed, out_steps], [out_gallery, scratch],
                       concurrency_id="pipeline")
-        gr.on([c.change for c in (out_image, *out_box)], lambda im, l, t, r, b: studio.preview(None, l, t, r, b, patch=im),
-              [out_image, *out_box], out_preview,
+        gr.on([c.change for c in (out_image, *out_box)], studio.preview_outpaint, [out_image, *out_box], out_preview,
               show_progress="hidden", trigger_mode="always_last")
 
     demo.queue(default_concurrency_limit=1)
@@ -561,7 +675,8 @@ def build_app(pipe=None) -> "gr.Blocks":
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="m6-fashion studio", description="Start the M6-Fashion studio (a local web page).")
-    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the shipped model)")
+    parser.add_argument("--model", default=None,
+                        help="pipeline folder, Hub id or shipped name (default: m6-fashion-hr, 192x256; m6-fashion-64: 64x64)")
     parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
     args = parser.parse_args(argv)
     pipe = None
