@@ -129,3 +129,90 @@ def tiny_hr_pipeline(tiny_pipeline):
     pipe = M6FashionPipeline(**{k: v for k, v in tiny_pipeline.components.items() if k != "decoder_hr"}, decoder_hr=hr)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# ---------------------------------------------------------------------------------------------- ONNX bundles (runtime)
+# The tiny ONNX-side pipeline (32 px, 8x8 grid, M=4, K=32) and its runtime bundles, shared by test_export_onnx.py,
+# test_runtime.py and test_fuzz_bad_inputs.py.
+def shipped_tokenizer_dir() -> str:
+    from m6_fashion.default_model import default_model_path
+
+    return os.path.join(default_model_path(), "tokenizer")
+
+
+def build_tiny_decoder_hr():
+    """A tiny randomly initialised `decoder_hr` for `build_tiny_pipeline`: the same 8x8 tokens -> a 128-px canvas
+    (two more upsampling stages, 16 px cells, as the shipped 16x16 -> 256 px), so the default output is the 96x128
+    portrait crop (the shipped model's 192x256) with one cell of margin left and right."""
+    import torch
+
+    from m6_fashion import StyleDecoder
+
+    torch.manual_seed(1)
+    return StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8, 8, 8),
+                        layers_per_block=1, sample_size=128).eval()
+
+
+def build_tiny_pipeline(deterministic: bool = True, hr: bool = False):
+    """A tiny randomly initialised M6FashionPipeline (32 px, 8x8 grid, M=4, K=32) with the shipped caption tokenizer;
+    with `hr`, plus `build_tiny_decoder_hr()` (the other weights are the same either way)."""
+    import torch
+
+    from m6_fashion import M6FashionConfig, M6FashionPipeline, M6FashionTransformer, PQTokenizer, SMARTScheduler, StyleDecoder
+    from m6_fashion.training.text_tokenizer import config_token_kwargs, load_text_tokenizer
+
+    torch.manual_seed(0)
+    text_tok = load_text_tokenizer(shipped_tokenizer_dir())
+    image_tok = PQTokenizer(sample_size=32, block_out_channels=(8, 16, 16), latent_channels=16, num_groups=4, codebook_size=32)
+    # spread the codebooks over the encoder's output range so the nearest-code search is not degenerate
+    with torch.no_grad():
+        z = image_tok.encoder(torch.rand(8, 3, 32, 32) * 2 - 1)
+        x = image_tok._split(z)
+        image_tok.codebooks.embed.copy_(x[torch.randperm(x.shape[0])[:32]].transpose(0, 1))
+    decoder = StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8), layers_per_block=1, sample_size=32)
+    cfg = M6FashionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, grid_size=8, codebook_size=32,
+                          num_groups=4, max_condition_tokens=16, prefix_attention="isolated", **config_token_kwargs(text_tok))
+    pipe = M6FashionPipeline(
+        image_tokenizer=image_tok.eval(),
+        decoder=decoder.eval(),
+        transformer=M6FashionTransformer(cfg).eval(),
+        tokenizer=text_tok,
+        scheduler=SMARTScheduler(mask_token_id=32, deterministic=deterministic),
+        decoder_hr=build_tiny_decoder_hr() if hr else None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _export_onnx_module():
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from conversion import export_onnx
+
+    return export_onnx
+
+
+def tiny_bundle_dir(tmp_path_factory) -> Path:
+    """The tiny pipeline's bundle, exported once per test session (shared by the test modules)."""
+    ex = _export_onnx_module()
+    path = tmp_path_factory.getbasetemp() / "m6_tiny_bundle"
+    if not (path / ex.BUNDLE_JSON).is_file():
+        ex.export_bundle(None, str(path), int8=True, parity=False, pipe=build_tiny_pipeline(), log=lambda *a: None)
+    return path
+
+
+def tiny_hr_bundle_dir(tmp_path_factory) -> Path:
+    """The tiny pipeline's bundle with `build_tiny_decoder_hr()` given to the exporter (the pipeline has none),
+    parity-checked at export, exported once per test session."""
+    ex = _export_onnx_module()
+    path = tmp_path_factory.getbasetemp() / "m6_tiny_hr_bundle"
+    if not (path / ex.BUNDLE_JSON).is_file():
+        ex.export_bundle(None, str(path), parity=True, pipe=build_tiny_pipeline(), decoder_hr=build_tiny_decoder_hr(), log=lambda *a: None)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_bundle(tmp_path_factory) -> Path:
+    """The bundle of `build_tiny_pipeline()` (32x32 outputs, int8 transformer too), exported once per session."""
+    pytest.importorskip("onnxruntime", reason="the runtime needs onnxruntime: pip install -e '.[export]'")
+    return tiny_bundle_dir(tmp_path_factory)

@@ -28,9 +28,8 @@ for p in (str(RUNTIME_SRC), str(Path(__file__).resolve().parent)):
 import m6_fashion_runtime as mrt  # noqa: E402
 from m6_fashion_runtime.layout import build_model_inputs as np_build_model_inputs  # noqa: E402
 from m6_fashion_runtime.scheduler import SMARTSampler  # noqa: E402
-from test_export_onnx import (  # noqa: E402
-    FASHION_TEST, build_tiny_pipeline, real_test_rows, shipped_bundle_dir, tiny_bundle_dir, tiny_hr_bundle_dir,
-)
+from conftest import build_tiny_pipeline, tiny_bundle_dir, tiny_hr_bundle_dir  # noqa: E402
+from test_export_onnx import FASHION_TEST, real_test_rows, shipped_bundle_dir  # noqa: E402
 
 FORBIDDEN = ("torch", "m6_fashion", "transformers", "diffusers", "accelerate", "safetensors")
 requires_test_split = pytest.mark.skipif(not FASHION_TEST.is_file(), reason="fashion-product-images test split not found beside the repo")

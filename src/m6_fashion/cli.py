@@ -18,6 +18,7 @@ inside the functions that run a command (the forwarded commands' modules import 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import List, Optional
@@ -54,6 +55,8 @@ def _add_common(p: argparse.ArgumentParser, with_prompt: bool = True) -> None:
 def _open_image(path: str, what: str):
     import PIL.Image
 
+    if os.path.isdir(path):
+        raise SystemExit(f"error: {what} {path!r} is a folder, not an image file")
     if not os.path.isfile(path):
         raise SystemExit(f"error: {what} {path!r} does not exist")
     try:
@@ -79,6 +82,11 @@ def _write(images, out: str, size: Optional[int]) -> List[str]:
 
 MAX_SIZE = 4096  # --size, --height, --width: pixels per side
 MAX_NUM_IMAGES = 64  # the pipeline's limit per call
+# the pipeline's and the scheduler's limits, repeated here so that parsing imports nothing heavy (a test checks they agree)
+MAX_STEPS = 1000  # scheduling_smart.MAX_INFERENCE_STEPS
+MAX_GUIDANCE_SCALE = 50.0  # pipeline_m6fashion.MAX_GUIDANCE_SCALE
+MAX_TEMPERATURE = 100.0  # scheduling_smart.MAX_TEMPERATURE
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 
 
 def _output_paths(out: str, n: int) -> List[str]:
@@ -89,6 +97,8 @@ def _output_paths(out: str, n: int) -> List[str]:
 
 def _check_output_args(args) -> None:
     """--out, --size, --height, --width and --num-images are checked before any model is loaded: nothing is lost or wasted."""
+    if not args.out or args.out.endswith(("/", os.sep)) or os.path.isdir(args.out):
+        raise SystemExit(f"error: --out {args.out!r} is not a file path; give a path ending in .png")
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in ("", ".png"):
         raise SystemExit(f"error: --out {args.out!r}: the output is a PNG; give a path ending in .png")
@@ -98,6 +108,7 @@ def _check_output_args(args) -> None:
             raise SystemExit(f"error: --{flag} {value} is too large; at most {MAX_SIZE} pixels")
     if args.num_images > MAX_NUM_IMAGES:
         raise SystemExit(f"error: --num-images {args.num_images} is too many; at most {MAX_NUM_IMAGES} per call")
+    _check_numbers(args)
     folder = os.path.dirname(os.path.abspath(args.out))
     existing = folder
     while not os.path.isdir(existing):
@@ -109,6 +120,37 @@ def _check_output_args(args) -> None:
     taken = [p for p in _output_paths(args.out, args.num_images) if os.path.exists(p)]
     if taken and not args.overwrite:
         raise SystemExit(f"error: {', '.join(taken)} already exist(s); pass --overwrite to replace, or choose another --out")
+
+
+def _check_numbers(args) -> None:
+    """--steps, --guidance-scale, --temperature, --seed and --box, checked before any model is loaded."""
+    if args.steps > MAX_STEPS:
+        raise SystemExit(f"error: --steps {args.steps} is too many; at most {MAX_STEPS}")
+    if not (math.isfinite(args.guidance_scale) and 1.0 <= args.guidance_scale <= MAX_GUIDANCE_SCALE):
+        raise SystemExit(f"error: --guidance-scale must be a finite number in [1, {MAX_GUIDANCE_SCALE:g}] (1.0 = off); got {args.guidance_scale}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and 0 < args.temperature <= MAX_TEMPERATURE):
+        raise SystemExit(f"error: --temperature must be a finite number in (0, {MAX_TEMPERATURE:g}]; got {args.temperature}")
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        raise SystemExit(f"error: --seed {args.seed} is out of range; use an integer from 0 to 2^64-1")
+    boxes = getattr(args, "box", None) or []
+    for box in boxes if boxes and isinstance(boxes[0], list) else [boxes] if boxes else []:
+        left, top, right, bottom = box
+        if not (0 <= left < right and 0 <= top < bottom):
+            raise SystemExit(f"error: --box {left} {top} {right} {bottom} is empty or negative; give LEFT TOP RIGHT BOTTOM "
+                             "with 0 <= LEFT < RIGHT and 0 <= TOP < BOTTOM (pixels on the output)")
+
+
+def _check_mask(mask, image, what: str = "--mask") -> None:
+    """The mask has the image's size and selects at least one pixel: checked before the model is loaded."""
+    if image is not None and mask.size != image.size:
+        raise SystemExit(f"error: {what} is {mask.size[0]}x{mask.size[1]} but --image is {image.size[0]}x{image.size[1]}; "
+                         "give a mask of the same size as the image")
+    try:
+        grey = mask.convert("L") if mask.mode not in ("I;16", "I;16L", "I;16B", "I", "F") else None
+    except ValueError as e:
+        raise SystemExit(f"error: cannot read {what} as a mask: {e}")
+    if grey is not None and grey.getextrema()[1] < 128:
+        raise SystemExit(f"error: {what} selects no pixel (all black after thresholding at 0.5): white marks the region to regenerate")
 
 
 def _check_model_arg(model: Optional[str]) -> None:
@@ -142,6 +184,9 @@ def _run_pipeline(args, **kwargs) -> None:
     except (OSError, ValueError) as e:  # not a pipeline folder, not a valid / reachable Hub id
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SystemExit(f"error: cannot load --model {args.model!r}: {first_line}")
+    except Exception as e:  # noqa: BLE001 - e.g. a truncated weight file in a folder without checksums.sha256
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        raise SystemExit(f"error: cannot load --model {args.model!r}: {type(e).__name__}: {first_line}")
     generator = torch.Generator().manual_seed(args.seed)
     try:
         out = pipe(
@@ -295,6 +340,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _one_line_usage_errors:
+    """While a forwarded command parses its arguments with its own argparse parser, a usage error is one line
+    ``error: MESSAGE (see 'm6-fashion COMMAND --help')`` (exit status 2), as for the commands parsed here."""
+
+    def __init__(self, prog: str):
+        self.prog = prog
+
+    def __enter__(self):
+        prog, self.original = self.prog, argparse.ArgumentParser.error
+
+        def error(parser, message):
+            parser.exit(2, f"error: {message} (see '{prog} --help')\n")
+
+        argparse.ArgumentParser.error = error
+        return self
+
+    def __exit__(self, *exc):
+        argparse.ArgumentParser.error = self.original
+        return False
+
+
 def _subparser(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
     for name in names:
         action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -312,10 +378,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         import importlib
 
         module, func = FORWARDED[argv[0]]
-        getattr(importlib.import_module(module), func)(argv[1:])
+        with _one_line_usage_errors(f"m6-fashion {argv[0]}"):
+            try:
+                getattr(importlib.import_module(module), func)(argv[1:])
+            except ValueError as e:  # transformers' HfArgumentParser (train-transformer) reports unknown options so
+                unused = "Some specified arguments are not used by the HfArgumentParser: "
+                if not str(e).startswith(unused):
+                    raise
+                raise SystemExit(f"error: unrecognized arguments: {str(e)[len(unused):]} (see 'm6-fashion {argv[0]} --help')")
         return
     if argv[:2] == ["export", "onnx"]:
-        _export_onnx(argv[2:])
+        with _one_line_usage_errors("m6-fashion export onnx"):
+            _export_onnx(argv[2:])
         return
 
     parser = build_parser()
@@ -332,22 +406,29 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.command == "generate":
         _run_pipeline(args)
     elif args.command == "inpaint":
-        _run_pipeline(args, image=_open_image(args.image, "--image"), mask_image=_open_image(args.mask, "--mask"))
+        image, mask = _open_image(args.image, "--image"), _open_image(args.mask, "--mask")
+        _check_mask(mask, image)
+        _run_pipeline(args, image=image, mask_image=mask)
     elif args.command == "outpaint":
         _run_pipeline(args, image=_open_image(args.image, "--image"), image_box=tuple(args.box))
     elif args.command == "edit":
         if len(args.reference) != len(args.box):
             raise SystemExit(f"error: give one --box per --reference (got {len(args.reference)} references, {len(args.box)} boxes)")
+        if args.mask and not args.image:
+            raise SystemExit("error: --mask needs --image (the image it masks)")
         refs = [(_open_image(r, "--reference"), tuple(b)) for r, b in zip(args.reference, args.box)]
         kwargs = {"reference_images": refs}
         if args.image:
             kwargs["image"] = _open_image(args.image, "--image")
             if args.mask:
                 kwargs["mask_image"] = _open_image(args.mask, "--mask")
+                _check_mask(kwargs["mask_image"], kwargs["image"])
         _run_pipeline(args, **kwargs)
     elif args.command == "mix":
-        _run_pipeline(args, image=_open_image(args.image, "--image"), style_image=_open_image(args.style_image, "--style-image"),
-                      mask_image=_open_image(args.mask, "--mask"))
+        image, style, mask = (_open_image(args.image, "--image"), _open_image(args.style_image, "--style-image"),
+                              _open_image(args.mask, "--mask"))
+        _check_mask(mask, image)
+        _run_pipeline(args, image=image, style_image=style, mask_image=mask)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the studio needs Gradio: pip install 'm6-fashion[studio]'") from e
 
-from .image_processing import fit_onto, to_rgb
+from .image_processing import array_to_pil, fit_onto, to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def load_image(value: Any, what: str = "image") -> Optional[PIL.Image.Image]:
         if isinstance(value, PIL.Image.Image):
             im = value
         elif isinstance(value, np.ndarray):
-            im = PIL.Image.fromarray(value.astype(np.uint8))
+            im = array_to_pil(value, what)  # uint8, or floats in [0, 1]; 0-255 floats are refused, not wrapped
         elif isinstance(value, (str, os.PathLike)):
             im = PIL.Image.open(value)
             im.load()
@@ -210,7 +210,7 @@ def load_image_rgba(value: Any, what: str = "painted layer") -> PIL.Image.Image:
         if isinstance(value, (str, os.PathLike)):
             value = PIL.Image.open(value)
         elif isinstance(value, np.ndarray):
-            value = PIL.Image.fromarray(value.astype(np.uint8))
+            value = array_to_pil(value, what)
         return value.convert("RGBA")
     except Exception as e:  # noqa: BLE001 - reported to the user
         raise gr.Error(f"Cannot read the {what} of the editor as an image ({type(e).__name__}). Paint again, or pick a "

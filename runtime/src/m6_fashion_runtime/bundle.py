@@ -173,6 +173,12 @@ def load_bundle(root: str) -> Bundle:
     scheduler = dict(cfg["scheduler"])
     if scheduler.get("mask_token_id", geometry.codebook_size) != geometry.codebook_size:
         raise BundleError(f"{cfg_path}: scheduler.mask_token_id {scheduler.get('mask_token_id')} != codebook_size {geometry.codebook_size}")
+    from .scheduler import SMARTSampler
+
+    try:  # a bad schedule is refused here, naming the file, not at the first call
+        SMARTSampler.from_config({"mask_token_id": geometry.codebook_size, **scheduler})
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{cfg_path}: scheduler section: {e}; {REEXPORT_HINT}") from None
     files = {k: str(v) for k, v in cfg["files"].items()}
     lacking = [k for k in REQUIRED_FILES if k not in files]
     if lacking:

@@ -73,17 +73,17 @@ class OutputCanvas:
         """``(top, left)`` of the output inside the canvas, in pixels."""
         return (self.side - self.height) // 2, (self.side - self.width) // 2
 
-    def box_to_cells(self, box: Sequence[int]) -> Cells:
+    def box_to_cells(self, box: Sequence[int], name: str = "box") -> Cells:
         """Pixel box ``(left, top, right, bottom)`` on the output -> grid box ``(top, left, height, width)``,
-        rounded outwards; raises ``ValueError`` for a malformed, empty or out-of-output box."""
+        rounded outwards; raises ``ValueError`` naming ``name`` for a malformed, empty or out-of-output box."""
         try:
             left, top, right, bottom = (int(round(float(v))) for v in box)
-        except (TypeError, ValueError):
-            raise ValueError(f"a box must be 4 numbers (left, top, right, bottom) in pixels; got {box!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{name} must be 4 finite numbers (left, top, right, bottom) in pixels; got {box!r}") from None
         w, h = self.width, self.height
         if not (0 <= left < right <= w and 0 <= top < bottom <= h):
             raise ValueError(
-                f"box {box!r} is outside the {w}x{h} (width x height) output or empty; accepted: 0 <= left < right <= {w} "
+                f"{name} {box!r} is outside the {w}x{h} (width x height) output or empty; accepted: 0 <= left < right <= {w} "
                 f"and 0 <= top < bottom <= {h} (pixels, PIL's (left, top, right, bottom) order)"
             )
         y0, x0 = self.offset

@@ -11,34 +11,114 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import List, Optional
+
+MAX_STEPS = 1000  # = scheduler.MAX_INFERENCE_STEPS (not imported: parsing imports nothing heavy)
+MAX_NUM_IMAGES = 64  # = pipeline.MAX_IMAGES_PER_CALL
+MAX_GUIDANCE_SCALE = 50.0
+MAX_TEMPERATURE = 100.0
+MAX_SIDE = 4096  # --height / --width
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: MESSAGE (see 'PROG --help')`` on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle folder (written by conversion/export_onnx.py)")
     p.add_argument("--prompt", default=None, help="caption, e.g. 'Women Pink Handbag' (default: none)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling (same seed, same image)")
-    p.add_argument("--steps", type=int, default=10, help="SMART passes T (default 10)")
-    p.add_argument("--num-images", type=int, default=1, help="images to write (out.png, out-1.png, ...)")
+    p.add_argument("--steps", type=_positive_int, default=10, help=f"SMART passes T (default 10, at most {MAX_STEPS})")
+    p.add_argument("--num-images", type=_positive_int, default=1, help="images to write (out.png, out-1.png, ...)")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1.0 = off)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the bundle's scheduler)")
     p.add_argument("--deterministic", action="store_true", help="argmax tokens and lowest-confidence re-masking")
     p.add_argument("--int8", action="store_true", help="use the int8-quantised transformer (bundle exported with --int8)")
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime execution provider")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    p.add_argument("--height", type=int, default=None,
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--height", type=_positive_int, default=None,
                    help="output height in pixels (default: the bundle's, 256 with a high-resolution decoder); boxes are on the output")
-    p.add_argument("--width", type=int, default=None,
+    p.add_argument("--width", type=_positive_int, default=None,
                    help="output width in pixels (default: the bundle's, 192 with a high-resolution decoder); sizes the model "
                         "cannot make are refused with the list of accepted ones (see `info`)")
-    p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument("--out", required=True, help="output PNG path (with --num-images N: out.png, out-1.png, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (refused otherwise)")
+
+
+def _output_paths(out: str, n: int) -> List[str]:
+    root, ext = os.path.splitext(out)
+    ext = ext or ".png"
+    return [f"{root}{ext}" if i == 0 else f"{root}-{i}{ext}" for i in range(n)]
+
+
+def _check_args(args) -> None:
+    """Numbers, boxes and --out are checked before the bundle is loaded: nothing is lost or wasted."""
+    if not args.out or args.out.endswith(("/", os.sep)) or os.path.isdir(args.out):
+        raise SystemExit(f"error: --out {args.out!r} is not a file path; give a path ending in .png")
+    if os.path.splitext(args.out)[1].lower() not in ("", ".png"):
+        raise SystemExit(f"error: --out {args.out!r}: the output is a PNG; give a path ending in .png")
+    if args.steps > MAX_STEPS:
+        raise SystemExit(f"error: --steps {args.steps} is too many; at most {MAX_STEPS}")
+    if args.num_images > MAX_NUM_IMAGES:
+        raise SystemExit(f"error: --num-images {args.num_images} is too many; at most {MAX_NUM_IMAGES} per call")
+    for flag in ("height", "width"):
+        value = getattr(args, flag)
+        if value is not None and value > MAX_SIDE:
+            raise SystemExit(f"error: --{flag} {value} is too large; at most {MAX_SIDE} pixels")
+    if not (math.isfinite(args.guidance_scale) and 1.0 <= args.guidance_scale <= MAX_GUIDANCE_SCALE):
+        raise SystemExit(f"error: --guidance-scale must be a finite number in [1, {MAX_GUIDANCE_SCALE:g}] (1.0 = off); got {args.guidance_scale}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and 0 < args.temperature <= MAX_TEMPERATURE):
+        raise SystemExit(f"error: --temperature must be a finite number in (0, {MAX_TEMPERATURE:g}]; got {args.temperature}")
+    if args.seed < 0:
+        raise SystemExit(f"error: --seed must be a non-negative integer; got {args.seed}")
+    if not 0.0 <= getattr(args, "refine_ratio", 0.0) <= 1.0:  # NaN fails too
+        raise SystemExit(f"error: --refine-ratio must be a number in [0, 1]; got {args.refine_ratio}")
+    for box in _boxes(args):
+        left, top, right, bottom = box
+        if not (0 <= left < right and 0 <= top < bottom):
+            raise SystemExit(f"error: --box {left} {top} {right} {bottom} is empty or negative; give LEFT TOP RIGHT BOTTOM "
+                             "with 0 <= LEFT < RIGHT and 0 <= TOP < BOTTOM (pixels on the output)")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    existing = folder
+    while not os.path.isdir(existing):
+        if os.path.exists(existing):
+            raise SystemExit(f"error: --out {args.out!r}: {existing!r} is a file, not a folder")
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK):
+        raise SystemExit(f"error: --out {args.out!r}: cannot write into {existing!r} (permission denied)")
+    taken = [p for p in _output_paths(args.out, args.num_images) if os.path.exists(p)]
+    if taken and not args.overwrite:
+        raise SystemExit(f"error: {', '.join(taken)} already exist(s); pass --overwrite to replace, or choose another --out")
+
+
+def _boxes(args) -> list:
+    box = getattr(args, "box", None)
+    if box is None:
+        return []
+    return box if box and isinstance(box[0], list) else [box]
 
 
 def _open_image(path: str, what: str):
     from PIL import Image
 
+    if os.path.isdir(path):
+        raise SystemExit(f"error: {what} {path!r} is a folder, not an image file")
     if not os.path.isfile(path):
         raise SystemExit(f"error: {what} {path!r} does not exist")
     try:
@@ -55,15 +135,30 @@ def _runtime(args):
 
     try:
         return M6FashionRuntime(args.bundle, provider=args.provider, int8=args.int8, num_threads=args.threads)
-    except (BundleError, BundleFileNotFoundError, FileNotFoundError, RuntimeError, ValueError) as e:
+    except (BundleError, BundleFileNotFoundError, FileNotFoundError, RuntimeError, ValueError, TypeError) as e:
         raise SystemExit(f"error: {e}")
+
+
+def _check_mask(mask, image, what: str = "--mask") -> None:
+    """The mask has the image's size and selects at least one pixel (checked before the bundle is loaded)."""
+    if image is not None and mask.size != image.size:
+        raise SystemExit(f"error: {what} is {mask.size[0]}x{mask.size[1]} but --image is {image.size[0]}x{image.size[1]}; "
+                         "give a mask of the same size as the image")
+    from .image import preprocess_mask
+
+    try:
+        selects = preprocess_mask(mask, max(mask.size)).max() > 0
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"error: {what}: {e}")
+    if not selects:
+        raise SystemExit(f"error: {what} selects no pixel (all black after thresholding at 0.5): white marks the region to regenerate")
 
 
 def _generate(args, **kwargs) -> None:
     from .pipeline import save_images
 
-    if args.num_images < 1:
-        raise SystemExit("error: --num-images must be >= 1")
+    if "mask_image" in kwargs:
+        _check_mask(kwargs["mask_image"], kwargs.get("image"))
     rt = _runtime(args)
     try:
         out = rt(prompt=args.prompt, num_inference_steps=args.steps, num_images_per_prompt=args.num_images,
@@ -78,8 +173,8 @@ def _generate(args, **kwargs) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="m6-fashion-runtime", description="M6-Fashion inference without PyTorch (ONNX Runtime).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="m6-fashion-runtime", description="M6-Fashion inference without PyTorch (ONNX Runtime).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("generate", help="text-to-image (or unconditional without --prompt)")
     _add_common(p)
     p = sub.add_parser("inpaint", help="regenerate the white region of --mask in --image (text-guided with --prompt)")
@@ -108,6 +203,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--bundle", required=True)
     p.add_argument("--verify", action="store_true", help="also verify the files' sha256 checksums")
     args = parser.parse_args(argv)
+    if args.command != "info":
+        _check_args(args)
 
     if args.command == "info":
         from .bundle import BundleError, BundleFileNotFoundError, load_bundle

@@ -25,9 +25,12 @@ from .bundle import Bundle, load_bundle
 from .canvas import OutputCanvas, output_canvas, output_sizes
 from .image import ImageInput, cell_mask, fit_onto, postprocess, preprocess, preprocess_mask, to_rgb
 from .layout import build_model_inputs
-from .scheduler import SMARTSampler
+from .scheduler import SMARTSampler, check_temperature
 
 TRANSFORMER_INPUTS = ("input_ids", "image_codes", "position_ids", "token_type_ids", "attention_mask")
+MAX_IMAGES_PER_CALL = 64  # prompts x num_images_per_prompt, as the pipeline
+MAX_GUIDANCE_SCALE = 50.0
+IMAGE_TYPES = (Image.Image, np.ndarray)
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -54,6 +57,10 @@ class M6FashionRuntime:
     """
 
     def __init__(self, bundle: Union[str, Bundle], provider: str = "cpu", int8: bool = False, num_threads: Optional[int] = None):
+        if not isinstance(bundle, (Bundle, str, os.PathLike)):
+            raise TypeError(f"bundle must be a bundle folder path or a loaded Bundle; got {type(bundle).__name__}")
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None (onnxruntime's choice); got {num_threads!r}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; accepted: {', '.join(PROVIDERS)}")
@@ -77,7 +84,13 @@ class M6FashionRuntime:
         self._sessions: Dict[str, object] = {}
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_file(self.bundle.path("tokenizer"))
+        try:
+            self.tokenizer = Tokenizer.from_file(self.bundle.path("tokenizer"))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for an unreadable file
+            from .bundle import REEXPORT_HINT, BundleError
+
+            raise BundleError(f"{self.bundle.files['tokenizer']} in {self.bundle.root!r} is not a readable tokenizer "
+                              f"({str(e).strip()[:200]}); {REEXPORT_HINT}") from None
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.geometry = self.bundle.geometry
@@ -93,7 +106,14 @@ class M6FashionRuntime:
                 opts.intra_op_num_threads = int(self.num_threads)
                 opts.inter_op_num_threads = 1
             path = self.bundle.path("transformer_int8" if key == "transformer" and self.int8 else key)
-            self._sessions[key] = self._ort.InferenceSession(path, opts, providers=self.providers)
+            try:
+                self._sessions[key] = self._ort.InferenceSession(path, opts, providers=self.providers)
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for unreadable graphs
+                from .bundle import REEXPORT_HINT, BundleError
+
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise BundleError(f"{os.path.basename(path)} in {self.bundle.root!r} cannot be loaded by onnxruntime "
+                                  f"({type(e).__name__}: {first}); {REEXPORT_HINT}") from None
         return self._sessions[key]
 
     # ------------------------------------------------------------------ components
@@ -168,14 +188,15 @@ class M6FashionRuntime:
         rounded outwards. ``canvas`` defaults to the default output size."""
         return (canvas or self.output_canvas()).box_to_cells(box)
 
-    def _reference_patch(self, image: ImageInput, box: Sequence[int], canvas: OutputCanvas) -> Tuple[np.ndarray, np.ndarray]:
+    def _reference_patch(self, image: ImageInput, box: Sequence[int], canvas: OutputCanvas,
+                         name: str = "reference_images") -> Tuple[np.ndarray, np.ndarray]:
         """A reference patch resized into ``box`` (on the output) on a white ``sample_size`` square and encoded:
         (codes (n, M), positions (n,))."""
         s, c, g = self.sample_size, self.geometry.cell, self.geometry.grid_size
-        top, left, h, w = canvas.box_to_cells(box)
-        pil = image if isinstance(image, Image.Image) else postprocess(preprocess(image, s))[0]
+        top, left, h, w = canvas.box_to_cells(box, f"{name} box")
+        pil = image if isinstance(image, Image.Image) else postprocess(preprocess(image, s, name))[0]
         sheet = Image.new("RGB", (s, s), (255, 255, 255))  # the image encoder reads the sample_size square
-        sheet.paste(to_rgb(pil).resize((w * c, h * c), Image.BICUBIC), (left * c, top * c))
+        sheet.paste(to_rgb(pil, name).resize((w * c, h * c), Image.BICUBIC), (left * c, top * c))
         tokens = self.encode_images(preprocess(sheet, s))[0]
         positions = (np.arange(top, top + h)[:, None] * g + np.arange(left, left + w)[None, :]).reshape(-1)
         return tokens[positions], positions
@@ -203,7 +224,7 @@ class M6FashionRuntime:
         for im, mk in zip(images, masks):
             if _size(im) is not None and _size(mk) is not None and _size(im) != _size(mk):
                 raise ValueError(f"mask_image size {_size(mk)} does not match image size {_size(im)}")
-        pixel_mask = np.stack([preprocess_mask(mk, side) for mk in masks])
+        pixel_mask = np.stack([preprocess_mask(mk, side, "mask_image") for mk in masks])
         if not pixel_mask.reshape(pixel_mask.shape[0], -1).max(axis=1).all():
             raise ValueError(
                 "mask_image selects no pixel (all black after thresholding at 0.5): white (>= 128, or >= 0.5 "
@@ -214,7 +235,7 @@ class M6FashionRuntime:
     def _check_boxes(self, canvas: OutputCanvas, image_box, reference_images) -> None:
         """Boxes fit the output and the reference patches fit the condition segment (before anything is encoded)."""
         if image_box is not None:
-            canvas.box_to_cells(image_box)
+            canvas.box_to_cells(image_box, "image_box")
         if reference_images is None:
             return
         if not isinstance(reference_images, (list, tuple)) or len(reference_images) == 0:
@@ -223,7 +244,9 @@ class M6FashionRuntime:
         for i, ref in enumerate(reference_images):
             if not isinstance(ref, (list, tuple)) or len(ref) != 2:
                 raise ValueError(f"reference_images[{i}] must be a pair (image, box) with box = (left, top, right, bottom) in pixels")
-            _, _, h, w = canvas.box_to_cells(ref[1])
+            if not isinstance(ref[0], IMAGE_TYPES):
+                raise TypeError(f"reference_images[{i}][0] must be a PIL image or a numpy array; got {type(ref[0]).__name__}")
+            _, _, h, w = canvas.box_to_cells(ref[1], f"reference_images[{i}] box")
             cells += h * w + (1 if i else 0)
         limit = self.geometry.max_condition_tokens
         if cells > limit:
@@ -283,10 +306,21 @@ class M6FashionRuntime:
             raise TypeError(f"prompt must be a string or a list of strings; got {type(prompt).__name__}")
         if isinstance(prompt, (list, tuple)) and (not prompt or not all(isinstance(p, str) for p in prompt)):
             raise ValueError("prompt must be a non-empty list of strings (use '' for no text)")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        num_inference_steps, num_images_per_prompt = _as_int(num_inference_steps), _as_int(num_images_per_prompt)
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be an integer >= 1; got {num_images_per_prompt!r}")
-        if guidance_scale < 1.0:
-            raise ValueError(f"guidance_scale must be >= 1.0 (1.0 = off); got {guidance_scale}")
+        n_prompts = len(prompt) if isinstance(prompt, (list, tuple)) else len(image) if isinstance(image, (list, tuple)) else 1
+        if n_prompts * num_images_per_prompt > MAX_IMAGES_PER_CALL:
+            raise ValueError(
+                f"{n_prompts} prompt(s) x num_images_per_prompt={num_images_per_prompt} = {n_prompts * num_images_per_prompt} "
+                f"images; at most {MAX_IMAGES_PER_CALL} per call (call again for more)"
+            )
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(guidance_scale) and 1.0 <= guidance_scale <= MAX_GUIDANCE_SCALE
+        ):
+            raise ValueError(f"guidance_scale must be a finite number in [1, {MAX_GUIDANCE_SCALE:g}] (1.0 = off); got {guidance_scale!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
         if output_type not in ("pil", "np", "tokens"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'tokens'; got {output_type!r}")
         if mask_image is not None and image is None:
@@ -298,10 +332,22 @@ class M6FashionRuntime:
                              "(style mixing) or reference_images (local editing)")
         if image_box is not None and (image is None or mask_image is not None):
             raise ValueError("image_box (outpainting) needs image and no mask_image")
-        if not 0.0 <= float(refine_ratio) <= 1.0:
-            raise ValueError(f"refine_ratio must lie in [0, 1]; got {refine_ratio}")
+        if isinstance(refine_ratio, bool) or not isinstance(refine_ratio, (int, float, np.integer, np.floating)) or not (
+            0.0 <= refine_ratio <= 1.0
+        ):
+            raise ValueError(f"refine_ratio must be a number in [0, 1]; got {refine_ratio!r}")
+        for name, value in (("image", image), ("mask_image", mask_image), ("style_image", style_image)):
+            for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+                if value is not None and not isinstance(item, IMAGE_TYPES):
+                    where = f"{name}[{i}]" if isinstance(value, (list, tuple)) else name
+                    raise TypeError(f"{where} must be a PIL image or a numpy array (or a list of them); got {type(item).__name__}")
+        if isinstance(image, (list, tuple)) and not image:
+            raise ValueError("image is an empty list; pass at least one image")
         self._check_boxes(canvas, image_box, reference_images)
+        if temperature is not None:
+            check_temperature(temperature, "temperature")
         sampler = SMARTSampler.from_config(self.bundle.scheduler, temperature=temperature, deterministic=deterministic)
+        sampler.set_timesteps(num_inference_steps)  # checks the number before any image is encoded
         rng = np.random.default_rng(seed)
 
         images_in = _as_list(image) if image is not None else []
@@ -319,7 +365,7 @@ class M6FashionRuntime:
         if image is not None:
             imgs = _expand(images_in, n_prompts, "image")
             if image_box is not None:
-                base_pixels, token_pixels, pixel_mask = self._outpainting_sheets(imgs, canvas.box_to_cells(image_box), canvas)
+                base_pixels, token_pixels, pixel_mask = self._outpainting_sheets(imgs, canvas.box_to_cells(image_box, "image_box"), canvas)
             else:
                 base_pixels = preprocess(imgs, d)
                 token_pixels = base_pixels if d == s else preprocess(imgs, s)
@@ -330,12 +376,13 @@ class M6FashionRuntime:
                     pixel_mask = canvas.cells_mask(cells, 1.0, base_pixels.shape[0])
             base_pixels = np.repeat(base_pixels, r, axis=0)
             pixel_mask = np.repeat(pixel_mask, r, axis=0)
+            if style_image is not None:  # read before anything is encoded: a bad style_image fails early
+                styles = _expand(_as_list(style_image), n_prompts, "style_image")
+                style_pixels = np.repeat(preprocess(styles, d, "style_image"), r, axis=0)
+                style_token_pixels = style_pixels if d == s else np.repeat(preprocess(styles, s, "style_image"), r, axis=0)
             base_tokens = self.encode_images(np.repeat(token_pixels, r, axis=0))
             editable = cell_mask(pixel_mask, g)
             if style_image is not None:
-                styles = _expand(_as_list(style_image), n_prompts, "style_image")
-                style_pixels = np.repeat(preprocess(styles, d), r, axis=0)
-                style_token_pixels = style_pixels if d == s else np.repeat(preprocess(styles, s), r, axis=0)
                 base_tokens = np.where(editable[..., None], self.encode_images(style_token_pixels), base_tokens)
                 base_pixels = np.where(pixel_mask.astype(bool), style_pixels, base_pixels)
                 editable = seam(editable, g, float(refine_ratio), rng)
@@ -344,7 +391,7 @@ class M6FashionRuntime:
 
         conditions = None
         if reference_images is not None:
-            patches = [self._reference_patch(im, box, canvas) for im, box in reference_images]
+            patches = [self._reference_patch(im, box, canvas, f"reference_images[{i}]") for i, (im, box) in enumerate(reference_images)]
             conditions = [patches for _ in range(b)]
 
         text_ids = self.encode_prompt(prompts)
@@ -397,6 +444,11 @@ def _size(im) -> Optional[Tuple[int, int]]:
     if isinstance(im, np.ndarray) and im.ndim >= 2:
         return (im.shape[1], im.shape[0])
     return None
+
+
+def _as_int(value):
+    """numpy integers as Python ints; anything else unchanged for the checks."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def _as_list(x) -> list:

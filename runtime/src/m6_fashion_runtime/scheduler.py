@@ -24,6 +24,19 @@ from typing import Optional
 import numpy as np
 
 MASK_SCHEDULES = ("smart", "cosine")
+MAX_INFERENCE_STEPS = 1000  # as m6_fashion's scheduler: more passes only burn time
+MAX_TEMPERATURE = 100.0
+
+
+def check_temperature(value, name: str = "temperature") -> float:
+    """``value`` as a float if it is a finite number in (0, MAX_TEMPERATURE]; raises ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value) or not (
+        0 < value <= MAX_TEMPERATURE
+    ):
+        raise ValueError(
+            f"{name} must be a finite number in (0, {MAX_TEMPERATURE:g}]; got {value!r} (use deterministic mode for argmax decoding)"
+        )
+    return float(value)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -49,8 +62,9 @@ class SMARTSampler:
             raise ValueError(f"unknown mask_schedule {mask_schedule!r}; accepted: {', '.join(MASK_SCHEDULES)}")
         if not 0.0 <= beta <= alpha <= 1.0:
             raise ValueError(f"need 0 <= beta <= alpha <= 1; got alpha={alpha}, beta={beta}")
-        if temperature <= 0 or (temperature_end is not None and temperature_end <= 0):
-            raise ValueError("temperatures must be > 0 (use deterministic mode for argmax decoding)")
+        check_temperature(temperature, "temperature")
+        if temperature_end is not None:
+            check_temperature(temperature_end, "temperature_end")
         self.mask_token_id = int(mask_token_id)
         self.mask_schedule = mask_schedule
         self.alpha, self.beta = float(alpha), float(beta)
@@ -67,8 +81,12 @@ class SMARTSampler:
         return cls(**kwargs)
 
     def set_timesteps(self, num_inference_steps: int) -> np.ndarray:
-        if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be an integer >= 1; got {num_inference_steps!r}")
+        if isinstance(num_inference_steps, np.integer):
+            num_inference_steps = int(num_inference_steps)
+        if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or not (
+            1 <= num_inference_steps <= MAX_INFERENCE_STEPS
+        ):
+            raise ValueError(f"num_inference_steps must be an integer in [1, {MAX_INFERENCE_STEPS}]; got {num_inference_steps!r}")
         self.num_inference_steps = num_inference_steps
         return np.arange(num_inference_steps)
 

@@ -103,16 +103,17 @@ class OutputCanvas:
         """`(top, left)` of the output inside the canvas, in pixels."""
         return (self.side - self.height) // 2, (self.side - self.width) // 2
 
-    def box_to_cells(self, box: Sequence[int]) -> Tuple[int, int, int, int]:
-        """Pixel box (left, top, right, bottom) on the output -> grid box (top, left, height, width), rounded outwards."""
+    def box_to_cells(self, box: Sequence[int], name: str = "box") -> Tuple[int, int, int, int]:
+        """Pixel box (left, top, right, bottom) on the output -> grid box (top, left, height, width), rounded outwards.
+        `name` is the argument named in errors (`image_box`, `reference_images[0] box`)."""
         try:
             left, top, right, bottom = (int(round(float(v))) for v in box)
-        except (TypeError, ValueError):
-            raise ValueError(f"a box must be 4 numbers (left, top, right, bottom) in pixels; got {box!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{name} must be 4 finite numbers (left, top, right, bottom) in pixels; got {box!r}") from None
         w, h = self.width, self.height
         if not (0 <= left < right <= w and 0 <= top < bottom <= h):
             raise ValueError(
-                f"box {box!r} is outside the {w}x{h} (width x height) output or empty; accepted: 0 <= left < right <= {w} "
+                f"{name} {box!r} is outside the {w}x{h} (width x height) output or empty; accepted: 0 <= left < right <= {w} "
                 f"and 0 <= top < bottom <= {h} (pixels, PIL's (left, top, right, bottom) order)"
             )
         y0, x0 = self.offset
@@ -353,6 +354,7 @@ class M6FashionPipeline(DiffusionPipeline):
         refine_ratio=0.25,
         height=None,
         width=None,
+        callback_on_step_end=None,
     ):
         """Checks every argument before any image is encoded or any token generated; raises naming the argument."""
         canvas = self.output_canvas(height, width)
@@ -363,6 +365,8 @@ class M6FashionPipeline(DiffusionPipeline):
                 raise ValueError("prompt is an empty list; pass at least one prompt (use '' for no text)")
             if not all(isinstance(p, str) for p in prompt):
                 raise TypeError("every prompt in the list must be a string")
+        num_inference_steps = _as_int(num_inference_steps)
+        num_images_per_prompt = _as_int(num_images_per_prompt)
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or not (
             1 <= num_inference_steps <= MAX_INFERENCE_STEPS
         ):
@@ -406,7 +410,12 @@ class M6FashionPipeline(DiffusionPipeline):
                 raise ValueError("image_box (outpainting) needs an image to place: pass image=...")
             if mask_image is not None:
                 raise ValueError("pass either image_box (outpainting) or mask_image (inpainting), not both")
-            canvas.box_to_cells(image_box)
+            canvas.box_to_cells(image_box, "image_box")
+        for name, value in (("image", image), ("mask_image", mask_image), ("style_image", style_image)):
+            for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+                if value is not None and not isinstance(item, (PIL.Image.Image, np.ndarray, torch.Tensor)):
+                    where = f"{name}[{i}]" if isinstance(value, (list, tuple)) else name
+                    raise TypeError(f"{where} must be a PIL image, numpy array or tensor (or a list of them); got {type(item).__name__}")
         if image is not None and mask_image is None and image_box is None and reference_images is None:
             raise ValueError(
                 "an image alone says nothing to edit: add mask_image (inpainting), image_box (outpainting), "
@@ -430,7 +439,7 @@ class M6FashionPipeline(DiffusionPipeline):
                     raise TypeError(
                         f"reference_images[{i}][0] must be a PIL image, numpy array or tensor; got {type(ref[0]).__name__}"
                     )
-                _, _, h, w = canvas.box_to_cells(ref[1])
+                _, _, h, w = canvas.box_to_cells(ref[1], f"reference_images[{i}] box")
                 cells += h * w + (1 if i else 0)
             limit = self.transformer.config.max_condition_tokens
             if cells > limit:  # checked before any patch is encoded
@@ -438,6 +447,8 @@ class M6FashionPipeline(DiffusionPipeline):
                     f"the {len(reference_images)} reference patch(es) cover {cells} token cells (one separator between "
                     f"two patches counts); the model takes at most {limit}: use fewer or smaller boxes"
                 )
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"callback_on_step_end must be callable, called as fn(pipe, step, timestep, tensors); got {type(callback_on_step_end).__name__}")
         if callback_on_step_end_tensor_inputs is not None and not all(k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs):
             raise ValueError(f"callback_on_step_end_tensor_inputs must be a subset of {self._callback_tensor_inputs}")
 
@@ -486,16 +497,16 @@ class M6FashionPipeline(DiffusionPipeline):
         latents = self.image_tokenizer.lookup(tokens.to(self.device))
         return decoder(latents.to(decoder.dtype)).sample.float().clamp(-1, 1)
 
-    def _reference_patch(self, image: PipelineImageInput, box: Sequence[int], canvas: "OutputCanvas"):
+    def _reference_patch(self, image: PipelineImageInput, box: Sequence[int], canvas: "OutputCanvas", name: str = "reference_images"):
         """Places a reference patch image into `box` on a white canvas, encodes it, returns (codes (n, M), positions (n,))."""
         s = self.sample_size
-        top, left, h, w = canvas.box_to_cells(box)
+        top, left, h, w = canvas.box_to_cells(box, f"{name} box")
         c = self.cell
-        pil = image if isinstance(image, PIL.Image.Image) else postprocess(preprocess(image, s), "pil")[0]
+        pil = image if isinstance(image, PIL.Image.Image) else postprocess(preprocess(image, s, name), "pil")[0]
         from ..image_processing import to_rgb
 
         sheet = PIL.Image.new("RGB", (s, s), (255, 255, 255))  # the tokenizer reads the sample_size square
-        sheet.paste(to_rgb(pil).resize((w * c, h * c), PIL.Image.BICUBIC), (left * c, top * c))
+        sheet.paste(to_rgb(pil, name).resize((w * c, h * c), PIL.Image.BICUBIC), (left * c, top * c))
         tokens = self.encode_images(preprocess(sheet, s))[0]  # (N, M)
         rows = torch.arange(top, top + h)
         cols = torch.arange(left, left + w)
@@ -592,7 +603,9 @@ class M6FashionPipeline(DiffusionPipeline):
             prompt, image, mask_image, style_image, image_box, reference_images, num_inference_steps,
             num_images_per_prompt, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
             temperature=temperature, generator=generator, refine_ratio=refine_ratio, height=height, width=width,
+            callback_on_step_end=callback_on_step_end,
         )
+        num_inference_steps, num_images_per_prompt = _as_int(num_inference_steps), _as_int(num_images_per_prompt)
         canvas = self.output_canvas(height, width)
         if isinstance(generator, (list, tuple)):
             generator = generator[0]
@@ -618,11 +631,11 @@ class M6FashionPipeline(DiffusionPipeline):
         n_base = len(prompts) // num_images_per_prompt
         if image is not None:
             if image_box is not None:
-                top, left, h, w = canvas.box_to_cells(image_box)
+                top, left, h, w = canvas.box_to_cells(image_box, "image_box")
                 c = canvas.cell
                 canvases = []
                 for im in _expand(image, n_base, "image"):
-                    pil = im if isinstance(im, PIL.Image.Image) else postprocess(preprocess(im, d), "pil")[0]
+                    pil = im if isinstance(im, PIL.Image.Image) else postprocess(preprocess(im, d, "image"), "pil")[0]
                     sheet = PIL.Image.new("RGB", (d, d), (255, 255, 255))
                     sheet.paste(fit_onto(pil, w * c, h * c), (left * c, top * c))  # aspect kept, on white
                     canvases.append(sheet)
@@ -635,7 +648,7 @@ class M6FashionPipeline(DiffusionPipeline):
                 token_pixels = base_pixels if d == s else preprocess(images, s)
                 if mask_image is not None:
                     masks = _expand(mask_image, base_pixels.shape[0], "mask_image")
-                    pixel_mask = torch.stack([preprocess_mask(m, d) for m in masks])
+                    pixel_mask = torch.stack([preprocess_mask(m, d, "mask_image") for m in masks])
                     if not pixel_mask.flatten(1).amax(1).all():
                         raise ValueError(
                             "mask_image selects no pixel (all black after thresholding at 0.5): white (>= 128, or >= 0.5 "
@@ -647,12 +660,13 @@ class M6FashionPipeline(DiffusionPipeline):
                     pixel_mask = canvas.cells_mask(boxes, 1.0, base_pixels.shape[0])
             base_pixels = base_pixels.repeat_interleave(num_images_per_prompt, 0)
             pixel_mask = pixel_mask.repeat_interleave(num_images_per_prompt, 0)
+            if style_image is not None:  # read before anything is encoded: a bad style_image fails early
+                styles = _expand(style_image, n_base, "style_image")
+                style_pixels = preprocess(styles, d, "style_image").repeat_interleave(num_images_per_prompt, 0)
+                style_token_pixels = style_pixels if d == s else preprocess(styles, s, "style_image").repeat_interleave(num_images_per_prompt, 0)
             base_tokens = self.encode_images(token_pixels.repeat_interleave(num_images_per_prompt, 0))
             editable = self._cell_mask(pixel_mask).to(device)
             if style_image is not None:
-                styles = _expand(style_image, n_base, "style_image")
-                style_pixels = preprocess(styles, d).repeat_interleave(num_images_per_prompt, 0)
-                style_token_pixels = style_pixels if d == s else preprocess(styles, s).repeat_interleave(num_images_per_prompt, 0)
                 style_tokens = self.encode_images(style_token_pixels)
                 base_tokens = torch.where(editable[..., None], style_tokens, base_tokens)
                 base_pixels = torch.where(pixel_mask.bool(), style_pixels, base_pixels)
@@ -663,7 +677,7 @@ class M6FashionPipeline(DiffusionPipeline):
         # ---- conditions
         conditions = None
         if reference_images is not None:
-            patches = [self._reference_patch(im, box, canvas) for im, box in reference_images]
+            patches = [self._reference_patch(im, box, canvas, f"reference_images[{i}]") for i, (im, box) in enumerate(reference_images)]
             conditions = [patches for _ in range(b)]
             if image is None:
                 tokens = torch.full((b, n, cfg.num_groups), k, dtype=torch.long, device=device)
@@ -687,7 +701,15 @@ class M6FashionPipeline(DiffusionPipeline):
                 tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
                 if callback_on_step_end is not None:
                     cb = callback_on_step_end(self, i, int(t), {"tokens": tokens})
-                    tokens = (cb or {}).get("tokens", tokens)
+                    if cb is not None and not isinstance(cb, dict):
+                        raise TypeError(f"callback_on_step_end must return a dict (or None); it returned {type(cb).__name__}")
+                    new = (cb or {}).get("tokens", tokens)
+                    if not isinstance(new, torch.Tensor) or new.shape != tokens.shape:
+                        raise ValueError(
+                            f"callback_on_step_end returned tokens of shape {tuple(getattr(new, 'shape', ()))}; "
+                            f"expected a tensor of shape {tuple(tokens.shape)}"
+                        )
+                    tokens = new
                 progress_bar.update()
 
         grid_tokens = tokens.reshape(b, g, g, cfg.num_groups)
@@ -743,6 +765,11 @@ def with_hub_metadata(card: str) -> str:
 
 def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _as_int(value):
+    """numpy integers as Python ints (so `np.int64(10)` steps are accepted); anything else unchanged for the checks."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def _size_of(im) -> Optional[Tuple[int, int]]:
