@@ -24,6 +24,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
+from .loading import StrictLoadingMixin
+
 QUANTIZER_TYPES = ("product", "vector", "residual")
 
 
@@ -171,7 +173,7 @@ class EMACodebooks(nn.Module):
                 self.cluster_size.copy_(torch.where(dead, torch.ones_like(self.cluster_size), self.cluster_size))
 
 
-class PQTokenizer(ModelMixin, ConfigMixin):
+class PQTokenizer(StrictLoadingMixin, ModelMixin, ConfigMixin):
     r"""CNN encoder + product quantiser: images (B, 3, H, W) in [-1, 1] -> tokens (B, h, w, M) in [0, K).
 
     Parameters:

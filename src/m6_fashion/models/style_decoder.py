@@ -23,6 +23,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
+from .loading import StrictLoadingMixin
+
 
 @dataclass
 class StyleDecoderOutput(BaseOutput):
@@ -75,7 +77,7 @@ class ToRGB(nn.Module):
         return self.conv(x, style)
 
 
-class StyleDecoder(ModelMixin, ConfigMixin):
+class StyleDecoder(StrictLoadingMixin, ModelMixin, ConfigMixin):
     r"""Spatial-style StyleGAN2-like generator: latents (B, D, h, w) -> images (B, 3, h * 2^(levels-1), ...).
 
     Parameters:

@@ -53,6 +53,8 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
+from .loading import StrictLoadingMixin
+
 __all__ = [
     "M6FashionConfig",
     "M6FashionEncoder",
@@ -469,7 +471,7 @@ class M6FashionHead(nn.Module):
         return self.classifier(x).unflatten(-1, (self.num_groups, self.codebook_size))
 
 
-class M6FashionPreTrainedModel(PreTrainedModel):
+class M6FashionPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     config: M6FashionConfig
     config_class = M6FashionConfig
     base_model_prefix = "m6fashion"
