@@ -122,6 +122,48 @@ def test_save_adapter_keeps_base_weights(image_folder, cache_dir, tmp_path):
     merged = pipe.transformer.state_dict()
     changed = [k for k in base if not torch.equal(merged[k], base[k])]
     assert changed and all(k.endswith(QKV) for k in changed)
+    # the published adapter names its base portably, not by a folder of this machine
+    config = json.loads((out / "transformer_lora" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "m6-fashion-hr"
+
+
+def test_load_lora_weights_the_diffusers_way(image_folder, cache_dir, tmp_path):
+    """pipe.load_lora_weights / set_adapters / fuse_lora / unload_lora_weights on a real fine-tuned adapter."""
+    out = tmp_path / "adapter"
+    main([
+        "--data", str(image_folder), "--output_dir", str(out), "--pretokenize_cache_dir", cache_dir, "--lora",
+        "--save_adapter", "--learning_rate", "1e-2", "--max_steps", "1", "--save_strategy", "no",
+        *FAST[:-6], "--num_sample_prompts", "0", "--eval_fraction", "0", "--eval_strategy", "no",
+    ])
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    pipe = M6FashionPipeline.from_pretrained(str(out))
+    pipe.set_progress_bar_config(disable=True)
+    plain = pipe("Men Navy Blue Casual Shirt", num_inference_steps=2, generator=g(), output_type="tokens").tokens
+    pipe.load_lora_weights(str(out))  # the fine-tuned folder: its transformer_lora/ is found
+    assert pipe.lora_adapters() == ["default"]
+    with_lora = pipe("Men Navy Blue Casual Shirt", num_inference_steps=2, generator=g(), output_type="tokens").tokens
+    assert not torch.equal(plain, with_lora)  # lr 1e-2 on q/k/v moves the logits enough to change sampled codes
+    with pytest.raises(ValueError, match="already loaded"):
+        pipe.load_lora_weights(str(out / "transformer_lora"))
+    pipe.load_lora_weights(str(out / "transformer_lora"), adapter_name="second")
+    assert pipe.lora_adapters() == ["default", "second"]
+    with pytest.raises(ValueError, match="no LoRA adapter named 'third'"):
+        pipe.set_adapters("third")
+    pipe.set_adapters("default")
+    with pytest.raises(ValueError, match="fuse_lora"):
+        pipe.save_pretrained(tmp_path / "refused")
+    assert not (tmp_path / "refused" / "transformer").exists()
+    pipe.unload_lora_weights()
+    assert pipe.lora_adapters() == []
+    assert torch.equal(pipe("Men Navy Blue Casual Shirt", num_inference_steps=2, generator=g(), output_type="tokens").tokens, plain)
+    pipe.load_lora_weights(str(out))
+    pipe.fuse_lora()
+    fused = pipe("Men Navy Blue Casual Shirt", num_inference_steps=2, generator=g(), output_type="tokens").tokens
+    assert pipe.lora_adapters() == [] and (fused == with_lora).float().mean() > 0.95
+    pipe.save_pretrained(tmp_path / "fused")
+    assert type(M6FashionPipeline.from_pretrained(tmp_path / "fused").transformer).__name__ == "M6FashionTransformer"
+    with pytest.raises(ValueError, match="no LoRA adapter in"):
+        pipe.load_lora_weights(str(tmp_path / "fused" / "scheduler"))
 
 
 def test_hub_upload_leaves_out_checkpoints(lora_run, monkeypatch):

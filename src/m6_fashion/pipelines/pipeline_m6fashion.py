@@ -214,6 +214,12 @@ class M6FashionPipeline(DiffusionPipeline):
         """Saves every component (safetensors) and a SHA-256 manifest of the weights and configs."""
         if not safe_serialization:
             raise ValueError("this project saves weights as safetensors only; safe_serialization must be True")
+        if self.lora_adapters():
+            raise ValueError(
+                f"the transformer carries LoRA adapters {self.lora_adapters()}: call pipe.fuse_lora() to save them merged "
+                "into the weights, or pipe.unload_lora_weights() to save the base model (the adapter folder itself is "
+                "what `m6-fashion finetune --lora --save_adapter` writes)"
+            )
         result = super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
         write_checksums(str(save_directory))
         return result
@@ -251,6 +257,60 @@ class M6FashionPipeline(DiffusionPipeline):
                 repo_id=repo_id, folder_path=tmp, commit_message=commit_message or "Upload M6FashionPipeline",
                 create_pr=create_pr, revision=revision,
             )
+
+    # ------------------------------------------------------------------ LoRA (diffusers-style)
+    def lora_adapters(self) -> List[str]:
+        """Names of the LoRA adapters loaded into the transformer (empty without any)."""
+        config = getattr(self.transformer, "peft_config", None)
+        return sorted(config) if isinstance(config, dict) else []
+
+    def load_lora_weights(self, pretrained_model_name_or_path: str, adapter_name: str = "default", **kwargs):
+        """Loads a LoRA adapter of the transformer and makes it the active one.
+
+        `pretrained_model_name_or_path`: a folder or Hub repo holding `adapter_config.json` +
+        `adapter_model.safetensors` (what `m6-fashion finetune --lora --save_adapter` writes), or a fine-tuned
+        pipeline folder with such an adapter in `transformer_lora/`. `subfolder`, `revision` and `token` are
+        passed to peft. Several adapters can be loaded under different names; `set_adapters(name)` switches,
+        `fuse_lora()` merges the active one into the weights, `unload_lora_weights()` removes them all.
+        Needs `peft` (`pip install 'm6-fashion[finetune]'`).
+        """
+        try:
+            from peft import PeftModel
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("load_lora_weights needs peft: pip install 'm6-fashion[finetune]'") from e
+        source = str(pretrained_model_name_or_path)
+        if os.path.isdir(source) and "subfolder" not in kwargs and not os.path.isfile(os.path.join(source, "adapter_config.json")):
+            if os.path.isfile(os.path.join(source, "transformer_lora", "adapter_config.json")):
+                kwargs["subfolder"] = "transformer_lora"
+            else:
+                raise ValueError(f"no LoRA adapter in {source!r}: expected adapter_config.json there or in transformer_lora/")
+        if adapter_name in self.lora_adapters():
+            raise ValueError(f"an adapter named {adapter_name!r} is already loaded; pass another adapter_name "
+                             f"(loaded: {self.lora_adapters()})")
+        kwargs.setdefault("use_safetensors", True)
+        if isinstance(self.transformer, PeftModel):
+            self.transformer.load_adapter(source, adapter_name=adapter_name, **kwargs)
+            self.transformer.set_adapter(adapter_name)
+        else:
+            model = PeftModel.from_pretrained(self.transformer, source, adapter_name=adapter_name, **kwargs)
+            object.__setattr__(self, "transformer", model.eval())  # model_index.json keeps naming the base class
+
+    def set_adapters(self, adapter_name: str) -> None:
+        """Makes the loaded adapter `adapter_name` the active one."""
+        if adapter_name not in self.lora_adapters():
+            raise ValueError(f"no LoRA adapter named {adapter_name!r}; loaded: {self.lora_adapters() or 'none'}")
+        self.transformer.set_adapter(adapter_name)
+
+    def fuse_lora(self) -> None:
+        """Merges the active LoRA adapter into the transformer's weights and drops the adapters."""
+        if not self.lora_adapters():
+            raise ValueError("no LoRA adapter is loaded; call load_lora_weights(...) first")
+        object.__setattr__(self, "transformer", self.transformer.merge_and_unload().eval())
+
+    def unload_lora_weights(self) -> None:
+        """Removes every LoRA adapter: the transformer is the base model again (no-op without adapters)."""
+        if self.lora_adapters():
+            object.__setattr__(self, "transformer", self.transformer.unload().eval())
 
     # ------------------------------------------------------------------ geometry
     @property

@@ -648,20 +648,26 @@ def load_lora_adapter(pipeline, adapter_dir: str, merge: bool = True):
     """Applies a LoRA adapter saved by ``finetune --lora --save_adapter`` to ``pipeline.transformer``.
 
     ``merge=True`` folds the adapter into the weights (plain ``M6FashionTransformer``, no ``peft`` at
-    inference); ``merge=False`` keeps a ``PeftModel`` (the adapter can be disabled or swapped).
-    Returns the pipeline.
+    inference); ``merge=False`` keeps it as a removable adapter. The same as ``pipeline.load_lora_weights``
+    (+ ``pipeline.fuse_lora()``). Returns the pipeline.
     """
-    from peft import PeftModel
-
     if not os.path.isfile(os.path.join(adapter_dir, "adapter_config.json")):
         raise FileNotFoundError(f"no LoRA adapter (adapter_config.json) in {adapter_dir!r}")
-    model = PeftModel.from_pretrained(pipeline.transformer, adapter_dir)
+    pipeline.load_lora_weights(adapter_dir)
     if merge:
-        model = model.merge_and_unload()
-        pipeline.register_modules(transformer=model)
-    else:
-        pipeline.transformer = model
+        pipeline.fuse_lora()
     return pipeline
+
+
+def _portable_base_reference(adapter_dir: str, base: str) -> None:
+    """peft records the base model's local folder (a path of this machine) in ``adapter_config.json``; the
+    published adapter names the base as the user gave it (a shipped name, Hub id or folder) instead."""
+    path = os.path.join(adapter_dir, "adapter_config.json")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    config["base_model_name_or_path"] = base
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
 
 
 def _apply_lora(transformer, args: FinetuneArguments):
@@ -940,6 +946,7 @@ def _run(ft_args: FinetuneArguments, training_args) -> dict:
         if ft_args.lora:
             if ft_args.save_adapter:
                 model.save_pretrained(os.path.join(out, ADAPTER_DIR))
+                _portable_base_reference(os.path.join(out, ADAPTER_DIR), ft_args.model or DEFAULT_MODEL_NAME)
                 final = model.unload()  # the base weights, untouched
             else:
                 final = model.merge_and_unload()
