@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,3 +130,148 @@ def test_evaluate_on_tiny_model_folder(tmp_path, tiny_pipeline, one_thread):
     for r in res["text_to_image"]:
         assert r["num_images"] == 2 and _finite(r["fid_inception"]) and _finite(r["kid_inception_mean"])
         assert all(0 <= r["hit_rate"][h] <= 1 for h in HEADS)
+
+
+# ---------------------------------------------------------------------------------------------- high resolution
+HR_DIR = FASHION_DIR.parent / "fashion-product-images-hr"
+requires_hr_data = pytest.mark.skipif(not (HR_DIR / "test.parquet").is_file(),
+                                      reason="fashion-product-images-hr not found beside the repo")
+
+
+def test_hr_real_photos_are_padded_to_the_aspect_ratio_never_cropped():
+    """192x192 gets white bands above and below, 168x224 is resized, a too-narrow photo gets white sides."""
+    import PIL.Image
+
+    from m6_fashion.evaluation.evaluate_hr import classifier_view, real_photo
+
+    square = real_photo(PIL.Image.new("RGB", (192, 192), (0, 0, 0)), 192, 256)
+    assert square.size == (192, 256)
+    arr = torch.from_numpy(np.asarray(square).copy())
+    assert (arr[:32] == 255).all() and (arr[-32:] == 255).all() and (arr[40:-40] == 0).all()
+    assert real_photo(PIL.Image.new("RGB", (168, 224), (0, 0, 0)), 192, 256).size == (192, 256)
+    narrow = real_photo(PIL.Image.new("L", (171, 256), 0), 192, 256)
+    assert narrow.size == (192, 256) and narrow.getpixel((2, 128)) == (255, 255, 255) and narrow.getpixel((96, 128)) == (0, 0, 0)
+    # the classifier reads a square: the portrait is padded on white, not stretched
+    black = torch.zeros(1, 3, 256, 192, dtype=torch.uint8)
+    view = classifier_view(black, 64)
+    assert view.shape == (1, 3, 64, 64)
+    assert (view[..., :, :6] > 0.99).all() and (view[..., :, 10:54] < -0.99).all()
+
+
+def test_laplacian_variance_ranks_sharpness():
+    from m6_fashion.evaluation.evaluate_hr import upscale_bicubic
+    from m6_fashion.evaluation.metrics import laplacian_variance
+
+    flat = torch.full((1, 3, 64, 48), 128, dtype=torch.uint8)
+    assert laplacian_variance(flat).item() == 0.0
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, 256, (2, 3, 64, 48), generator=g, dtype=torch.uint8)
+    sharp = laplacian_variance(noise)
+    blurred = laplacian_variance(upscale_bicubic(noise, 192, 256))
+    assert sharp.shape == (2,) and (blurred < sharp / 10).all()
+    # float [-1, 1] input gives the same figure as its uint8 image
+    assert torch.allclose(laplacian_variance(noise.float() / 127.5 - 1), sharp, rtol=1e-4)
+
+
+def test_64px_mode_generates_the_square_even_with_decoder_hr(tiny_hr_pipeline, one_thread):
+    """A pipeline with decoder_hr defaults to its large portrait; the 64-px evaluation asks for the square."""
+    from m6_fashion.evaluation.evaluate import generate
+
+    assert tiny_hr_pipeline.default_size != (64, 64)
+    out = generate(tiny_hr_pipeline, ["Men Navy Blue Shirt", "Women Red Bag"], steps=1, batch_size=2)
+    assert out["images"].shape == (2, 3, 64, 64)
+
+
+def test_hr_mode_needs_a_decoder_hr(tiny_pipeline, tmp_path):
+    from m6_fashion.evaluation.evaluate_hr import evaluate_hr
+
+    with pytest.raises(ValueError, match="needs a decoder_hr"):
+        evaluate_hr(pipe=tiny_pipeline, height=256, width=192, num_samples=2, cache_dir=None, data_dir=tmp_path)
+
+
+def test_hr_mode_argument_errors():
+    from m6_fashion.cli import main
+
+    with pytest.raises(SystemExit, match="needs both --height and --width"):
+        main(["evaluate", "--fast", "--height", "256"])
+    with pytest.raises(SystemExit, match="no unconditional section"):
+        main(["evaluate", "--fast", "--height", "256", "--width", "192", "--num_unconditional", "4"])
+
+
+@requires_hr_data
+@needs_eval_assets
+def test_evaluate_fast_high_resolution(tmp_path, one_thread, capsys):
+    """`m6-fashion evaluate --height 256 --width 192 --fast` on the shipped model and real HR photos: both rows
+    (decoder_hr at 192x256, and the 48x64 crop of the 64-px output upscaled) from the same tokens, every figure."""
+    import PIL.Image
+
+    from m6_fashion.cli import main
+
+    out = tmp_path / "hr.json"
+    main(["evaluate", "--height", "256", "--width", "192", "--fast", "--quiet", "--data_dir", str(HR_DIR),
+          "--cache_dir", "none", "--save_images", str(tmp_path / "grids"), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "high resolution, 192x256" in printed and "(b) 48x64 + bicubic" in printed
+    res = json.loads(out.read_text())
+    assert res["mode"] == "high_resolution" and res["fast"] is True and "partial" not in res
+    assert res["command"].startswith("m6-fashion evaluate --height 256 --width 192 --fast")
+    st = res["settings"]
+    assert (st["height"], st["width"], st["canvas"], st["baseline_native_size"]) == (256, 192, 256, [64, 48])
+    assert st["num_reference_real"] == 8 and st["data"] == "fashion-product-images-hr"
+    assert sum(st["real_photo_sizes"].values()) == 8 and "decoder_hr" in st["decoder_hr"]
+    assert res["real"]["num_images"] == 8 and res["real"]["sharpness"] > 100  # real photos are sharp
+
+    rec = res["reconstruction"]
+    assert rec["num_images"] == 4 and 0 <= rec["hr_psnr_wins"] <= 4
+    for row in ("hr", "baseline"):
+        r = rec[row]
+        assert r["image_size"] == [256, 192], row
+        for key in ("psnr", "ssim", "rfid_inception", "sharpness", "seconds_per_image"):
+            assert _finite(r[key]), (row, key)
+        assert r["psnr"] > 18 and 0 < r["ssim"] <= 1
+    # the bicubic upscale of a 48x64 image is far blurrier than decoder_hr's 192x256 output
+    assert rec["hr"]["sharpness"] > 3 * rec["baseline"]["sharpness"]
+
+    t = res["text_to_image"]
+    assert t["num_images"] == 4 and t["steps"] == 2 and t["tokens_identical"] == 4
+    assert t["hr"]["image_size"] == t["baseline"]["image_size"] == [256, 192]
+    assert t["baseline"]["native_size"] == [64, 48]
+    for row in ("hr", "baseline"):
+        r = t[row]
+        for key in ("fid_inception", "kid_inception_mean", "kid_inception_std", "sharpness", "seconds_per_image"):
+            assert _finite(r[key]), (row, key)
+        assert r["fid_inception"] > 0 and r["num_fake"] == 4 and r["num_real"] == 8
+        assert all(0 <= r["hit_rate"][h] <= 1 for h in HEADS)
+    assert t["hr"]["sharpness"] > 3 * t["baseline"]["sharpness"]
+    assert all(0 <= res["prompts"]["classifier_accuracy_real"][h] <= 1 for h in HEADS)
+    assert _finite(res["references"]["fid_inception"]) and res["references"]["real_images_from"] == "train"
+
+    # grids: one row per image, columns real | 64 px + bicubic | decoder_hr (reconstruction), 64 px + bicubic | decoder_hr
+    pad = 4
+    assert PIL.Image.open(tmp_path / "grids" / "hr_reconstruction.png").size == (3 * (192 + pad) + pad, 4 * (256 + pad) + pad)
+    assert PIL.Image.open(tmp_path / "grids" / "hr_text_to_image.png").size == (2 * (192 + pad) + pad, 4 * (256 + pad) + pad)
+
+
+@requires_hr_data
+@needs_eval_assets
+def test_hr_mode_resumes_from_saved_batches(tmp_path, tiny_hr_pipeline, one_thread, monkeypatch):
+    """A rerun of an interrupted high-resolution evaluation reuses every saved batch and gives the same figures."""
+    from m6_fashion.evaluation import evaluate_hr as mod
+
+    monkeypatch.setattr(mod._BatchStore, "remove", lambda self: None)  # as if the first run had been killed at the end
+    kwargs = dict(pipe=tiny_hr_pipeline, height=128, width=96, num_samples=2, num_reconstruction=2, num_real=4, steps=1,
+                  batch_size=1, data_dir=HR_DIR, cache_dir=tmp_path / "cache", reference_floor=False)
+    first = mod.evaluate_hr(**kwargs)
+    assert first["settings"]["baseline_native_size"] == [64, 48] and first["settings"]["canvas"] == 128
+    assert first["text_to_image"]["batches_resumed"] == 0 and first["reconstruction"]["batches_resumed"] == 0
+    assert first["text_to_image"]["hr"]["image_size"] == [128, 96]
+    second = mod.evaluate_hr(**kwargs)
+    assert second["text_to_image"]["batches_resumed"] == 2 and second["reconstruction"]["batches_resumed"] == 2
+    for section in ("text_to_image", "reconstruction"):
+        for row in ("hr", "baseline"):
+            for key in ("fid_inception" if section == "text_to_image" else "rfid_inception", "sharpness", "seconds_per_image"):
+                assert second[section][row][key] == first[section][row][key], (section, row, key)
+    monkeypatch.undo()
+    third = mod.evaluate_hr(**kwargs)  # completes and removes its batches
+    assert third["text_to_image"]["batches_resumed"] == 2
+    assert not (tmp_path / "cache" / "evaluate-hr").exists()

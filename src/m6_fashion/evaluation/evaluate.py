@@ -2,6 +2,7 @@
 
     m6-fashion evaluate --model DIR --split test [--num_samples 200] [--temperature 1.0 0.7] [--out results.json]
     m6-fashion evaluate --fast --out results.json          # a handful of images, for CI
+    m6-fashion evaluate --height 256 --width 192 [...]      # catalogue resolution: see evaluate_hr.py
 
 Sections (``--sections``, all by default):
 
@@ -25,6 +26,10 @@ The ``references`` section gives the FID/KID of ``--num_samples`` real *train* i
 held-out rows of the same split) against the same reference set: roughly what a generator matching the
 data distribution would get at this sample count (FID is biased upwards for small samples, so compare
 generated FIDs with it, not with 0).
+
+High-resolution mode (``--height``/``--width`` larger than ``sample_size``, :mod:`m6_fashion.evaluation.evaluate_hr`):
+the pipeline's ``decoder_hr`` output against the fashion-product-images-hr photos, next to the 64-px output
+upscaled bicubically from the same tokens: FID/KID, attribute hit rates, sharpness, reconstruction PSNR/SSIM/rFID.
 
 Image size: real images are padded to a square on white and resized to the model's ``sample_size``
 (64 for the shipped model); Inception sees them upsampled to 299x299. Features: Inception-v3 ``pool_3``
@@ -64,6 +69,7 @@ from .attribute_classifier import (
     load_default_classifier,
     load_split_cache,
 )
+from .evaluate_hr import HR_DATA_DIR
 from .metrics import INCEPTION_NUM_FEATURES, INCEPTION_SHA1, CodebookUsage, InceptionFeatureExtractor, ReconstructionMetrics
 
 SECTIONS = ("reconstruction", "text_to_image", "unconditional")
@@ -327,14 +333,23 @@ def generate(
         batch = list(prompts[i : i + batch_size])
         g = torch.Generator().manual_seed(seed + j)
         t0 = time.perf_counter()
+        # the sample_size square: a pipeline with decoder_hr would otherwise paint its larger default size
         res = pipe(prompt=batch, num_inference_steps=steps, temperature=temperature, guidance_scale=guidance_scale,
-                   generator=g, output_type="pt")
+                   generator=g, output_type="pt", **_square_size(pipe))
         seconds += time.perf_counter() - t0
         out_images.append(_to_uint8(res.images))
         if progress is not None:
             progress(i + len(batch), len(prompts))
     images = torch.cat(out_images)
     return {"images": images, "seconds": seconds, "seconds_per_image": seconds / max(1, len(prompts))}
+
+
+def _square_size(pipe) -> Dict[str, int]:
+    """``height``/``width`` of the ``sample_size`` square for pipelines that take them (all current ones)."""
+    import inspect
+
+    params = inspect.signature(pipe.__call__).parameters
+    return {"height": pipe.sample_size, "width": pipe.sample_size} if "height" in params else {}
 
 
 def _majority(values: Sequence[Optional[str]]) -> Dict:
@@ -403,12 +418,15 @@ def evaluate_generation(
 
 
 def _environment() -> Dict:
+    from ..cpu import cpu_model
+
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "processor": platform.processor() or None,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
     }
 
@@ -635,6 +653,10 @@ def _save_grid(images: torch.Tensor, path: Path, ncol: int = 10, limit: int = 50
 
 def format_summary(results: Dict) -> str:
     """Human-readable summary of an evaluation result dict."""
+    if results.get("mode") == "high_resolution":
+        from .evaluate_hr import format_summary_hr
+
+        return format_summary_hr(results)
     lines = [f"model: {results['model']}   split: {results['split']}   date: {results['date']}"]
     r = results.get("reconstruction")
     if r:
@@ -679,6 +701,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the shipped model)")
     p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--height", type=int, default=None,
+                   help="high-resolution mode: output height in pixels, e.g. 256 (a size painted by the pipeline's decoder_hr); "
+                        "compared with the fashion-product-images-hr photos and with the 64-px output upscaled bicubically")
+    p.add_argument("--width", type=int, default=None, help="high-resolution mode: output width in pixels, e.g. 192")
+    p.add_argument("--decoder_hr", default=None,
+                   help="high-resolution mode: StyleDecoder folder (default: the pipeline's decoder_hr, else MODEL/decoder_hr)")
     p.add_argument("--num_samples", type=int, default=None, help="captions for text-to-image (default 200; 4 with --fast)")
     p.add_argument("--num_unconditional", type=int, default=None, help="unconditional images (default: num_samples)")
     p.add_argument("--num_reconstruction", type=int, default=None, help="split images for reconstruction (default: all; 4 with --fast)")
@@ -691,8 +719,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute dtype of the stage-2 transformer (bfloat16 is faster on CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
-    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with {train,test}.parquet")
+    p.add_argument("--sections", nargs="+", default=None, choices=SECTIONS,
+                   help="default: all (reconstruction and text_to_image in the high-resolution mode)")
+    p.add_argument("--data_dir", default=None,
+                   help=f"folder with {{train,test}}.parquet (default {DEFAULT_DATA_DIR}; {HR_DATA_DIR} in the high-resolution mode)")
     p.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR, help="decoded-image and Inception-feature cache ('none' = off)")
     p.add_argument("--classifier", default=None, help="attribute classifier folder (default: models/attribute-classifier)")
     p.add_argument("--no_reference_floor", action="store_true", help="skip the real-vs-real FID floor")
@@ -713,26 +743,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         torch.set_num_threads(args.threads)
     fast = args.fast
     num_samples = args.num_samples or (4 if fast else 200)
-    kwargs = dict(
-        model=args.model,
-        split=args.split,
-        num_samples=num_samples,
-        num_unconditional=args.num_unconditional,
-        num_reconstruction=args.num_reconstruction if args.num_reconstruction is not None else (4 if fast else None),
-        num_real=args.num_real if args.num_real is not None else (8 if fast else None),
-        steps=args.steps or (2 if fast else 10),
-        temperatures=args.temperature or [None],
-        guidance_scale=args.guidance_scale,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        sections=args.sections,
-        data_dir=args.data_dir,
-        cache_dir=None if str(args.cache_dir).lower() == "none" else args.cache_dir,
-        classifier_path=args.classifier,
-        reference_floor=not args.no_reference_floor,
-        save_images=args.save_images,
-        transformer_dtype=args.transformer_dtype,
-    )
+    hr_mode = args.height is not None or args.width is not None
     command = "m6-fashion evaluate " + " ".join(shlex.quote(a) for a in argv)
 
     def save_partial(partial: Dict) -> None:
@@ -741,8 +752,53 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(partial, indent=2) + "\n")
 
+    if hr_mode:
+        from .evaluate_hr import HR_SECTIONS, evaluate_hr
+
+        if args.height is None or args.width is None:
+            raise SystemExit("error: the high-resolution mode needs both --height and --width (e.g. --height 256 --width 192)")
+        if args.temperature is not None and len(args.temperature) > 1:
+            raise SystemExit("error: the high-resolution mode takes one --temperature")
+        if args.num_unconditional is not None:
+            raise SystemExit("error: the high-resolution mode has no unconditional section")
+        run = evaluate_hr
+        kwargs = dict(
+            height=args.height,
+            width=args.width,
+            decoder_hr=args.decoder_hr,
+            temperature=args.temperature[0] if args.temperature else None,
+            sections=args.sections or list(HR_SECTIONS),
+            data_dir=args.data_dir or HR_DATA_DIR,
+            log=_log,
+        )
+    else:
+        if args.decoder_hr is not None:
+            raise SystemExit("error: --decoder_hr belongs to the high-resolution mode (give --height and --width)")
+        run = evaluate
+        kwargs = dict(
+            num_unconditional=args.num_unconditional,
+            temperatures=args.temperature or [None],
+            sections=args.sections or list(SECTIONS),
+            data_dir=args.data_dir or DEFAULT_DATA_DIR,
+        )
+    kwargs.update(
+        model=args.model,
+        split=args.split,
+        num_samples=num_samples,
+        num_reconstruction=args.num_reconstruction if args.num_reconstruction is not None else (4 if fast else None),
+        num_real=args.num_real if args.num_real is not None else (8 if fast else None),
+        steps=args.steps or (2 if fast else 10),
+        guidance_scale=args.guidance_scale,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        cache_dir=None if str(args.cache_dir).lower() == "none" else args.cache_dir,
+        classifier_path=args.classifier,
+        reference_floor=not args.no_reference_floor,
+        save_images=args.save_images,
+        transformer_dtype=args.transformer_dtype,
+    )
     try:
-        results = evaluate(**kwargs, on_section=save_partial)
+        results = run(**kwargs, on_section=save_partial)
     except (FileNotFoundError, ModuleNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     results["fast"] = fast
