@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -319,6 +320,15 @@ def test_classifier_predict_accepts_pil_and_rejects_bad_tensors(test_split):
         model.predict(test_split["images"][:2].float())
     with pytest.raises(ValueError, match="at least 2"):
         AttributeClassifier(["Tshirts"], ["Black", "White"], ["Men", "Women"])
+    # a portrait tensor is padded on white to a square like a PIL image, never stretched
+    from m6_fashion.image_processing import preprocess
+
+    photo = rows[0]["image"].convert("RGB").resize((48, 64))
+    as_tensor = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    padded = model._to_pixels(as_tensor)
+    assert padded.shape == (1, 3, 64, 64)
+    assert torch.allclose(padded[..., :, :6], torch.ones_like(padded[..., :, :6]), atol=1e-3)  # white side bands
+    assert (padded - preprocess(photo, 64)).abs().mean() < 0.05
 
 
 def test_parse_attributes_from_captions(test_split):

@@ -148,6 +148,11 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
             if images.numel() and (images.min() < -1.001 or images.max() > 1.001):
                 raise ValueError("float image tensors must lie in [-1, 1]")
             if images.ndim == 4 and images.shape[-2:] != (size, size) and images.shape[1] == 3:
+                h, w = images.shape[-2:]
+                if h != w:  # padded on white to a square first, as the training photos were (not stretched)
+                    side = max(h, w)
+                    top, left = (side - h) // 2, (side - w) // 2
+                    images = F.pad(images.float(), (left, side - w - left, top, side - h - top), value=1.0)
                 return F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
         return preprocess(images, size)
 
