@@ -73,6 +73,32 @@ def test_script_argument_errors(tmp_path, pretokenized_subset):
               "--eval_strategy", "steps", "--report_to", "none"])
 
 
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--attention", "bogus"], "--attention must be one of bidirectional, causal; got 'bogus'"),
+        (["--prefix_attention", "half"], "--prefix_attention must be one of full, isolated"),
+        (["--hidden_size", "30", "--num_attention_heads", "4"], "multiple of --num_attention_heads"),
+        (["--num_hidden_layers", "0"], "--num_hidden_layers must be a positive integer"),
+    ],
+)
+def test_architecture_errors_come_before_any_data_is_read(tmp_path, extra, match):
+    """Checked before pre-tokenising (which would take minutes on the real data) or writing anything."""
+    with pytest.raises(ValueError, match=match):
+        main(["--output_dir", str(tmp_path / "o"), "--data_dir", str(tmp_path / "missing"), "--report_to", "none", *extra])
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_prints_one_error_line_for_bad_arguments_and_data(tmp_path):
+    for extra in (["--attention", "bogus"], []):
+        r = subprocess.run([sys.executable, "-m", "m6_fashion", "train-transformer", "--output_dir", str(tmp_path / "o"), *extra],
+                           capture_output=True, text=True, env=subprocess_env(), timeout=300)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and ("--attention" in errors[0] if extra else "no training data" in errors[0])
+    assert not (tmp_path / "o").exists()
+
+
 def test_collator_epoch_callback_follows_the_global_step():
     from types import SimpleNamespace
 

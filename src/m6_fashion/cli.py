@@ -379,8 +379,12 @@ def main(argv: Optional[List[str]] = None) -> None:
 
         module, func = FORWARDED[argv[0]]
         with _one_line_usage_errors(f"m6-fashion {argv[0]}"):
+            from .errors import BadInput
+
             try:
                 getattr(importlib.import_module(module), func)(argv[1:])
+            except BadInput as e:  # a bad argument or data set, found before any work: one line, no traceback
+                raise SystemExit(f"error: {e}")
             except ValueError as e:  # transformers' HfArgumentParser (train-transformer) reports unknown options so
                 unused = "Some specified arguments are not used by the HfArgumentParser: "
                 if not str(e).startswith(unused):

@@ -754,13 +754,13 @@ class M6FashionPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device, temperature=temperature)
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(self.scheduler.timesteps):
-                if not (tokens == k).any():
-                    progress_bar.update()
-                    continue
-                logits = self._logits(cond, uncond, tokens, guidance_scale)
-                tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
-                if callback_on_step_end is not None:
-                    cb = callback_on_step_end(self, i, int(t), {"tokens": tokens})
+                if (tokens == k).any():  # a pass with no masked cell left (few editable cells) runs no model
+                    logits = self._logits(cond, uncond, tokens, guidance_scale)
+                    tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
+                if callback_on_step_end is not None:  # once per step, as in diffusers, skipped passes included
+                    wanted = self._callback_tensor_inputs if callback_on_step_end_tensor_inputs is None else callback_on_step_end_tensor_inputs
+                    tensors = {"tokens": tokens} if "tokens" in wanted else {}
+                    cb = callback_on_step_end(self, i, int(t), tensors)
                     if cb is not None and not isinstance(cb, dict):
                         raise TypeError(f"callback_on_step_end must return a dict (or None); it returned {type(cb).__name__}")
                     new = (cb or {}).get("tokens", tokens)

@@ -50,6 +50,7 @@ import transformers
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..errors import as_bad_input
 from ..models.transformer_m6fashion import M6FashionConfig, M6FashionTransformer
 from .collator import M6FashionCollator, TokenGridDataset
 from .pretokenize import default_cache_dir, load_pretokenized, pretokenize, read_pretokenized_info
@@ -290,6 +291,31 @@ def _build_model(model_args, geometry: dict, text_tokenizer) -> M6FashionTransfo
     return M6FashionTransformer(config)
 
 
+ATTENTION_CHOICES = ("bidirectional", "causal")
+PREFIX_ATTENTION_CHOICES = ("full", "isolated")
+
+
+def _check_model_args(args: ModelArguments) -> None:
+    """The architecture options, checked before any data is read or pre-tokenised."""
+    if args.attention not in ATTENTION_CHOICES:
+        raise ValueError(f"--attention must be one of {', '.join(ATTENTION_CHOICES)}; got {args.attention!r}")
+    if args.prefix_attention not in PREFIX_ATTENTION_CHOICES:
+        raise ValueError(f"--prefix_attention must be one of {', '.join(PREFIX_ATTENTION_CHOICES)}; got {args.prefix_attention!r}")
+    if args.text_tokenizer_model not in ("wordlevel", "bpe"):
+        raise ValueError(f"--text_tokenizer_model must be wordlevel or bpe; got {args.text_tokenizer_model!r}")
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_text_length",
+                 "text_vocab_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be a positive integer; got {getattr(args, name)}")
+    if args.max_condition_tokens < 0:
+        raise ValueError(f"--max_condition_tokens must be >= 0; got {args.max_condition_tokens}")
+    if args.hidden_size % args.num_attention_heads:
+        raise ValueError(f"--hidden_size {args.hidden_size} must be a multiple of --num_attention_heads {args.num_attention_heads}")
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise ValueError(f"--{name} must be in [0, 1); got {getattr(args, name)}")
+
+
 def main(argv=None) -> dict:
     """Entry point; ``argv`` as for ``HfArgumentParser`` (a list of strings, or one ``.json`` file)."""
     parser = HfArgumentParser((ModelArguments, DataArguments, M6FashionTrainingArguments))
@@ -308,30 +334,34 @@ def main(argv=None) -> dict:
     )
     transformers.utils.logging.set_verbosity(logging.INFO if training_args.process_index == 0 else logging.WARNING)
 
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
-        resume = get_last_checkpoint(training_args.output_dir)
-        if resume is None:
-            raise ValueError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: no checkpoint in {training_args.output_dir!r}")
-    if resume and not os.path.isdir(resume):
-        raise FileNotFoundError(f"checkpoint folder {resume!r} does not exist")
+    try:  # everything that checks the arguments and the data, before any training: BadInput errors
+        _check_model_args(model_args)
+        resume = training_args.resume_from_checkpoint
+        if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
+            resume = get_last_checkpoint(training_args.output_dir)
+            if resume is None:
+                raise ValueError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: no checkpoint in {training_args.output_dir!r}")
+        if resume and not os.path.isdir(resume):
+            raise FileNotFoundError(f"checkpoint folder {resume!r} does not exist")
 
-    train_path, eval_path = _resolve_data(data_args, training_args)
-    train_raw = load_pretokenized(train_path, data_args.codebook_size)
-    if data_args.max_train_samples is not None:
-        train_raw = train_raw.select(range(min(data_args.max_train_samples, len(train_raw))))
-    eval_raw = None
-    if eval_path:
-        eval_raw = load_pretokenized(eval_path, data_args.codebook_size)
-        if data_args.max_eval_samples is not None:
-            eval_raw = eval_raw.select(range(min(data_args.max_eval_samples, len(eval_raw))))
-    if training_args.eval_strategy != "no" and eval_raw is None:
-        raise ValueError("evaluation was requested (--eval_strategy) but there is no test split (test.parquet / --eval_file)")
-    geometry = _geometry(train_raw, train_path, data_args.codebook_size)
+        train_path, eval_path = _resolve_data(data_args, training_args)
+        train_raw = load_pretokenized(train_path, data_args.codebook_size)
+        if data_args.max_train_samples is not None:
+            train_raw = train_raw.select(range(min(data_args.max_train_samples, len(train_raw))))
+        eval_raw = None
+        if eval_path:
+            eval_raw = load_pretokenized(eval_path, data_args.codebook_size)
+            if data_args.max_eval_samples is not None:
+                eval_raw = eval_raw.select(range(min(data_args.max_eval_samples, len(eval_raw))))
+        if training_args.eval_strategy != "no" and eval_raw is None:
+            raise ValueError("evaluation was requested (--eval_strategy) but there is no test split (test.parquet / --eval_file)")
+        geometry = _geometry(train_raw, train_path, data_args.codebook_size)
 
-    text_tokenizer = _text_tokenizer(model_args, training_args, train_raw, resume)
-    set_seed(training_args.seed)
-    model = _build_model(model_args, geometry, text_tokenizer)
+        text_tokenizer = _text_tokenizer(model_args, training_args, train_raw, resume)
+        set_seed(training_args.seed)
+        model = _build_model(model_args, geometry, text_tokenizer)
+    except (ValueError, FileNotFoundError) as e:
+        raise as_bad_input(e) from e
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("M6FashionTransformer: %.2fM parameters, config %s", n_params / 1e6, model.config.to_json_string())
 

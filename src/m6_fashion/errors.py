@@ -1,0 +1,29 @@
+"""Errors that mean "the input was wrong", raised before any work starts.
+
+`BadInput` marks them: the command line prints such an error as one `error: ...` line (no traceback), while
+anything else that goes wrong later keeps its traceback. They stay `ValueError` / `FileNotFoundError` for
+Python callers.
+"""
+
+from __future__ import annotations
+
+
+class BadInput(Exception):
+    """Marker base: a bad argument, file or data set, detected before any work."""
+
+
+class InputError(BadInput, ValueError):
+    """A bad argument or data set."""
+
+
+class InputFileError(BadInput, FileNotFoundError):
+    """A file or folder that the arguments name does not exist."""
+
+
+def as_bad_input(error: Exception) -> Exception:
+    """The same message as a `BadInput` of the matching kind (for re-raising `from` the original)."""
+    if isinstance(error, BadInput):
+        return error
+    if isinstance(error, FileNotFoundError):
+        return InputFileError(str(error))
+    return InputError(str(error))
