@@ -45,6 +45,14 @@ class AttributeClassifierOutput(BaseOutput):
     features: Tensor
 
 
+def save_cache(data: dict, cache_file) -> None:
+    """Writes a decoded-data cache atomically (a temporary file, then a rename), so a killed run leaves no
+    half-written cache behind."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(cache_file)
+
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
@@ -413,10 +421,7 @@ def load_split_cache(
         "size": size,
     }
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        torch.save(data, tmp)
-        tmp.replace(cache_file)
+        save_cache(data, cache_file)
     return data
 
 

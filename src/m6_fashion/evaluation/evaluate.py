@@ -52,7 +52,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import warnings
 
@@ -369,6 +369,23 @@ def prompt_rows(data: Dict, num: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(candidates, size=num, replace=False))
 
 
+def prompt_set(data: Dict, num: int, seed: int, hits: Callable) -> Tuple[np.ndarray, List[str], List[Dict], Dict]:
+    """The caption rows of a text-to-image evaluation: `(rows, prompts, attributes, summary)`, the summary
+    holding the rows' ids, the classifier's accuracy on their real photos (`hits(images, attributes)`, the
+    ceiling of the hit rates) and the most frequent value of each attribute (chance)."""
+    rows = prompt_rows(data, num, seed)
+    prompts = [data["text"][i] for i in rows]
+    attributes = [{h: _clean(data[h][i]) for h in HEADS} for i in rows]
+    summary = {
+        "num": num,
+        "row_ids": [int(data["ids"][i]) for i in rows],
+        "examples": prompts[:5],
+        "classifier_accuracy_real": hits(data["images"][torch.as_tensor(rows)], attributes),
+        "chance_majority": {h: _majority([a[h] for a in attributes]) for h in HEADS},
+    }
+    return rows, prompts, attributes, summary
+
+
 def _hit_rates(classifier, images: torch.Tensor, attributes: List[Dict]) -> Dict[str, float]:
     preds = classifier.predict(images)
     return attribute_hit_rate(preds, attributes)
@@ -554,18 +571,8 @@ def evaluate(
 
     need_prompts = "text_to_image" in sections or "unconditional" in sections
     if need_prompts:
-        rows = prompt_rows(data, num_samples, seed)
-        prompts = [data["text"][i] for i in rows]
-        attributes = [{h: _clean(data[h][i]) for h in HEADS} for i in rows]
-        real_rows = data["images"][torch.as_tensor(rows)]
-        acc = _hit_rates(classifier, real_rows, attributes)
-        results["prompts"] = {
-            "num": num_samples,
-            "row_ids": [int(data["ids"][i]) for i in rows],
-            "examples": prompts[:5],
-            "classifier_accuracy_real": acc,
-            "chance_majority": {h: _majority([a[h] for a in attributes]) for h in HEADS},
-        }
+        rows, prompts, attributes, results["prompts"] = prompt_set(data, num_samples, seed, lambda im, at: _hit_rates(classifier, im, at))
+        acc = results["prompts"]["classifier_accuracy_real"]
         _log("classifier accuracy on the real images of the prompt rows: "
              + ", ".join(f"{h} {acc[h]:.3f}" for h in HEADS))
         if reference_floor:

@@ -52,7 +52,7 @@ import PIL.Image
 import torch
 
 from ..image_processing import preprocess, to_rgb
-from .attribute_classifier import DEFAULT_CACHE_DIR, HEADS, attribute_hit_rate, load_default_classifier
+from .attribute_classifier import DEFAULT_CACHE_DIR, HEADS, attribute_hit_rate, load_default_classifier, save_cache
 from .metrics import INCEPTION_SHA1, InceptionFeatureExtractor, ReconstructionMetrics, laplacian_variance
 
 HR_DATA_DIR = os.path.join("..", "shared", "data", "fashion-product-images-hr")
@@ -188,10 +188,7 @@ def load_hr_split(split: str, height: int, width: int, token_size: int, data_dir
         "source_bytes": fingerprint,
     }
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        torch.save(data, tmp)
-        tmp.replace(cache_file)
+        save_cache(data, cache_file)
     return data
 
 
@@ -434,7 +431,7 @@ def evaluate_hr(
     global _log
     from ..cpu import cpu_model, has_fast_bfloat16
     from ..pipelines import M6FashionPipeline
-    from .evaluate import TRANSFORMER_DTYPES, _clean, _environment, _json_safe, _majority, feature_stats, fid_kid, inception_features, prompt_rows
+    from .evaluate import TRANSFORMER_DTYPES, _environment, _json_safe, feature_stats, fid_kid, inception_features, prompt_set
 
     if log is not None:
         _log = log
@@ -570,18 +567,8 @@ def evaluate_hr(
         checkpoint()
 
     if "text_to_image" in sections:
-        rows = prompt_rows(data, num_samples, seed)
-        prompts = [data["text"][i] for i in rows]
-        attributes = [{h: _clean(data[h][i]) for h in HEADS} for i in rows]
-        real_rows = data["images"][torch.as_tensor(rows)]
-        acc = _hits(classifier, real_rows, attributes)
-        results["prompts"] = {
-            "num": num_samples,
-            "row_ids": [int(data["ids"][i]) for i in rows],
-            "examples": prompts[:5],
-            "classifier_accuracy_real": acc,
-            "chance_majority": {h: _majority([a[h] for a in attributes]) for h in HEADS},
-        }
+        rows, prompts, attributes, results["prompts"] = prompt_set(data, num_samples, seed, lambda im, at: _hits(classifier, im, at))
+        acc = results["prompts"]["classifier_accuracy_real"]
         _log(f"{num_samples} captions; classifier accuracy on their real photos: " + ", ".join(f"{h} {acc[h]:.3f}" for h in HEADS))
         if reference_floor:
             results["references"] = _reference_floor(split, num_samples, height, width, s, seed, data_dir, extractor,
