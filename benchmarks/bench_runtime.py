@@ -252,8 +252,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if bundle is None:
         bundle = str(tmp / "bundle")
         # exported in a subprocess so that this process never holds PyTorch's threads or memory
-        code = ("import sys; sys.path[:0] = [%r, %r]; from conversion import export_onnx as ex; "
-                "ex.export_bundle(None, %r, int8=True, parity=False, log=lambda *a: None)") % (str(REPO_ROOT / "src"), str(REPO_ROOT), bundle)
+        code = ("import sys; sys.path[:0] = [%r]; from m6_fashion.export import export_onnx as ex; "
+                "ex.export_bundle(None, %r, int8=True, parity=False, log=lambda *a: None)") % (str(REPO_ROOT / "src"), bundle)
         t0 = time.perf_counter()
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
         if res.returncode != 0:

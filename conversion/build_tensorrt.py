@@ -26,17 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `export_onnx` importable
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import export_onnx as ex  # type: ignore[no-redef]
-else:
-    from . import export_onnx as ex
+from m6_fashion.export import export_onnx as ex
 
 ENGINE_FILES = {"image_encoder": "image_encoder.plan", "image_decoder": "image_decoder.plan", "transformer": "transformer.plan"}
 MISSING_TENSORRT = (

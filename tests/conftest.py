@@ -185,9 +185,7 @@ def build_tiny_pipeline(deterministic: bool = True, hr: bool = False):
 
 
 def _export_onnx_module():
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from conversion import export_onnx
+    from m6_fashion.export import export_onnx
 
     return export_onnx
 

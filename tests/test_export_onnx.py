@@ -23,7 +23,7 @@ from conftest import (  # noqa: E402,F401 - the tiny pipeline and bundles are sh
     build_tiny_decoder_hr, build_tiny_pipeline, tiny_bundle_dir, tiny_hr_bundle_dir,
 )
 from conversion import build_tensorrt as bt  # noqa: E402
-from conversion import export_onnx as ex  # noqa: E402
+from m6_fashion.export import export_onnx as ex  # noqa: E402
 
 requires_test_split = pytest.mark.skipif(not FASHION_TEST.is_file(), reason="fashion-product-images test split not found beside the repo")
 

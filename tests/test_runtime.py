@@ -530,7 +530,7 @@ def test_bad_bundles_give_clear_errors(tiny_bundle, tmp_path):
 
     b = _copy_bundle(tiny_bundle, tmp_path / "no_transformer")
     (b / "transformer.onnx").unlink()
-    with pytest.raises(FileNotFoundError, match=r"transformer\.onnx \(transformer\) is missing.*export_onnx\.py"):
+    with pytest.raises(FileNotFoundError, match=r"transformer\.onnx \(transformer\) is missing.*m6-fashion export onnx"):
         mrt.M6FashionRuntime(str(b))
 
     b = _copy_bundle(tiny_bundle, tmp_path / "no_json")

@@ -201,18 +201,13 @@ def _run_pipeline(args, **kwargs) -> None:
 
 
 def _export_onnx(argv: List[str]) -> None:
-    """Runs `conversion/export_onnx.py` of this checkout (the exporters are not part of the installed package)."""
-    import importlib.util
-
-    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-    script = os.path.join(root, "conversion", "export_onnx.py")
-    if not os.path.isfile(script):
-        raise SystemExit("error: `m6-fashion export onnx` needs a source checkout (conversion/export_onnx.py); "
-                         "install with `pip install -e .[export]` from a clone")
-    spec = importlib.util.spec_from_file_location("m6_fashion_conversion_export_onnx", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(argv)
+    """`m6-fashion export onnx`: the exporter of the installed package (needs the `export` extra)."""
+    try:
+        from .export.export_onnx import main as export_main
+    except ImportError as e:
+        raise SystemExit(f"error: `m6-fashion export onnx` needs the export extra ({e.name} is missing): "
+                         "pip install 'm6-fashion[export]'")
+    export_main(argv)
 
 
 # every command: name -> one-line description (the top-level --help lists them all, in this order)

@@ -1,6 +1,6 @@
 """m6-fashion-runtime: torch-free M6-Fashion inference (ONNX Runtime + numpy).
 
-Runs a bundle written by the m6-fashion repository's ``conversion/export_onnx.py``: caption
+Runs a bundle written by ``m6-fashion export onnx``: caption
 tokenisation (``tokenizers``), the sequence layout and the SMART sampling loop in numpy, the image
 encoder / transformer / decoder graphs in ONNX Runtime. Depends only on numpy, onnxruntime,
 tokenizers and pillow.

@@ -1,6 +1,6 @@
 """Reading and validating a runtime bundle folder.
 
-A bundle (written by ``conversion/export_onnx.py`` of the m6-fashion repository) holds::
+A bundle (written by ``m6-fashion export onnx``) holds::
 
     bundle.json            format, format_version, geometry, canvases, default_size, special_token_ids,
                            scheduler, files, sha256
@@ -36,7 +36,7 @@ GEOMETRY_KEYS = (
     "max_text_length", "max_condition_tokens", "max_position_embeddings", "vocab_size",
 )
 SPECIAL_TOKENS = ("pad", "unk", "sep", "eov", "eot", "img", "mask")
-REEXPORT_HINT = "re-create the bundle with `python conversion/export_onnx.py --model PIPELINE_DIR --out BUNDLE_DIR`"
+REEXPORT_HINT = "re-create the bundle with `m6-fashion export onnx --model PIPELINE_DIR --out BUNDLE_DIR`"
 
 
 class BundleError(ValueError):

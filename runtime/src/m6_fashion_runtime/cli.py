@@ -41,7 +41,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", required=True, help="bundle folder (written by conversion/export_onnx.py)")
+    p.add_argument("--bundle", required=True, help="bundle folder (written by `m6-fashion export onnx`)")
     p.add_argument("--prompt", default=None, help="caption, e.g. 'Women Pink Handbag' (default: none)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling (same seed, same image)")
     p.add_argument("--steps", type=_positive_int, default=10, help=f"SMART passes T (default 10, at most {MAX_STEPS})")

@@ -79,7 +79,7 @@ class M6FashionRuntime:
         if self.int8 and not self.bundle.has_int8:
             raise FileNotFoundError(
                 f"the bundle {self.bundle.root!r} has no int8 transformer; re-create it with "
-                "`python conversion/export_onnx.py --model PIPELINE_DIR --out BUNDLE_DIR --int8`"
+                "`m6-fashion export onnx --model PIPELINE_DIR --out BUNDLE_DIR --int8`"
             )
         self._sessions: Dict[str, object] = {}
         from tokenizers import Tokenizer

@@ -1,0 +1,686 @@
+"""Exports an M6-Fashion pipeline folder to ONNX and packs the torch-free runtime bundle.
+
+    m6-fashion export onnx --model PIPELINE_DIR --out BUNDLE_DIR [--int8] \
+        [--parity-data path/to/test.parquet] [--parity-batch 3] [--decoder-hr DECODER_DIR | --no-decoder-hr]
+
+Three graphs (four with a high-resolution decoder) are exported, each with a dynamic batch axis (opset >= 18,
+weights inside the file):
+
+* ``image_encoder.onnx``: ``pixel_values (B, 3, S, S)`` float in [-1, 1] -> ``tokens (B, h, w, M)`` int64.
+  The CNN encoder and the nearest-code search of the product quantiser are both in the graph.
+* ``image_decoder.onnx``: ``tokens (B, h, w, M)`` int64 in [0, K) -> ``pixel_values (B, 3, S, S)`` float,
+  clamped to [-1, 1] (codebook lookup + spatial-style decoder, as ``M6FashionPipeline.decode_tokens``).
+* ``image_decoder_hr.onnx`` (when the pipeline has ``decoder_hr``, or ``--decoder-hr`` gives one):
+  ``tokens (B, h, w, M)`` -> ``pixel_values (B, 3, D, D)`` on the larger canvas, the same graph around ``decoder_hr``.
+* ``transformer.onnx``: one SMART pass, ``input_ids, position_ids, token_type_ids, attention_mask (B, L)``
+  and ``image_codes (B, L, M)`` (int64, the layout of ``m6_fashion.models.sequence_layout``) ->
+  ``logits (B, N, M, K)``. ``B`` and ``L`` are dynamic (``L`` varies with the condition segment).
+
+The SMART loop is data-dependent control flow, so it stays outside the graphs (the runtime runs it in
+numpy). ``--int8`` adds ``transformer.int8.onnx`` (onnxruntime dynamic int8 quantisation of the MatMuls).
+
+The bundle folder holds the ONNX files, ``tokenizer.json`` (the caption tokenizer, for the ``tokenizers``
+library) and ``bundle.json`` (format version, geometry, special token ids, scheduler config, file list, and
+``canvases`` (decoder file key -> side of the square it paints) and ``default_size`` (height, width), from which
+the runtime computes the output sizes and crops exactly as ``M6FashionPipeline.output_canvas`` does).
+After export every graph is checked with ``onnx.checker``, its batch (and sequence) axes are checked to be
+symbolic, and onnxruntime is compared with PyTorch at a batch size different from the export example.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
+BUNDLE_FORMAT_VERSION = 2  # 2: canvases, default_size and the optional image_decoder_hr.onnx
+DEFAULT_OPSET = 18
+MIN_OPSET = 18
+EXPORT_BATCH = 2  # batch of the export example; parity is checked at other batch sizes
+FILES = {
+    "image_encoder": "image_encoder.onnx",
+    "image_decoder": "image_decoder.onnx",
+    "transformer": "transformer.onnx",
+}
+HR_DECODER = "image_decoder_hr"  # bundle file key of the high-resolution decoder graph
+HR_DECODER_FILE = "image_decoder_hr.onnx"
+INT8_FILE = "transformer.int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+BUNDLE_JSON = "bundle.json"
+TRANSFORMER_INPUTS = ("input_ids", "image_codes", "position_ids", "token_type_ids", "attention_mask")
+
+# parity tolerances (ONNX Runtime vs PyTorch, float32 on CPU)
+PIXEL_TOLERANCE = 1e-3  # max abs difference of decoded pixels in [-1, 1] (one uint8 level is 2/255 = 7.8e-3)
+LOGIT_TOLERANCE = 2e-3  # max abs difference of transformer logits
+TOKEN_MATCH_MIN = 0.99  # minimum exact-match rate of encoder tokens (near-equidistant codes may flip)
+ARGMAX_MATCH_MIN = 0.99  # minimum argmax agreement of the transformer logits
+
+__all__ = [
+    "ImageEncoderGraph",
+    "ImageDecoderGraph",
+    "TransformerGraph",
+    "export_image_encoder",
+    "export_image_decoder",
+    "export_transformer",
+    "check_onnx_file",
+    "export_fp16_graphs",
+    "quantize_transformer_int8",
+    "parity_image_encoder",
+    "parity_image_decoder",
+    "parity_transformer",
+    "load_parity_images",
+    "with_decoder_hr",
+    "export_bundle",
+    "main",
+]
+
+
+# ---------------------------------------------------------------------------------------------- graphs
+class ImageEncoderGraph(nn.Module):
+    """pixel_values (B, 3, S, S) -> tokens (B, h, w, M) int64: ``PQTokenizer.encode`` without input checks."""
+
+    def __init__(self, image_tokenizer):
+        super().__init__()
+        self.image_tokenizer = image_tokenizer
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tok = self.image_tokenizer
+        z = tok.encoder(pixel_values.to(tok.dtype)).float()
+        _, tokens = tok._quantize(z, update=False)
+        return tokens
+
+
+class ImageDecoderGraph(nn.Module):
+    """tokens (B, h, w, M) int64 -> pixels (B, 3, S, S) in [-1, 1]: ``M6FashionPipeline.decode_tokens``.
+
+    The value checks of ``PQTokenizer.lookup`` are data dependent and stay out of the graph (the runtime
+    checks token ranges before calling it).
+    """
+
+    def __init__(self, image_tokenizer, decoder):
+        super().__init__()
+        self.image_tokenizer = image_tokenizer
+        self.decoder = decoder
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        tok = self.image_tokenizer
+        codes = tok.codebooks.lookup(tokens.long())  # (B, h, w, M, d)
+        latents = codes.sum(-2) if tok.config.quantizer_type == "residual" else codes.flatten(-2)
+        latents = latents.permute(0, 3, 1, 2).contiguous()
+        return self.decoder(latents.to(self.decoder.dtype)).sample.float().clamp(-1, 1)
+
+
+class TransformerGraph(nn.Module):
+    """One full SMART pass: the five (B, L[, M]) layout tensors -> logits (B, N, M, K) (no input checks)."""
+
+    def __init__(self, transformer):
+        super().__init__()
+        if transformer.config.attention != "bidirectional":
+            raise ValueError(
+                f"only bidirectional (masked, SMART-sampled) transformers are exported; this one has "
+                f"attention={transformer.config.attention!r} (the causal baseline decodes token by token)"
+            )
+        self.transformer = transformer
+
+    def forward(self, input_ids, image_codes, position_ids, token_type_ids, attention_mask):
+        m = self.transformer
+        n = m.config.num_image_tokens
+        return m._forward(input_ids, image_codes, position_ids, token_type_ids, attention_mask, None, None, False, n).logits.float()
+
+
+# ---------------------------------------------------------------------------------------------- export
+def _export(module: nn.Module, args: tuple, path: str, input_names, output_names, dynamic_shapes, opset: int) -> None:
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is too old; accepted: >= {MIN_OPSET}")
+    module = module.eval()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            path,
+            dynamo=True,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            external_data=False,  # weights inside the .onnx file
+            optimize=True,
+            verbose=False,
+        )
+    data = path + ".data"
+    if os.path.exists(data):
+        raise RuntimeError(f"the exporter wrote external weights ({data}); expected them inside {path}")
+
+
+def _batch_dim():
+    return torch.export.Dim("batch", min=1, max=4096)
+
+
+def export_image_encoder(image_tokenizer, path: str, opset: int = DEFAULT_OPSET, example_batch: int = EXPORT_BATCH) -> str:
+    """Exports pixels -> tokens with a dynamic batch. Returns ``path``."""
+    s, c = image_tokenizer.config.sample_size, image_tokenizer.config.in_channels
+    example = torch.rand(example_batch, c, s, s) * 2 - 1
+    _export(ImageEncoderGraph(image_tokenizer), (example,), path, ["pixel_values"], ["tokens"],
+            {"pixel_values": {0: _batch_dim()}}, opset)
+    check_onnx_file(path, {"pixel_values": [0]}, {"tokens": [0]})
+    return path
+
+
+def export_image_decoder(image_tokenizer, decoder, path: str, opset: int = DEFAULT_OPSET, example_batch: int = EXPORT_BATCH) -> str:
+    """Exports tokens -> pixels with a dynamic batch. Returns ``path``."""
+    g = image_tokenizer.grid_size
+    example = torch.randint(0, image_tokenizer.config.codebook_size, (example_batch, g, g, image_tokenizer.num_token_groups))
+    _export(ImageDecoderGraph(image_tokenizer, decoder), (example,), path, ["tokens"], ["pixel_values"],
+            {"tokens": {0: _batch_dim()}}, opset)
+    check_onnx_file(path, {"tokens": [0]}, {"pixel_values": [0]})
+    return path
+
+
+def _transformer_example(config, batch: int) -> Dict[str, torch.Tensor]:
+    """Example inputs with a short condition segment in one sample (so no axis is at a special size)."""
+    from m6_fashion.models.sequence_layout import build_model_inputs
+
+    g, m, k, n = config.grid_size, config.num_groups, config.codebook_size, config.num_image_tokens
+    gen = torch.Generator().manual_seed(0)
+    texts = [[7 + (i % max(1, config.vocab_size - 7))] * (1 + i % 3) for i in range(batch)]
+    target = torch.randint(0, k + 1, (batch, n, m), generator=gen)
+    conditions = [None] * batch
+    if config.max_condition_tokens >= 2:
+        size = min(3, config.max_condition_tokens)
+        conditions[0] = [(torch.randint(0, k, (size, m), generator=gen), torch.arange(size) % n)]
+    return build_model_inputs(config, texts, target, conditions)
+
+
+def export_transformer(transformer, path: str, opset: int = DEFAULT_OPSET, example_batch: int = EXPORT_BATCH) -> str:
+    """Exports one SMART pass with dynamic batch and sequence length. Returns ``path``."""
+    cfg = transformer.config
+    inputs = _transformer_example(cfg, example_batch)
+    fixed = cfg.max_text_length + 2 + cfg.num_image_tokens  # EOV + text + EOT + target
+    batch = _batch_dim()
+    seq = torch.export.Dim("seq", min=fixed, max=fixed + cfg.max_condition_tokens)
+    dynamic = {name: {0: batch, 1: seq} for name in TRANSFORMER_INPUTS}
+    args = tuple(inputs[name] for name in TRANSFORMER_INPUTS)
+    _export(TransformerGraph(transformer), args, path, TRANSFORMER_INPUTS, ["logits"], dynamic, opset)
+    check_onnx_file(path, {name: [0, 1] for name in TRANSFORMER_INPUTS}, {"logits": [0]})
+    return path
+
+
+def check_onnx_file(path: str, dynamic_inputs: Dict[str, Sequence[int]], dynamic_outputs: Optional[Dict[str, Sequence[int]]] = None,
+                    min_opset: int = MIN_OPSET) -> Dict[str, list]:
+    """Runs ``onnx.checker`` and checks that the named axes are symbolic, not fixed to the export example.
+
+    Returns ``{name: shape}`` for inputs and outputs (``str`` for a symbolic axis, ``int`` for a fixed one).
+    Raises ``ValueError`` naming the axis that the exporter fixed.
+    """
+    import onnx
+
+    onnx.checker.check_model(path, full_check=True)
+    model = onnx.load(path, load_external_data=False)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < min_opset:
+        raise ValueError(f"{path}: opset {opset} < {min_opset}")
+    shapes = {}
+    for v in list(model.graph.input) + list(model.graph.output):
+        shapes[v.name] = [d.dim_param if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim]
+    for kind, wanted in (("input", dynamic_inputs), ("output", dynamic_outputs or {})):
+        for name, axes in wanted.items():
+            if name not in shapes:
+                raise ValueError(f"{path}: the graph has no {kind} named {name!r}; it has {sorted(shapes)}")
+            for a in axes:
+                dim = shapes[name][a]
+                if not isinstance(dim, str) or not dim:
+                    raise ValueError(
+                        f"{path}: axis {a} of {kind} {name!r} is fixed to {dim} (shape {shapes[name]}); it must be dynamic "
+                        "(the exporter specialised it to the example's size)"
+                    )
+    return shapes
+
+
+def export_fp16_graphs(pipe, out_dir: str, opset: int = DEFAULT_OPSET, components: Sequence[str] = tuple(FILES)) -> Dict[str, str]:
+    """Exports the three graphs with float16 weights and compute (float32 inputs/outputs) into ``out_dir``.
+
+    For strongly typed TensorRT builds (TensorRT >= 11 has no FP16 builder flag). The codebooks and
+    the nearest-code search stay in float32, so only the encoder CNN, the decoder and the transformer
+    run in half precision. Returns ``{component: path}`` with the file names of :data:`FILES`
+    (``components`` picks a subset).
+    """
+    import copy
+
+    tok = copy.deepcopy(pipe.image_tokenizer).float().eval()
+    tok.encoder.half()  # codebooks (buffers of tok.codebooks) stay float32
+    decoder = copy.deepcopy(pipe.decoder).half().eval()
+    transformer = copy.deepcopy(pipe.transformer).half().eval()
+    unknown = set(components) - set(FILES)
+    if unknown:
+        raise ValueError(f"unknown components {sorted(unknown)}; accepted: {sorted(FILES)}")
+    paths = {key: os.path.join(out_dir, FILES[key]) for key in components}
+    if "image_encoder" in paths:
+        export_image_encoder(tok, paths["image_encoder"], opset)
+    if "image_decoder" in paths:
+        export_image_decoder(tok, decoder, paths["image_decoder"], opset)
+    if "transformer" in paths:
+        export_transformer(transformer, paths["transformer"], opset)
+    return paths
+
+
+def quantize_transformer_int8(src: str, dst: str) -> str:
+    """onnxruntime dynamic int8 quantisation (weights int8, activations quantised on the fly) of the MatMuls."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    check_onnx_file(dst, {name: [0, 1] for name in TRANSFORMER_INPUTS}, {"logits": [0]}, min_opset=MIN_OPSET)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------------- parity
+def _session(path: str, threads: Optional[int] = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def load_parity_images(data: str, count: int) -> List:
+    """The first ``count`` images (PIL) of a Parquet split (e.g. the real ``test.parquet``)."""
+    import datasets
+
+    if not os.path.isfile(data):
+        raise FileNotFoundError(f"parity data {data!r} does not exist; pass a Parquet file with an 'image' column")
+    ds = datasets.load_dataset("parquet", data_files={"test": data}, split="test")
+    if "image" not in ds.column_names:
+        raise ValueError(f"{data!r} has no 'image' column; columns: {ds.column_names}")
+    return [ds[i]["image"] for i in range(min(count, len(ds)))]
+
+
+def _parity_pixels(images, sample_size: int, batch: int) -> torch.Tensor:
+    from m6_fashion.image_processing import preprocess
+
+    if images:
+        images = (list(images) * batch)[:batch]
+        return preprocess(images, sample_size)
+    gen = torch.Generator().manual_seed(1)
+    return torch.rand(batch, 3, sample_size, sample_size, generator=gen) * 2 - 1
+
+
+@torch.no_grad()
+def parity_image_encoder(path: str, image_tokenizer, pixels: torch.Tensor) -> Dict[str, float]:
+    """Tokens from ONNX Runtime vs ``PQTokenizer.encode``: exact-match rate over all (position, group) codes."""
+    ref = image_tokenizer.encode(pixels).numpy()
+    got = _session(path).run(None, {"pixel_values": pixels.numpy().astype(np.float32)})[0]
+    if got.shape != ref.shape or got.dtype != np.int64:
+        raise AssertionError(f"encoder output {got.shape} {got.dtype}, expected {ref.shape} int64")
+    return {"batch": int(pixels.shape[0]), "token_match": float((got == ref).mean())}
+
+
+@torch.no_grad()
+def parity_image_decoder(path: str, image_tokenizer, decoder, tokens: torch.Tensor) -> Dict[str, float]:
+    """Pixels from ONNX Runtime vs PyTorch lookup + decoder (clamped): max abs difference."""
+    ref = decoder(image_tokenizer.lookup(tokens)).sample.float().clamp(-1, 1).numpy()
+    got = _session(path).run(None, {"tokens": tokens.numpy().astype(np.int64)})[0]
+    if got.shape != ref.shape:
+        raise AssertionError(f"decoder output {got.shape}, expected {ref.shape}")
+    return {"batch": int(tokens.shape[0]), "pixel_max_abs_diff": float(np.abs(got - ref).max())}
+
+
+@torch.no_grad()
+def parity_transformer(path: str, transformer, inputs: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """Logits from ONNX Runtime vs ``M6FashionTransformer.forward``: max abs difference and argmax agreement."""
+    ref = transformer(**inputs).logits.float().numpy()
+    got = _session(path).run(None, {k: inputs[k].numpy().astype(np.int64) for k in TRANSFORMER_INPUTS})[0]
+    if got.shape != ref.shape:
+        raise AssertionError(f"transformer output {got.shape}, expected {ref.shape}")
+    return {
+        "batch": int(inputs["input_ids"].shape[0]),
+        "seq_len": int(inputs["input_ids"].shape[1]),
+        "logit_max_abs_diff": float(np.abs(got - ref).max()),
+        "argmax_match": float((got.argmax(-1) == ref.argmax(-1)).mean()),
+    }
+
+
+def transformer_parity_inputs(pipe, tokens: torch.Tensor, prompts: Sequence[str], mask_ratio: float = 0.5,
+                              with_condition: bool = True) -> Dict[str, torch.Tensor]:
+    """Real-looking transformer inputs: image tokens with a random ``mask_ratio`` masked, captions, and a
+    condition patch (cut from the first image) on the first sample so the sequence length differs."""
+    from m6_fashion.models.sequence_layout import build_model_inputs, crop_patch
+
+    cfg = pipe.transformer.config
+    b = tokens.shape[0]
+    flat = tokens.reshape(b, cfg.num_image_tokens, -1).clone()
+    gen = torch.Generator().manual_seed(2)
+    masked = torch.rand(b, cfg.num_image_tokens, generator=gen) < mask_ratio
+    flat[masked] = cfg.codebook_size
+    conditions = None
+    if with_condition and cfg.max_condition_tokens >= 4:
+        side = max(1, min(cfg.grid_size // 4, int(cfg.max_condition_tokens**0.5)))
+        conditions = [[crop_patch(tokens[0], (0, 0, side, side), cfg.grid_size)]] + [None] * (b - 1)
+    text_ids = pipe.encode_prompt(list(prompts)[:b] + [""] * max(0, b - len(prompts)))
+    return build_model_inputs(cfg, text_ids, flat, conditions)
+
+
+# ---------------------------------------------------------------------------------------------- bundle
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _save_tokenizer(tokenizer, path: str) -> None:
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"the pipeline's tokenizer ({type(tokenizer).__name__}) is not a fast tokenizer; the runtime needs tokenizer.json")
+    backend.save(path)
+
+
+def bundle_canvases(pipe, files: Dict[str, str]) -> Dict[str, int]:
+    """``{decoder file key: side of the square it paints}``: ``image_decoder`` -> ``sample_size``, and
+    ``image_decoder_hr`` -> ``decoder_hr``'s side when the bundle has that graph (then ``pipe`` must have it)."""
+    sides = pipe.canvas_sides()  # [sample_size] or [sample_size, decoder_hr side]
+    if (HR_DECODER in files) != (len(sides) > 1):
+        raise ValueError(
+            f"the bundle files ({sorted(files)}) and the pipeline's canvases {sides} disagree: export "
+            f"{HR_DECODER_FILE} exactly when the pipeline has decoder_hr"
+        )
+    canvases = {"image_decoder": int(sides[0])}
+    if len(sides) > 1:
+        canvases[HR_DECODER] = int(sides[1])
+    return canvases
+
+
+def bundle_config(pipe, files: Dict[str, str], opset: int) -> dict:
+    """The ``bundle.json`` content for a pipeline (geometry, canvases and default output size, special tokens,
+    scheduler, files)."""
+    tcfg = pipe.transformer.config
+    itok = pipe.image_tokenizer
+    sched = {k: v for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")}
+    if tcfg.codebook_size != itok.config.codebook_size or tcfg.num_groups != itok.num_token_groups or tcfg.grid_size != itok.grid_size:
+        raise ValueError(
+            "the transformer and the image tokenizer disagree on the token geometry: transformer "
+            f"(grid {tcfg.grid_size}, M {tcfg.num_groups}, K {tcfg.codebook_size}) vs tokenizer "
+            f"(grid {itok.grid_size}, M {itok.num_token_groups}, K {itok.config.codebook_size})"
+        )
+    if sched.get("mask_token_id") != tcfg.codebook_size:
+        raise ValueError(f"scheduler mask_token_id {sched.get('mask_token_id')} != codebook_size {tcfg.codebook_size}")
+    return {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "opset": opset,
+        "geometry": {
+            "sample_size": int(itok.config.sample_size),
+            "grid_size": int(tcfg.grid_size),
+            "num_groups": int(tcfg.num_groups),
+            "codebook_size": int(tcfg.codebook_size),
+            "num_image_tokens": int(tcfg.num_image_tokens),
+            "max_text_length": int(tcfg.max_text_length),
+            "max_condition_tokens": int(tcfg.max_condition_tokens),
+            "max_position_embeddings": int(tcfg.max_position_embeddings),
+            "vocab_size": int(tcfg.vocab_size),
+        },
+        "canvases": bundle_canvases(pipe, files),
+        "default_size": {"height": int(pipe.default_size[0]), "width": int(pipe.default_size[1])},
+        "special_token_ids": {k: int(v) for k, v in tcfg.special_token_ids.items()},
+        "scheduler": sched,
+        "files": files,
+    }
+
+
+def with_decoder_hr(pipe, decoder_hr=None, include_hr: bool = True):
+    """The pipeline whose decoders the bundle holds.
+
+    ``decoder_hr``: a ``StyleDecoder`` or its folder, replacing the pipeline's own (if any); ``include_hr=False``
+    leaves the high-resolution decoder out (a bundle of ``sample_size`` outputs only). Returns ``pipe`` itself
+    when nothing changes, else a new pipeline of the same components (checked by the pipeline's constructor:
+    same latent channels, a larger canvas painted from the same grid).
+    """
+    if decoder_hr is not None and not include_hr:
+        raise ValueError("pass either decoder_hr (export this high-resolution decoder) or include_hr=False (leave it out), not both")
+    if isinstance(decoder_hr, (str, os.PathLike)):
+        from m6_fashion import StyleDecoder
+
+        folder = os.fspath(decoder_hr)
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise FileNotFoundError(f"{folder!r} is not a StyleDecoder folder (no config.json); pass e.g. PIPELINE_DIR/decoder_hr")
+        decoder_hr = StyleDecoder.from_pretrained(folder, use_safetensors=True)
+    current = getattr(pipe, "decoder_hr", None)
+    wanted = decoder_hr if decoder_hr is not None else (current if include_hr else None)
+    if wanted is current:
+        return pipe
+    new = type(pipe)(image_tokenizer=pipe.image_tokenizer, decoder=pipe.decoder, transformer=pipe.transformer,
+                     tokenizer=pipe.tokenizer, scheduler=pipe.scheduler, decoder_hr=wanted)
+    new.set_progress_bar_config(disable=True)
+    return new
+
+
+def export_bundle(
+    model_dir: Optional[str],
+    out_dir: str,
+    opset: int = DEFAULT_OPSET,
+    int8: bool = False,
+    parity: bool = True,
+    parity_images: Optional[Sequence] = None,
+    parity_batch: int = 3,
+    pipe=None,
+    log=print,
+    decoder_hr=None,
+    include_hr: bool = True,
+) -> dict:
+    """Pipeline folder (or an already loaded ``pipe``) -> runtime bundle in ``out_dir``.
+
+    The pipeline's ``decoder_hr`` (or ``decoder_hr``, a ``StyleDecoder`` or its folder, when given) is exported
+    as ``image_decoder_hr.onnx``; ``include_hr=False`` leaves it out. Returns a report ``{"files": ...,
+    "shapes": ..., "parity": ..., "seconds": ...}``. With ``parity`` each graph is compared with PyTorch at
+    ``parity_batch`` (must differ from the export batch, 2) on ``parity_images`` (PIL images; random pixels when
+    none) and raises ``AssertionError`` past the tolerances.
+    """
+    if parity and parity_batch == EXPORT_BATCH:
+        raise ValueError(f"parity_batch must differ from the export example's batch ({EXPORT_BATCH}) to catch a fixed batch axis")
+    if pipe is None:
+        from m6_fashion import M6FashionPipeline
+
+        if model_dir is not None and not os.path.isfile(os.path.join(model_dir, "model_index.json")):
+            raise FileNotFoundError(f"{model_dir!r} is not a pipeline folder (no model_index.json)")
+        pipe = M6FashionPipeline.from_pretrained(model_dir)
+        pipe.set_progress_bar_config(disable=True)
+    pipe = with_decoder_hr(pipe, decoder_hr, include_hr)
+    hr = getattr(pipe, "decoder_hr", None)
+    for comp in (pipe.image_tokenizer, pipe.decoder, pipe.transformer, hr):
+        if comp is None:
+            continue
+        if comp.dtype != torch.float32:
+            comp.to(torch.float32)
+        comp.eval()
+    os.makedirs(out_dir, exist_ok=True)
+    report = {"files": {}, "shapes": {}, "parity": {}, "seconds": {}}
+
+    t0 = time.perf_counter()
+    path = os.path.join(out_dir, FILES["image_encoder"])
+    export_image_encoder(pipe.image_tokenizer, path, opset)
+    report["seconds"]["image_encoder"] = time.perf_counter() - t0
+    log(f"exported {FILES['image_encoder']} ({report['seconds']['image_encoder']:.1f} s)")
+
+    t0 = time.perf_counter()
+    path = os.path.join(out_dir, FILES["image_decoder"])
+    export_image_decoder(pipe.image_tokenizer, pipe.decoder, path, opset)
+    report["seconds"]["image_decoder"] = time.perf_counter() - t0
+    log(f"exported {FILES['image_decoder']} ({report['seconds']['image_decoder']:.1f} s)")
+
+    files = dict(FILES)
+    if hr is not None:
+        t0 = time.perf_counter()
+        export_image_decoder(pipe.image_tokenizer, hr, os.path.join(out_dir, HR_DECODER_FILE), opset)
+        files[HR_DECODER] = HR_DECODER_FILE
+        report["seconds"][HR_DECODER] = time.perf_counter() - t0
+        log(f"exported {HR_DECODER_FILE} ({report['seconds'][HR_DECODER]:.1f} s)")
+    elif os.path.exists(os.path.join(out_dir, HR_DECODER_FILE)):
+        os.remove(os.path.join(out_dir, HR_DECODER_FILE))  # a stale graph from an earlier export into this folder
+
+    t0 = time.perf_counter()
+    path = os.path.join(out_dir, FILES["transformer"])
+    export_transformer(pipe.transformer, path, opset)
+    report["seconds"]["transformer"] = time.perf_counter() - t0
+    log(f"exported {FILES['transformer']} ({report['seconds']['transformer']:.1f} s)")
+
+    if int8:
+        t0 = time.perf_counter()
+        quantize_transformer_int8(path, os.path.join(out_dir, INT8_FILE))
+        files["transformer_int8"] = INT8_FILE
+        report["seconds"]["transformer_int8"] = time.perf_counter() - t0
+        log(f"quantised {INT8_FILE} ({report['seconds']['transformer_int8']:.1f} s)")
+
+    _save_tokenizer(pipe.tokenizer, os.path.join(out_dir, TOKENIZER_FILE))
+    files["tokenizer"] = TOKENIZER_FILE
+    config = bundle_config(pipe, files, opset)
+    config["sha256"] = {key: _sha256(os.path.join(out_dir, name)) for key, name in files.items()}
+    with open(os.path.join(out_dir, BUNDLE_JSON), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    report["files"] = {k: os.path.join(out_dir, v) for k, v in files.items()}
+
+    import onnx
+
+    for key in [k for k in (*FILES, HR_DECODER) if k in files]:
+        m = onnx.load(os.path.join(out_dir, files[key]), load_external_data=False)
+        report["shapes"][key] = {
+            v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(m.graph.input) + list(m.graph.output)
+        }
+
+    if parity:
+        report["parity"] = run_parity(pipe, out_dir, parity_images, batches=(parity_batch,), int8=int8)
+        for line in format_parity(report["parity"]):
+            log(line)
+    return report
+
+
+@torch.no_grad()
+def run_parity(pipe, bundle_dir: str, images=None, batches: Sequence[int] = (1, 3), prompts: Optional[Sequence[str]] = None,
+               int8: bool = False, strict: bool = True) -> Dict[str, list]:
+    """ONNX Runtime vs PyTorch for the graphs at each batch size; raises past the tolerances if ``strict``.
+
+    ``image_decoder_hr`` is compared with the pipeline's ``decoder_hr`` when both the pipeline and the bundle
+    have it (same pixel tolerance as ``image_decoder``).
+    """
+    s = pipe.image_tokenizer.config.sample_size
+    prompts = list(prompts or ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes", "Girls Red Dress"])
+    out = {"image_encoder": [], "image_decoder": [], "transformer": []}
+    hr_path = os.path.join(bundle_dir, HR_DECODER_FILE)
+    hr = getattr(pipe, "decoder_hr", None)
+    if hr is not None and os.path.isfile(hr_path):
+        out[HR_DECODER] = []
+    if int8 and os.path.isfile(os.path.join(bundle_dir, INT8_FILE)):
+        out["transformer_int8"] = []
+    for b in batches:
+        pixels = _parity_pixels(images, s, b)
+        out["image_encoder"].append(parity_image_encoder(os.path.join(bundle_dir, FILES["image_encoder"]), pipe.image_tokenizer, pixels))
+        tokens = pipe.image_tokenizer.encode(pixels)
+        out["image_decoder"].append(parity_image_decoder(os.path.join(bundle_dir, FILES["image_decoder"]), pipe.image_tokenizer, pipe.decoder, tokens))
+        if HR_DECODER in out:
+            out[HR_DECODER].append(parity_image_decoder(hr_path, pipe.image_tokenizer, hr, tokens))
+        inputs = transformer_parity_inputs(pipe, tokens, (prompts * b)[:b])
+        out["transformer"].append(parity_transformer(os.path.join(bundle_dir, FILES["transformer"]), pipe.transformer, inputs))
+        if "transformer_int8" in out:
+            out["transformer_int8"].append(parity_transformer(os.path.join(bundle_dir, INT8_FILE), pipe.transformer, inputs))
+    if strict:
+        for r in out["image_encoder"]:
+            if r["token_match"] < TOKEN_MATCH_MIN:
+                raise AssertionError(f"image encoder token match {r['token_match']:.4f} < {TOKEN_MATCH_MIN} at batch {r['batch']}")
+        for key in ("image_decoder", HR_DECODER):
+            for r in out.get(key, []):
+                if r["pixel_max_abs_diff"] > PIXEL_TOLERANCE:
+                    raise AssertionError(f"{key} max abs diff {r['pixel_max_abs_diff']:.2e} > {PIXEL_TOLERANCE} at batch {r['batch']}")
+        for r in out["transformer"]:
+            if r["logit_max_abs_diff"] > LOGIT_TOLERANCE or r["argmax_match"] < ARGMAX_MATCH_MIN:
+                raise AssertionError(
+                    f"transformer max abs diff {r['logit_max_abs_diff']:.2e} (tolerance {LOGIT_TOLERANCE}), argmax match "
+                    f"{r['argmax_match']:.4f} (minimum {ARGMAX_MATCH_MIN}) at batch {r['batch']}"
+                )
+    return out
+
+
+def format_parity(parity: Dict[str, list]) -> List[str]:
+    lines = []
+    for r in parity.get("image_encoder", []):
+        lines.append(f"parity image_encoder batch {r['batch']}: token exact match {r['token_match']:.4%} (minimum {TOKEN_MATCH_MIN:.0%})")
+    for key in ("image_decoder", HR_DECODER):
+        for r in parity.get(key, []):
+            lines.append(f"parity {key} batch {r['batch']}: pixel max abs diff {r['pixel_max_abs_diff']:.2e} (tolerance {PIXEL_TOLERANCE:.0e})")
+    for key in ("transformer", "transformer_int8"):
+        for r in parity.get(key, []):
+            tol = f" (tolerance {LOGIT_TOLERANCE:.0e})" if key == "transformer" else " (int8, not bounded)"
+            lines.append(
+                f"parity {key} batch {r['batch']} seq {r['seq_len']}: logit max abs diff {r['logit_max_abs_diff']:.2e}{tol}, "
+                f"argmax match {r['argmax_match']:.4%}"
+            )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="export_onnx.py",
+        description="Export an M6-Fashion pipeline folder to ONNX and pack the torch-free runtime bundle.",
+    )
+    p.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    p.add_argument("--out", required=True, help="bundle folder to write (ONNX files, tokenizer.json, bundle.json)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})")
+    p.add_argument("--int8", action="store_true", help="also write transformer.int8.onnx (dynamic int8 quantisation)")
+    p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
+    p.add_argument("--parity-data", default=None, help="Parquet file with an 'image' column for the parity check (e.g. the test split); default: random pixels")
+    p.add_argument("--parity-images", type=int, default=8, help="images read from --parity-data (default 8)")
+    p.add_argument("--parity-batch", type=int, default=3, help=f"batch size of the parity check (must differ from {EXPORT_BATCH})")
+    p.add_argument("--report", default=None, help="write the export/parity report as JSON here")
+    hr = p.add_mutually_exclusive_group()
+    hr.add_argument("--decoder-hr", default=None, metavar="DECODER_DIR",
+                    help="StyleDecoder folder of a high-resolution decoder to export as image_decoder_hr.onnx (default: the "
+                         "pipeline's decoder_hr, if it has one); the runtime then makes its larger output sizes")
+    hr.add_argument("--no-decoder-hr", action="store_true",
+                    help="leave the pipeline's decoder_hr out: a smaller bundle of sample_size outputs only")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.opset < MIN_OPSET:
+        raise SystemExit(f"error: --opset must be >= {MIN_OPSET}; got {args.opset}")
+    if args.parity_batch < 1 or args.parity_batch == EXPORT_BATCH:
+        raise SystemExit(f"error: --parity-batch must be >= 1 and differ from the export batch {EXPORT_BATCH}; got {args.parity_batch}")
+    if args.model is not None and not os.path.isfile(os.path.join(args.model, "model_index.json")):
+        raise SystemExit(f"error: --model {args.model!r} is not a pipeline folder (no model_index.json)")
+    if args.decoder_hr is not None and not os.path.isfile(os.path.join(args.decoder_hr, "config.json")):
+        raise SystemExit(f"error: --decoder-hr {args.decoder_hr!r} is not a StyleDecoder folder (no config.json); "
+                         "pass e.g. PIPELINE_DIR/decoder_hr")
+    images = None
+    if args.parity_data and not args.no_parity:
+        try:
+            images = load_parity_images(args.parity_data, args.parity_images)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: {e}")
+    try:
+        report = export_bundle(args.model, args.out, opset=args.opset, int8=args.int8, parity=not args.no_parity,
+                               parity_images=images, parity_batch=args.parity_batch, decoder_hr=args.decoder_hr,
+                               include_hr=not args.no_decoder_hr)
+    except AssertionError as e:
+        raise SystemExit(f"error: parity check failed: {e}")
+    except ValueError as e:  # e.g. a --decoder-hr that does not fit the pipeline
+        raise SystemExit(f"error: {e}")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(report, f, indent=2)
+    print(f"bundle written to {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
