@@ -22,7 +22,7 @@ Usage (from the repository root; extra arguments after ``--`` go to ``m6-fashion
     python examples/finetune_rare_article.py --output_dir runs/rare-lora --lora -- --learning_rate 1e-3
     python examples/finetune_rare_article.py --output_dir runs/rare-article --skip_finetune   # re-score only
 
-The classifier is read from ``--classifier`` (default: ``models/attribute-classifier``, trained with
+The classifier is read from ``--classifier`` (default: the one shipped in the package, trained with
 ``python -m m6_fashion.evaluation.train_classifier``); without one the script stops after the fine-tune
 and says so.
 """
@@ -104,7 +104,7 @@ def main(argv=None):
     p.add_argument("--inference_steps", type=int, default=10)
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature for both pipelines (default: each pipeline's scheduler setting)")
-    p.add_argument("--classifier", default=None, help="attribute classifier folder (default: models/attribute-classifier)")
+    p.add_argument("--classifier", default=None, help="attribute classifier folder (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip_finetune", action="store_true", help="score an existing OUTPUT_DIR/model")
     args = p.parse_args(argv)

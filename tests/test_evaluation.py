@@ -69,7 +69,7 @@ def one_thread():
 def classifier():
     path = default_classifier_path()
     if not (path / "config.json").is_file():
-        pytest.skip("no trained attribute classifier at models/attribute-classifier")
+        pytest.skip("no trained attribute classifier in the package")
     return load_default_classifier(path)
 
 

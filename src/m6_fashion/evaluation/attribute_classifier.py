@@ -34,7 +34,6 @@ _HEAD_CONFIG_KEYS = {"articleType": "article_type_labels", "baseColour": "base_c
 
 DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "fashion-product-images")
 DEFAULT_CACHE_DIR = os.path.join(".cache", "m6-fashion")
-DEFAULT_MODEL_SUBDIR = os.path.join("models", "attribute-classifier")
 
 
 @dataclass
@@ -191,16 +190,12 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
 
 
 def default_classifier_path() -> Path:
-    """Where the shipped classifier lives: ``$M6_FASHION_CLASSIFIER_PATH``, else ``models/attribute-classifier``
-    in the source checkout, else ``models/attribute-classifier`` under the current directory."""
+    """Where the shipped classifier lives: ``$M6_FASHION_CLASSIFIER_PATH``, else inside the installed package
+    (``m6_fashion/pretrained/attribute-classifier``, 2.5 MB)."""
     env = os.environ.get("M6_FASHION_CLASSIFIER_PATH")
     if env:
         return Path(env)
-    repo_root = Path(__file__).resolve().parents[3]
-    candidate = repo_root / DEFAULT_MODEL_SUBDIR
-    if (candidate / "config.json").is_file():
-        return candidate
-    return Path(DEFAULT_MODEL_SUBDIR)
+    return Path(__file__).resolve().parents[1] / "pretrained" / "attribute-classifier"
 
 
 def load_default_classifier(path: Optional[Union[str, os.PathLike]] = None) -> AttributeClassifier:
@@ -209,7 +204,7 @@ def load_default_classifier(path: Optional[Union[str, os.PathLike]] = None) -> A
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"no attribute classifier at {str(path)!r}; train one with "
-            "`python -m m6_fashion.evaluation.train_classifier --output_dir models/attribute-classifier`"
+            "`python -m m6_fashion.evaluation.train_classifier --output_dir DIR` and pass DIR"
         )
     return AttributeClassifier.from_pretrained(str(path)).eval()
 

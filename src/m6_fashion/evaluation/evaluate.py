@@ -731,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=None,
                    help=f"folder with {{train,test}}.parquet (default {DEFAULT_DATA_DIR}; {HR_DATA_DIR} in the high-resolution mode)")
     p.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR, help="decoded-image and Inception-feature cache ('none' = off)")
-    p.add_argument("--classifier", default=None, help="attribute classifier folder (default: models/attribute-classifier)")
+    p.add_argument("--classifier", default=None, help="attribute classifier folder (default: the one shipped in the package)")
     p.add_argument("--no_reference_floor", action="store_true", help="skip the real-vs-real FID floor")
     p.add_argument("--save_images", default=None, help="folder for PNG grids of the generated images")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -1,6 +1,6 @@
 """Trains the attribute classifier (articleType, baseColour, gender) on the train split, on CPU.
 
-    python -m m6_fashion.evaluation.train_classifier --output_dir models/attribute-classifier --max_steps 2500
+    python -m m6_fashion.evaluation.train_classifier --output_dir src/m6_fashion/pretrained/attribute-classifier --max_steps 2500
 
 The first run decodes the split's JPEGs once into a uint8 tensor cache (``--cache_dir``, default
 ``.cache/m6-fashion``); later runs load that file in seconds. A held-out slice of the train split
