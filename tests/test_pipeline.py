@@ -110,16 +110,14 @@ def test_save_load_round_trip_identical(tiny_pipeline, tmp_path):
 def test_push_to_hub_uploads_the_pipeline_and_card(tiny_pipeline):
     uploaded = {}
 
-    def fake_upload(self, repo_id, folder_path, **kw):
-        import os
-
-        uploaded["files"] = sorted(os.path.relpath(os.path.join(r, f), folder_path) for r, _, fs in os.walk(folder_path) for f in fs)
-        uploaded["card"] = open(os.path.join(folder_path, "README.md")).read()
+    def fake_commit(self, repo_id, operations, **kw):  # the real HTTP path is tested in tests/test_hub.py
+        uploaded["files"] = sorted(op.path_in_repo for op in operations)
+        uploaded["card"] = open(next(op.path_or_fileobj for op in operations if op.path_in_repo == "README.md")).read()
         uploaded["repo_id"] = repo_id
 
     fake_repo = mock.Mock(repo_id="user/m6-fashion-test")
     with mock.patch("huggingface_hub.HfApi.create_repo", return_value=fake_repo) as create, \
-            mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload):
+            mock.patch("huggingface_hub.HfApi.create_commit", fake_commit):
         tiny_pipeline.push_to_hub("user/m6-fashion-test", model_card="# Test card")
     create.assert_called_once()
     files = uploaded["files"]

@@ -231,38 +231,81 @@ class M6FashionPipeline(DiffusionPipeline):
         private: Optional[bool] = None,
         token: Optional[str] = None,
         create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: Optional[str] = None,
+        subfolder: Optional[str] = None,
         revision: Optional[str] = None,
         model_card: Optional[str] = None,
     ):
-        """Uploads the whole pipeline (safetensors) with a model card as the repo's README.md.
+        """Uploads the whole pipeline (safetensors) with its model card as README.md; diffusers' signature.
+
+        As `diffusers.DiffusionPipeline.push_to_hub`: the repo is created if needed (`private`), the files are
+        saved with `save_pretrained` (with its `checksums.sha256`) and committed in one commit (`commit_message`,
+        `create_pr`; `subfolder` puts them under that folder of the repo). `variant="fp16"` (or `"bf16"`) saves
+        the weights in that dtype with the variant in the file names (`diffusion_pytorch_model.fp16.safetensors`;
+        load with `from_pretrained(repo, variant="fp16")`); the pipeline itself is left unchanged. Weights are
+        safetensors only: `safe_serialization=False` is refused before anything is saved or sent. `revision` is
+        the branch to commit to (or, with `create_pr=True`, to open the pull request against).
 
         The card is `model_card` if given, else the README.md of the folder the pipeline was loaded from, else a
-        minimal card; the Hub metadata (library_name, pipeline_tag, license, datasets) is always present.
+        minimal card, built by `m6_fashion.hub.build_model_card`: Hub front matter via `ModelCardData`, and a
+        weights paragraph (dtype, values, bytes per file) computed from the files being pushed. The shipped
+        model (loaded from the shipped folder) gets its `model-index` results from `benchmarks/results` when
+        the repository's results are at hand; other pipelines get none (weights changed in memory after loading
+        the shipped model are not detected: pass your own `model_card`).
+
+        Returns the `CommitInfo` of the commit (its `pr_url` with `create_pr=True`).
         """
-        import os
+        import copy
         import tempfile
 
-        from huggingface_hub import HfApi
+        from huggingface_hub import CommitOperationAdd, HfApi
 
-        api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        if model_card is None:
-            source = os.path.join(str(getattr(self.config, "_name_or_path", "") or ""), "README.md")
-            model_card = open(source, encoding="utf-8").read() if os.path.isfile(source) else ""
+        from ..hub import build_model_card, shipped_eval_results, shipped_model_name
+
+        if not safe_serialization:
+            raise ValueError(
+                "this project pushes weights as safetensors only (no pickled .bin files); "
+                "safe_serialization must be True"
+            )
+        pipe = self
+        dtype = _VARIANT_DTYPES.get(variant) if variant else None
+        if dtype is not None and _module_dtypes(self) != {dtype}:
+            pipe = copy.deepcopy(self).to(dtype)  # the variant's files hold `dtype` weights; self keeps its own
+        name = shipped_model_name(str(getattr(self.config, "_name_or_path", "") or ""), self.decoder_hr is not None)
+        explicit = model_card is not None
         with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
-                f.write(with_hub_metadata(model_card))
-            return api.upload_folder(
-                repo_id=repo_id, folder_path=tmp, commit_message=commit_message or "Upload M6FashionPipeline",
-                create_pr=create_pr, revision=revision,
+            pipe.save_pretrained(tmp, variant=variant)  # refuses LoRA-carrying transformers before any request
+            del pipe
+            api = HfApi(token=token)
+            repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+            card = build_model_card(
+                model_card if explicit else _source_card(self), folder=tmp, variant=variant, repo_id=repo_id,
+                model_name=name, eval_results=shipped_eval_results(name) if name else None, keep_model_index=explicit,
+            )
+            card.save(os.path.join(tmp, "README.md"))
+            # one commit of exactly these files (create_commit rather than upload_folder: the weights, their
+            # manifest and the card land together, and a pull request may target `revision`)
+            operations = [
+                CommitOperationAdd(path_in_repo=f"{subfolder.strip('/')}/{rel}" if subfolder else rel,
+                                   path_or_fileobj=os.path.join(tmp, rel))
+                for rel in _folder_files(tmp)
+            ]
+            return api.create_commit(
+                repo_id=repo_id, operations=operations, revision=revision, create_pr=create_pr,
+                commit_message=commit_message or f"Upload {type(self).__name__}",
             )
 
     # ------------------------------------------------------------------ LoRA (diffusers-style)
     def lora_adapters(self) -> List[str]:
         """Names of the LoRA adapters loaded into the transformer (empty without any)."""
-        config = getattr(self.transformer, "peft_config", None)
-        return sorted(config) if isinstance(config, dict) else []
+        try:
+            from peft import PeftModel
+        except ImportError:  # no peft, no adapters
+            return []
+        if not isinstance(self.transformer, PeftModel):  # (older peft leaves a stale peft_config on unloaded models)
+            return []
+        return sorted(self.transformer.peft_config)
 
     def load_lora_weights(self, pretrained_model_name_or_path: str, adapter_name: str = "default", **kwargs):
         """Loads a LoRA adapter of the transformer and makes it the active one.
@@ -798,29 +841,28 @@ class M6FashionPipeline(DiffusionPipeline):
         return seam.reshape(region.shape[0], -1)
 
 
-HUB_METADATA = {
-    "library_name": "m6-fashion",
-    "pipeline_tag": "text-to-image",
-    "license": "apache-2.0",
-    "datasets": ["fashion-product-images-small"],
-    "tags": ["m6-fashion", "fashion", "image-generation", "image-editing", "masked-image-modeling"],
-}
+# The Hub card template (front matter, weights paragraph, model-index) lives in m6_fashion.hub, shared with
+# `m6-fashion finetune`; these names stay importable from here.
+from ..hub import HUB_METADATA, with_hub_metadata  # noqa: E402,F401
+
+_VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def with_hub_metadata(card: str) -> str:
-    """Returns the card with a YAML header holding at least `HUB_METADATA` (keys already present are kept)."""
-    import yaml
+def _module_dtypes(pipe) -> set:
+    return {p.dtype for m in pipe.components.values() if isinstance(m, torch.nn.Module) for p in m.parameters()}
 
-    card = card or "# M6-Fashion pipeline\n\nA pipeline of the m6-fashion library.\n"
-    data, body = {}, card
-    if card.startswith("---\n"):
-        end = card.find("\n---", 4)
-        if end != -1:
-            data = yaml.safe_load(card[4:end]) or {}
-            body = card[end + 4 :].lstrip("\n")
-    for key, value in HUB_METADATA.items():
-        data.setdefault(key, value)
-    return "---\n" + yaml.safe_dump(data, sort_keys=False) + "---\n" + body
+
+def _folder_files(folder: str) -> List[str]:
+    """Every file under `folder`, as sorted relative POSIX paths."""
+    return sorted(
+        os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/") for root, _, files in os.walk(folder) for f in files
+    )
+
+
+def _source_card(pipe) -> str:
+    """README.md of the folder the pipeline was loaded from, or ""."""
+    source = os.path.join(str(getattr(pipe.config, "_name_or_path", "") or ""), "README.md")
+    return open(source, encoding="utf-8").read() if os.path.isfile(source) else ""
 
 
 def _as_list(x) -> list:

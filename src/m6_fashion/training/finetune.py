@@ -723,13 +723,19 @@ def _push(folder: str, repo_id: str, training_args) -> str:
     return repo_id
 
 
-def _model_card(args: FinetuneArguments, base: str, n_train: int, n_eval: int, metrics: Dict) -> str:
+def _model_card(args: FinetuneArguments, base: str, n_train: int, n_eval: int, metrics: Dict,
+                folder: Optional[str] = None) -> str:
+    """README.md of a fine-tuned pipeline: this body in the shared template (`m6_fashion.hub.build_model_card`:
+    Hub front matter, and with `folder` the weights paragraph computed from its safetensors files)."""
+    import re
+
+    from ..hub import build_model_card
+
     method = f"LoRA (rank {args.lora_rank}, alpha {args.lora_alpha:g}, on {args.lora_target_modules})" if args.lora else "full fine-tuning"
     if args.lora and args.save_adapter:
         method += "; adapter saved separately in transformer_lora/"
     acc = metrics.get("eval_masked_accuracy")
     lines = [
-        "---", "library_name: diffusers", "tags:", "- m6-fashion", "- text-to-image", "- fashion", "---", "",
         "# M6-Fashion, fine-tuned", "",
         f"Fine-tuned from `{base}` on {n_train} images ({n_eval} held out) with `m6-fashion finetune`: {method}"
         + (", EMA of weights" if args.ema else "") + ".", "",
@@ -741,7 +747,10 @@ def _model_card(args: FinetuneArguments, base: str, n_train: int, n_eval: int, m
         lines += ["from m6_fashion.training.finetune import load_lora_adapter",
                   "pipe = load_lora_adapter(pipe, \"<this folder>/transformer_lora\")"]
     lines += ["image = pipe(\"Men Navy Blue Casual Shirt\").images[0]", "```", ""]
-    return "\n".join(lines)
+    # base_model only when the base is a Hub repo id (a local folder or the shipped model has none to link to)
+    hub_base = base if re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not os.path.exists(base) else None
+    return str(build_model_card("\n".join(lines), folder=folder, files=hub_files(folder) if folder else None,
+                                base_model=hub_base, tags=["fine-tuned"]))
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -866,9 +875,9 @@ def _run(ft_args: FinetuneArguments, training_args) -> dict:
         pipe.image_tokenizer.to("cpu")
     tokens = load_pretokenized(cache, tok_cfg.codebook_size)
     first = np.asarray(tokens.with_format("numpy")[0]["codes"])
-    if first.shape != (cfg.grid_size, cfg.grid_size, cfg.num_groups) or tok_cfg.codebook_size != cfg.codebook_size:
+    if first.shape != (cfg.grid_height, cfg.grid_width, cfg.num_groups) or tok_cfg.codebook_size != cfg.codebook_size:
         raise ValueError(f"the pipeline's image tokenizer gives {first.shape} grids of K={tok_cfg.codebook_size} codes but the "
-                         f"transformer expects ({cfg.grid_size}, {cfg.grid_size}, {cfg.num_groups}) and K={cfg.codebook_size}")
+                         f"transformer expects ({cfg.grid_height}, {cfg.grid_width}, {cfg.num_groups}) and K={cfg.codebook_size}")
     train_raw = tokens.select(train_idx)
     eval_raw = tokens.select(eval_idx) if eval_idx else None
 
@@ -965,7 +974,7 @@ def _run(ft_args: FinetuneArguments, training_args) -> dict:
                        "num_train_rows": len(train_idx), "num_eval_rows": len(eval_idx),
                        "global_step": trainer.state.global_step}, f, indent=2)
         with open(os.path.join(out, "README.md"), "w") as f:
-            f.write(_model_card(ft_args, ft_args.model or DEFAULT_MODEL_NAME, len(train_idx), len(eval_idx), results))
+            f.write(_model_card(ft_args, ft_args.model or DEFAULT_MODEL_NAME, len(train_idx), len(eval_idx), results, folder=out))
         logger.info("fine-tuned pipeline written to %s", out)
         if push:
             repo_id = _push(out, training_args.hub_model_id, training_args)
