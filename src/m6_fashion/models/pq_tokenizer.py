@@ -179,6 +179,10 @@ class PQTokenizer(StrictLoadingMixin, ModelMixin, ConfigMixin):
     Parameters:
         in_channels (`int`, defaults to 3): image channels.
         sample_size (`int`, defaults to 64): image side in pixels (64, 128 or 256 are the tested sizes).
+            It stays one int (the square training size, used by `grid_size` and pre-tokenisation), but
+            the encoder is fully convolutional: `encode` accepts any `H x W` that are multiples of the
+            downsampling factor and returns a `(B, H / f, W / f, M)` grid, e.g. 256 x 192 px -> 16 x 12
+            tokens with `f = 16`; `lookup` + the decoder map it back to `(B, 3, H, W)`.
         block_out_channels (`Tuple[int]`, defaults to `(64, 128, 256)`): encoder widths; every level but the
             last halves the resolution, so the downsampling factor is `2 ** (len(block_out_channels) - 1)`.
         layers_per_block (`int`, defaults to 1): residual blocks per encoder level.
@@ -230,7 +234,7 @@ class PQTokenizer(StrictLoadingMixin, ModelMixin, ConfigMixin):
 
     @property
     def grid_size(self) -> int:
-        """h == w, the side of the token grid for `sample_size` images."""
+        """h == w, the side of the token grid for square `sample_size` images (an `H x W` image gives `H/f x W/f`)."""
         return self.config.sample_size // self.downsample_factor
 
     @property

@@ -6,11 +6,12 @@ torch-free runtime all use the same layout::
     [PAD]*p  [patch 1][SEP][patch 2]...[patch P]  [EOV]  [text, padded to T]  [EOT]  [target: N tokens]
     left pad  condition segment (type 0)           (0)    text segment (type 1)  (1)    type 2
 
-* ``T = max_text_length`` and ``N = grid_size ** 2`` are fixed, so the text segment always has
+* ``T = max_text_length`` and ``N = grid_height * grid_width`` (``grid_size ** 2`` for a square
+  grid) are fixed, so the text segment always has
   ``T + 1`` positions and the target always sits in the last ``N`` positions. Only the condition
   segment varies in length; it is left-padded to the longest one in the batch.
 * Image positions (condition patches and target) carry ``img_token_id`` in ``input_ids``, their
-  codes in ``image_codes`` and their flat grid index ``row * grid_size + col`` in ``position_ids``.
+  codes in ``image_codes`` and their flat grid index ``row * grid_width + col`` in ``position_ids``.
 * Other positions carry 0 in ``image_codes`` and their 1-D index, counted from the first
   non-padding position of the sample, in ``position_ids`` (so outputs do not depend on how much a
   sample was padded in a batch).
@@ -19,7 +20,8 @@ torch-free runtime all use the same layout::
 A condition patch is a pair ``(codes (n, M) long in [0, K), positions (n,) long in [0, N))``;
 :func:`crop_patch` cuts one out of a token grid, :func:`box_to_positions` lists a box's positions.
 
-The ``config`` argument only needs the attributes ``grid_size``, ``num_groups``, ``codebook_size``,
+The ``config`` argument only needs the attributes ``grid_size`` (and optionally ``grid_height`` /
+``grid_width``, which default to it), ``num_groups``, ``codebook_size``,
 ``max_text_length``, ``max_condition_tokens``, ``pad_token_id``, ``sep_token_id``,
 ``eov_token_id``, ``eot_token_id`` and ``img_token_id`` (an :class:`M6FashionConfig` has them).
 """
@@ -37,19 +39,47 @@ __all__ = [
     "crop_patch",
     "condition_segment_length",
     "build_model_inputs",
+    "grid_shape",
     "split_prefix_and_target",
 ]
 
 Patch = Tuple[torch.Tensor, torch.Tensor]
 Box = Tuple[int, int, int, int]
+GridSpec = Union[int, Sequence[int]]
 
 
-def check_box(box: Sequence[int], grid_size: int) -> Box:
+def grid_shape(grid) -> Tuple[int, int]:
+    """``(rows, cols)`` of a token grid given as an int side (square), a ``(rows, cols)`` pair, or a config.
+
+    A config (any object with ``grid_size``) gives ``(grid_height, grid_width)``, each defaulting to
+    ``grid_size``. Raises ``ValueError`` unless both sides are positive integers.
+    """
+    if hasattr(grid, "grid_size"):
+        side = grid.grid_size
+        rows, cols = getattr(grid, "grid_height", None) or side, getattr(grid, "grid_width", None) or side
+    elif isinstance(grid, (tuple, list)):
+        if len(grid) != 2:
+            raise ValueError(f"a grid must be an int side or a (rows, cols) pair; got {grid!r}")
+        rows, cols = grid
+    else:
+        rows = cols = grid
+    try:
+        ok = all(not isinstance(v, bool) and int(v) == v and int(v) >= 1 for v in (rows, cols))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"a grid must be an int side or a (rows, cols) pair of positive integers; got {grid!r}")
+    return int(rows), int(cols)
+
+
+def check_box(box: Sequence[int], grid_size: GridSpec) -> Box:
     """Validates ``box = (top, left, height, width)`` in grid units and returns it as ints.
 
-    Raises ``ValueError`` unless ``0 <= top``, ``0 <= left``, ``height >= 1``, ``width >= 1``,
-    ``top + height <= grid_size`` and ``left + width <= grid_size``.
+    ``grid_size`` is the grid: an int side (square), a ``(rows, cols)`` pair or a config (see
+    :func:`grid_shape`). Raises ``ValueError`` unless ``0 <= top``, ``0 <= left``, ``height >= 1``,
+    ``width >= 1``, ``top + height <= rows`` and ``left + width <= cols``.
     """
+    rows, cols = grid_shape(grid_size)
     try:
         top, left, height, width = (int(v) for v in box)
     except (TypeError, ValueError):
@@ -59,46 +89,50 @@ def check_box(box: Sequence[int], grid_size: int) -> Box:
         or left < 0
         or height < 1
         or width < 1
-        or top + height > grid_size
-        or left + width > grid_size
+        or top + height > rows
+        or left + width > cols
     ):
         raise ValueError(
-            f"box (top, left, height, width) = {(top, left, height, width)} does not fit the {grid_size}x{grid_size} "
-            f"token grid; accepted: top >= 0, left >= 0, height >= 1, width >= 1, top + height <= {grid_size}, "
-            f"left + width <= {grid_size}"
+            f"box (top, left, height, width) = {(top, left, height, width)} does not fit the {rows}x{cols} "
+            f"token grid (rows x cols); accepted: top >= 0, left >= 0, height >= 1, width >= 1, "
+            f"top + height <= {rows}, left + width <= {cols}"
         )
     return top, left, height, width
 
 
-def box_to_positions(box: Sequence[int], grid_size: int) -> torch.Tensor:
+def box_to_positions(box: Sequence[int], grid_size: GridSpec) -> torch.Tensor:
     """Flat grid indices (raster order) of the cells inside ``box = (top, left, height, width)``.
 
-    Returns a ``(height * width,)`` long tensor of ``row * grid_size + col``. Raises ``ValueError``
+    ``grid_size``: an int side, a ``(rows, cols)`` pair or a config (see :func:`grid_shape`).
+    Returns a ``(height * width,)`` long tensor of ``row * cols + col``. Raises ``ValueError``
     for a box outside the grid (see :func:`check_box`).
     """
     top, left, height, width = check_box(box, grid_size)
+    _, n_cols = grid_shape(grid_size)
     rows = torch.arange(top, top + height)
     cols = torch.arange(left, left + width)
-    return (rows[:, None] * grid_size + cols[None, :]).reshape(-1)
+    return (rows[:, None] * n_cols + cols[None, :]).reshape(-1)
 
 
-def crop_patch(codes: torch.Tensor, box: Sequence[int], grid_size: int) -> Patch:
+def crop_patch(codes: torch.Tensor, box: Sequence[int], grid_size: GridSpec) -> Patch:
     """Cuts a condition patch out of a token grid.
 
     Args:
-        codes: ``(N, M)`` or ``(grid_size, grid_size, M)`` codes of one image.
+        codes: ``(N, M)`` or ``(rows, cols, M)`` codes of one image (``N = rows * cols``).
         box: ``(top, left, height, width)`` in grid units.
+        grid_size: an int side, a ``(rows, cols)`` pair or a config (see :func:`grid_shape`).
 
     Returns:
         ``(codes (n, M), positions (n,))`` with ``n = height * width``.
     """
+    rows, cols = grid_shape(grid_size)
     codes = torch.as_tensor(codes)
     if codes.ndim == 3:
-        if codes.shape[0] != grid_size or codes.shape[1] != grid_size:
-            raise ValueError(f"expected a ({grid_size}, {grid_size}, M) token grid; got {tuple(codes.shape)}")
-        codes = codes.reshape(grid_size * grid_size, codes.shape[-1])
-    elif codes.ndim != 2 or codes.shape[0] != grid_size * grid_size:
-        raise ValueError(f"expected codes of shape (N={grid_size * grid_size}, M) or (h, w, M); got {tuple(codes.shape)}")
+        if codes.shape[0] != rows or codes.shape[1] != cols:
+            raise ValueError(f"expected a ({rows}, {cols}, M) token grid ({rows}x{cols}); got {tuple(codes.shape)}")
+        codes = codes.reshape(rows * cols, codes.shape[-1])
+    elif codes.ndim != 2 or codes.shape[0] != rows * cols:
+        raise ValueError(f"expected codes of shape (N={rows * cols}, M) or ({rows}, {cols}, M); got {tuple(codes.shape)}")
     positions = box_to_positions(box, grid_size)
     return codes[positions].long(), positions
 
@@ -111,7 +145,8 @@ def condition_segment_length(patches: Optional[Sequence[Patch]]) -> int:
 
 
 def _check_patches(patches: Sequence[Patch], config, sample: int) -> List[Patch]:
-    n, m, k = config.grid_size * config.grid_size, config.num_groups, config.codebook_size
+    rows, cols = grid_shape(config)
+    n, m, k = rows * cols, config.num_groups, config.codebook_size
     checked = []
     for j, patch in enumerate(patches):
         if not isinstance(patch, (tuple, list)) or len(patch) != 2:
@@ -130,7 +165,7 @@ def _check_patches(patches: Sequence[Patch], config, sample: int) -> List[Patch]
         if positions.min() < 0 or positions.max() >= n:
             raise ValueError(
                 f"condition patch {j} of sample {sample}: positions must be grid indices in [0, {n}) "
-                f"for a {config.grid_size}x{config.grid_size} grid; got values in [{int(positions.min())}, {int(positions.max())}]"
+                f"for a {rows}x{cols} grid; got values in [{int(positions.min())}, {int(positions.max())}]"
             )
         checked.append((codes, positions))
     length = condition_segment_length(checked)
@@ -186,7 +221,7 @@ def build_model_inputs(
         text_ids: ``(B, Lt)`` long tensor (padding = ``pad_token_id`` or ``text_attention_mask`` 0), or
             a list of ``B`` id lists of any length ``<= max_text_length``; ``None`` = no text for anyone.
             A sample without text gets an all-padding text segment.
-        target_codes: ``(B, N, M)`` or ``(B, grid, grid, M)`` codes in ``[0, K]`` (``K`` = MASK);
+        target_codes: ``(B, N, M)`` or ``(B, grid_height, grid_width, M)`` codes in ``[0, K]`` (``K`` = MASK);
             ``None`` = fully masked targets.
         conditions: ``None`` or a list of ``B`` entries, each ``None``/empty or a list of condition
             patches ``(codes (n, M), positions (n,))``.
@@ -197,20 +232,21 @@ def build_model_inputs(
         ``token_type_ids (B, L)`` and ``attention_mask (B, L)``, all long, with
         ``L = max condition-segment length + 1 + max_text_length + 1 + N``.
     """
-    g, m, k = config.grid_size, config.num_groups, config.codebook_size
-    n, t = g * g, config.max_text_length
+    gh, gw = grid_shape(config)
+    m, k = config.num_groups, config.codebook_size
+    n, t = gh * gw, config.max_text_length
     batch = None
     if target_codes is not None:
         target_codes = torch.as_tensor(target_codes)
         if target_codes.dtype.is_floating_point:
             raise TypeError("target_codes must be an integer tensor")
         if target_codes.ndim == 4:
-            if tuple(target_codes.shape[1:3]) != (g, g):
-                raise ValueError(f"target_codes must be a {g}x{g} token grid; got {tuple(target_codes.shape)}")
+            if tuple(target_codes.shape[1:3]) != (gh, gw):
+                raise ValueError(f"target_codes must be a {gh}x{gw} token grid (B, {gh}, {gw}, M); got {tuple(target_codes.shape)}")
             target_codes = target_codes.reshape(target_codes.shape[0], n, target_codes.shape[-1])
         if target_codes.ndim != 3 or target_codes.shape[1] != n or target_codes.shape[2] != m:
             raise ValueError(
-                f"target_codes must have shape (B, N={n}, M={m}) or (B, {g}, {g}, {m}); got {tuple(target_codes.shape)}"
+                f"target_codes must have shape (B, N={n}, M={m}) or (B, {gh}, {gw}, {m}); got {tuple(target_codes.shape)}"
             )
         if target_codes.numel() and (target_codes.min() < 0 or target_codes.max() > k):
             raise ValueError(

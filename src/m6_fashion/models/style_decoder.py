@@ -88,7 +88,8 @@ class StyleDecoder(StrictLoadingMixin, ModelMixin, ConfigMixin):
             from the grid resolution upwards; every level after the first doubles the resolution.
         layers_per_block (`int`, defaults to 2): styled conv layers per resolution.
         sample_size (`int`, defaults to 64): output side in pixels (informational; must equal
-            grid side * 2^(levels-1)).
+            grid side * 2^(levels-1)). The decoder is convolutional: a non-square `(B, D, h, w)` latent
+            grid (e.g. 16 x 12) decodes to `(B, 3, h * 2^(levels-1), w * 2^(levels-1))` (e.g. 256 x 192).
     """
 
     @register_to_config

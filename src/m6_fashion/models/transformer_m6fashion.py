@@ -5,7 +5,8 @@ in/outpainting, editing) by masked modelling over the image tokens of the stage-
 tokenizer. Every image token is a tuple of ``M`` codes (one per channel group), each in ``[0, K)``;
 the extra code ``K`` is the MASK code.
 
-Sequence layout (fixed; the target image always occupies the LAST ``N = grid_size ** 2`` positions)::
+Sequence layout (fixed; the target image always occupies the LAST ``N = grid_height * grid_width``
+positions; ``grid_height = grid_width = grid_size`` unless configured otherwise)::
 
     [PAD ... PAD][condition patch 1][SEP][condition patch 2] ... [EOV][text, padded to max_text_length][EOT][target]
      ^ left padding (batching only)  ^ condition segment (token type 0)   ^ text segment (type 1)         ^ type 2
@@ -16,7 +17,7 @@ Inputs of :meth:`M6FashionTransformer.forward` (``B`` batch, ``L`` sequence leng
   target) carries ``config.img_token_id``.
 * ``image_codes`` ``(B, L, M)``: PQ codes in ``[0, K]`` at image positions (``K`` = MASK),
   ignored (use 0) elsewhere.
-* ``position_ids`` ``(B, L)``: image positions carry their flat grid index ``row * grid_size + col``
+* ``position_ids`` ``(B, L)``: image positions carry their flat grid index ``row * grid_width + col``
   in ``[0, N)`` (a condition patch carries the grid positions where it sits in the target);
   other positions carry their 1-D index (counted from the first non-padding position).
 * ``token_type_ids`` ``(B, L)``: 0 condition segment (incl. SEP and EOV), 1 text (incl. EOT),
@@ -84,7 +85,14 @@ class M6FashionConfig(PreTrainedConfig):
         num_groups: ``M``, the number of PQ channel groups (codes per image token).
         codebook_size: ``K``, codes per group; code ``K`` is the MASK code, so each group
             embedding table has ``K + 1`` rows, while the heads predict ``K`` classes.
-        grid_size: side of the token grid; the target has ``N = grid_size ** 2`` tokens.
+        grid_size: side of a square token grid; the target has ``N = grid_size ** 2`` tokens. When
+            ``grid_height``/``grid_width`` are given, ``grid_size`` is overwritten with
+            ``max(grid_height, grid_width)`` (informational only; the grid is ``grid_height x grid_width``,
+            and saving checks this invariant).
+        grid_height, grid_width: rows and columns of the token grid (positive ints); each defaults to
+            ``grid_size`` (so configs saved without them describe the same square grid as before). The
+            target has ``N = grid_height * grid_width`` tokens in raster order, flat index
+            ``row * grid_width + col``; e.g. 16 x 12 for 3:4 (portrait 256 x 192 px) catalogue images.
         max_text_length: text tokens per sample (the text segment is padded to this length).
         max_condition_tokens: maximum length of the condition segment (patch tokens plus the SEPs
             between patches, EOV excluded).
@@ -110,6 +118,8 @@ class M6FashionConfig(PreTrainedConfig):
     num_groups: int = 4
     codebook_size: int = 256
     grid_size: int = 16
+    grid_height: int | None = None
+    grid_width: int | None = None
     max_text_length: int = 32
     max_condition_tokens: int = 256
     max_position_embeddings: int | None = None
@@ -129,13 +139,37 @@ class M6FashionConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.max_position_embeddings is None:
             self.max_position_embeddings = self.max_condition_tokens + self.max_text_length + 2
+        self._resolve_grid()
         self._check_values()  # plain ValueError at construction
         super().__post_init__(**kwargs)
 
+    def _resolve_grid(self) -> None:
+        """Fills ``grid_height``/``grid_width`` from ``grid_size``; a non-square grid sets ``grid_size`` to the larger side."""
+        for name in ("grid_height", "grid_width"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, or None for grid_size; got {value!r}")
+        if self.grid_height is None:
+            self.grid_height = self.grid_size
+        if self.grid_width is None:
+            self.grid_width = self.grid_size
+        if self.grid_height != self.grid_width or self.grid_height != self.grid_size:
+            self.grid_size = max(self.grid_height, self.grid_width)
+
+    @property
+    def grid_shape(self) -> tuple:
+        """``(grid_height, grid_width)``, rows and columns of the token grid."""
+        return (self.grid_height, self.grid_width)
+
+    @property
+    def is_square_grid(self) -> bool:
+        """Whether ``grid_height == grid_width`` (``== grid_size``)."""
+        return self.grid_height == self.grid_width
+
     @property
     def num_image_tokens(self) -> int:
-        """``N = grid_size ** 2``, the number of target tokens."""
-        return self.grid_size * self.grid_size
+        """``N = grid_height * grid_width`` (``grid_size ** 2`` for a square grid), the number of target tokens."""
+        return self.grid_height * self.grid_width
 
     @property
     def mask_code(self) -> int:
@@ -167,6 +201,15 @@ class M6FashionConfig(PreTrainedConfig):
         for name in ("num_groups", "codebook_size", "grid_size", "max_text_length", "num_hidden_layers", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        for name in ("grid_height", "grid_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.grid_size != max(self.grid_height, self.grid_width):
+            raise ValueError(
+                f"grid_size ({self.grid_size}) must equal max(grid_height, grid_width) = "
+                f"{max(self.grid_height, self.grid_width)} for a {self.grid_height}x{self.grid_width} grid"
+            )
         if self.max_condition_tokens < 0:
             raise ValueError(f"max_condition_tokens must be >= 0; got {self.max_condition_tokens}")
         if self.attention not in ATTENTION_MODES:
@@ -424,8 +467,8 @@ class M6FashionEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
         # one table for all groups: group m's code c lives at row m * (K + 1) + c (row K of each group = MASK)
         self.code_embeddings = nn.Embedding(config.num_groups * (config.codebook_size + 1), h)
-        self.row_embeddings = nn.Embedding(config.grid_size, h)
-        self.col_embeddings = nn.Embedding(config.grid_size, h)
+        self.row_embeddings = nn.Embedding(config.grid_height, h)  # (grid_height, hidden)
+        self.col_embeddings = nn.Embedding(config.grid_width, h)  # (grid_width, hidden)
         self.token_type_embeddings = nn.Embedding(3, h)
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -433,15 +476,15 @@ class M6FashionEmbeddings(nn.Module):
     def forward(self, input_ids, image_codes, position_ids, token_type_ids) -> torch.Tensor:
         """``(B, L)``, ``(B, L, M)``, ``(B, L)``, ``(B, L)`` -> ``(B, L, hidden_size)``."""
         cfg = self.config
-        n = cfg.grid_size * cfg.grid_size
+        n = cfg.grid_height * cfg.grid_width
         is_image = input_ids == cfg.img_token_id
         offsets = torch.arange(cfg.num_groups, device=image_codes.device) * (cfg.codebook_size + 1)
         codes = image_codes.clamp(0, cfg.codebook_size) + offsets
         grid_pos = position_ids.clamp(0, n - 1)
         image_emb = (
             self.code_embeddings(codes).sum(dim=2)
-            + self.row_embeddings(grid_pos // cfg.grid_size)
-            + self.col_embeddings(grid_pos % cfg.grid_size)
+            + self.row_embeddings(grid_pos // cfg.grid_width)
+            + self.col_embeddings(grid_pos % cfg.grid_width)
         )
         text_emb = self.word_embeddings(input_ids) + self.position_embeddings(
             position_ids.clamp(0, cfg.max_position_embeddings - 1)
@@ -575,7 +618,7 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
         pos = position_ids[is_image]
         if pos.numel() and (pos.min() < 0 or pos.max() >= n):
             raise ValueError(
-                f"image positions must carry a grid index in [0, N={n}) (grid_size {cfg.grid_size}); got values in "
+                f"image positions must carry a grid index in [0, N={n}) ({cfg.grid_height}x{cfg.grid_width} grid); got values in "
                 f"[{int(pos.min())}, {int(pos.max())}]"
             )
         other = position_ids[~is_image]
@@ -595,8 +638,8 @@ class M6FashionTransformer(M6FashionPreTrainedModel):
         if past_length == 0:
             if nt not in (0, n):
                 raise ValueError(
-                    f"the target image must occupy the last N = grid_size**2 = {n} positions; got {nt} target positions "
-                    f"(is the token grid {cfg.grid_size}x{cfg.grid_size}?)"
+                    f"the target image must occupy the last N = grid_height*grid_width = {n} positions; got {nt} target "
+                    f"positions (is the token grid {cfg.grid_height}x{cfg.grid_width}?)"
                 )
         elif nt != length:
             raise ValueError(

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..models.sequence_layout import build_model_inputs, condition_segment_length
+from ..models.sequence_layout import build_model_inputs, condition_segment_length, grid_shape
 
 __all__ = ["MASK_STRATEGIES", "CONDITION_TYPES", "M6FashionCollator", "TokenGridDataset", "example_seed"]
 
@@ -87,15 +87,19 @@ class M6FashionCollator:
         mask_probs: probabilities of :data:`MASK_STRATEGIES` (must sum to 1).
         condition_probs: probabilities of :data:`CONDITION_TYPES` (must sum to 1).
         max_condition_patches: maximum number of crops in a visual condition (drawn uniformly in 1..max).
-        patch_size_range: ``(min, max)`` side of a condition crop, as fractions of the grid side.
-        mask_box_size_range: ``(min, max)`` side of a mask box, as fractions of the grid side.
+        patch_size_range: ``(min, max)`` side of a condition crop, as fractions of the grid side (for a
+            non-square ``grid_height x grid_width`` grid: the crop height as a fraction of ``grid_height``
+            and its width as a fraction of ``grid_width``).
+        mask_box_size_range: ``(min, max)`` side of a mask box, as fractions of the grid side (per
+            dimension, like ``patch_size_range``).
         mask_ratio_schedule: ``"cosine"`` (ratio ``cos(pi/2 * u)``, MaskGIT) or ``"uniform"`` (``u``).
         objective: ``"masked"`` or ``"causal"`` (default: from ``config.attention``).
         return_metadata: also return ``mask_strategy (B,)``, ``condition_type (B,)`` (indices into the
             name tuples) and ``target_mask (B, N)``; not accepted by the model, for analysis only.
 
     Returns (``__call__``): dict with ``input_ids``, ``image_codes``, ``position_ids``,
-    ``token_type_ids``, ``attention_mask`` (see :func:`build_model_inputs`) and ``labels (B, N, M)``.
+    ``token_type_ids``, ``attention_mask`` (see :func:`build_model_inputs`) and ``labels (B, N, M)``,
+    ``N = grid_height * grid_width``. Example ``codes`` are ``(grid_height, grid_width, M)`` or ``(N, M)``.
     """
 
     def __init__(
@@ -120,12 +124,15 @@ class M6FashionCollator:
         self.condition_probs = _normalise_probs(
             condition_probs or DEFAULT_CONDITION_PROBS, CONDITION_TYPES, "condition type"
         )
-        g = config.grid_size
+        gh, gw = self.grid_height, self.grid_width = grid_shape(config)
         if max_condition_patches < 1:
             raise ValueError(f"max_condition_patches must be >= 1; got {max_condition_patches}")
         self.max_condition_patches = int(max_condition_patches)
-        self.patch_min, self.patch_max = self._side_range(patch_size_range, "patch_size_range", g, g)
-        self.box_min, self.box_max = self._side_range(mask_box_size_range, "mask_box_size_range", g, g)
+        # (min, max) crop/box sides in tokens: *_min/*_max along the rows, *_min_w/*_max_w along the columns
+        self.patch_min, self.patch_max = self._side_range(patch_size_range, "patch_size_range", gh, gh)
+        self.patch_min_w, self.patch_max_w = self._side_range(patch_size_range, "patch_size_range", gw, gw)
+        self.box_min, self.box_max = self._side_range(mask_box_size_range, "mask_box_size_range", gh, gh)
+        self.box_min_w, self.box_max_w = self._side_range(mask_box_size_range, "mask_box_size_range", gw, gw)
         if mask_ratio_schedule not in ("cosine", "uniform"):
             raise ValueError(f"mask_ratio_schedule must be 'cosine' or 'uniform'; got {mask_ratio_schedule!r}")
         self.mask_ratio_schedule = mask_ratio_schedule
@@ -133,9 +140,9 @@ class M6FashionCollator:
         if self.objective not in ("masked", "causal"):
             raise ValueError(f"objective must be 'masked' or 'causal'; got {self.objective!r}")
         visual_p = float(self.condition_probs[0] + self.condition_probs[2])
-        if visual_p > 0 and self.patch_min * self.patch_min > config.max_condition_tokens:
+        if visual_p > 0 and self.patch_min * self.patch_min_w > config.max_condition_tokens:
             raise ValueError(
-                f"the smallest condition crop ({self.patch_min}x{self.patch_min} tokens) does not fit in "
+                f"the smallest condition crop ({self.patch_min}x{self.patch_min_w} tokens) does not fit in "
                 f"max_condition_tokens={config.max_condition_tokens}; lower patch_size_range or set the visual "
                 "condition probabilities to 0"
             )
@@ -154,15 +161,17 @@ class M6FashionCollator:
         self.epoch = int(epoch)
 
     # ------------------------------------------------------------------ per-example draws
-    def _random_box(self, g: torch.Generator, lo: int, hi: int, grid: int):
-        h, w = _randint(g, lo, hi), _randint(g, lo, hi)
-        return _randint(g, 0, grid - h), _randint(g, 0, grid - w), h, w
+    def _random_box(self, g: torch.Generator, lo: int, hi: int, rows: int, lo_w: int, hi_w: int, cols: int):
+        """``(top, left, height, width)``: height in ``[lo, hi]``, width in ``[lo_w, hi_w]``, inside ``rows x cols``."""
+        h, w = _randint(g, lo, hi), _randint(g, lo_w, hi_w)
+        return _randint(g, 0, rows - h), _randint(g, 0, cols - w), h, w
 
     def _draw_mask(self, g: torch.Generator, strategy: int) -> torch.Tensor:
-        grid = self.config.grid_size
-        n = grid * grid
+        """``(N,)`` bool, True = masked, in raster order of the ``grid_height x grid_width`` grid."""
+        rows, cols = self.grid_height, self.grid_width
+        n = rows * cols
         name = MASK_STRATEGIES[strategy]
-        mask = torch.zeros(grid, grid, dtype=torch.bool)
+        mask = torch.zeros(rows, cols, dtype=torch.bool)
         if name == "random":
             u = float(torch.rand((), generator=g))
             ratio = math.cos(math.pi / 2 * u) if self.mask_ratio_schedule == "cosine" else u
@@ -171,27 +180,33 @@ class M6FashionCollator:
         elif name == "all":
             mask[:] = True
         elif name == "inside_box":
-            top, left, h, w = self._random_box(g, self.box_min, self.box_max, grid)
+            top, left, h, w = self._random_box(
+                g, self.box_min, self.box_max, rows, self.box_min_w, self.box_max_w, cols
+            )
             mask[top : top + h, left : left + w] = True
         else:  # outside_box: the box is kept, at least one row or column of the grid is masked
-            hi = min(self.box_max, grid - 1)
-            if hi < 1:
+            hi, hi_w = min(self.box_max, rows - 1), min(self.box_max_w, cols - 1)
+            if hi < 1 or hi_w < 1:
                 mask[:] = True
             else:
-                top, left, h, w = self._random_box(g, min(self.box_min, hi), hi, grid)
+                top, left, h, w = self._random_box(
+                    g, min(self.box_min, hi), hi, rows, min(self.box_min_w, hi_w), hi_w, cols
+                )
                 mask[:] = True
                 mask[top : top + h, left : left + w] = False
         return mask.view(-1)
 
     def _draw_patches(self, g: torch.Generator, codes: torch.Tensor) -> List:
-        grid = self.config.grid_size
+        grid_rows, grid_cols = self.grid_height, self.grid_width
         count = _randint(g, 1, self.max_condition_patches)
         patches, budget = [], self.config.max_condition_tokens
         for _ in range(count):
-            top, left, h, w = self._random_box(g, self.patch_min, self.patch_max, grid)
+            top, left, h, w = self._random_box(
+                g, self.patch_min, self.patch_max, grid_rows, self.patch_min_w, self.patch_max_w, grid_cols
+            )
             rows = torch.arange(top, top + h)
             cols = torch.arange(left, left + w)
-            positions = (rows[:, None] * grid + cols[None, :]).reshape(-1)
+            positions = (rows[:, None] * grid_cols + cols[None, :]).reshape(-1)
             trial = patches + [(codes[positions], positions)]
             if condition_segment_length(trial) <= budget:
                 patches = trial
@@ -203,15 +218,16 @@ class M6FashionCollator:
         if "codes" not in example:
             raise KeyError(f"every example needs a 'codes' entry (token grid); got keys {sorted(example)}")
         codes = torch.as_tensor(np.asarray(example["codes"])).long()
-        n, m = cfg.grid_size * cfg.grid_size, cfg.num_groups
-        if codes.ndim == 3 and codes.shape[0] == codes.shape[1]:
-            if codes.shape[0] != cfg.grid_size:
+        rows, cols = self.grid_height, self.grid_width
+        n, m = rows * cols, cfg.num_groups
+        if codes.ndim == 3:
+            if tuple(codes.shape[:2]) != (rows, cols):
                 raise ValueError(
-                    f"token grid is {codes.shape[0]}x{codes.shape[1]} but the model expects {cfg.grid_size}x{cfg.grid_size}"
+                    f"token grid is {codes.shape[0]}x{codes.shape[1]} but the model expects {rows}x{cols} (rows x cols)"
                 )
             codes = codes.reshape(n, codes.shape[-1])
         if codes.ndim != 2 or codes.shape != (n, m):
-            raise ValueError(f"codes must have shape ({cfg.grid_size}, {cfg.grid_size}, {m}) or ({n}, {m}); got {tuple(codes.shape)}")
+            raise ValueError(f"codes must have shape ({rows}, {cols}, {m}) or ({n}, {m}); got {tuple(codes.shape)}")
         if codes.min() < 0 or codes.max() >= cfg.codebook_size:
             raise ValueError(f"codes must lie in [0, {cfg.codebook_size}); got values in [{int(codes.min())}, {int(codes.max())}]")
         return codes

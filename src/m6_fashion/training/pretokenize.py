@@ -3,7 +3,9 @@
 Stage-2 epochs then read small integer token grids instead of running the image encoder. The result
 is a Parquet file (read back with ``datasets.load_dataset("parquet", ...)``) with the columns
 
-* ``codes``: ``Array3D(shape=(h, w, M))`` of ``uint8`` (``K <= 256``) or ``uint16``,
+* ``codes``: ``Array3D(shape=(h, w, M))`` of ``uint8`` (``K <= 256``) or ``uint16``; this module writes
+  square grids (``h = w``, images resized to ``sample_size``), but readers (:func:`load_pretokenized`,
+  the stage-2 trainer) accept ``h != w`` grids written by other means (e.g. 16 x 12 for 256 x 192 px),
 * the caption (``text``) and the attribute columns that exist (``id``, ``gender``, ...),
 
 and a JSON side file (same name, ``.json``) recording the tokenizer geometry (``grid_size``,
@@ -252,8 +254,8 @@ def load_pretokenized(path: str, codebook_size: Optional[int] = None):
     k = codebook_size or info.get("codebook_size")
     if k is not None and len(ds):
         sample = np.asarray(ds.with_format("numpy")[: min(len(ds), 256)][CODES_COLUMN])
-        if sample.ndim != 4 or sample.shape[1] != sample.shape[2]:
-            raise ValueError(f"codes in {path!r} must be square token grids (h, w, M); got per-row shape {sample.shape[1:]}")
+        if sample.ndim != 4:
+            raise ValueError(f"codes in {path!r} must be token grids (h, w, M) (h != w allowed); got per-row shape {sample.shape[1:]}")
         if sample.max() >= k:
             raise ValueError(f"codes in {path!r} reach {int(sample.max())}, outside the codebook [0, {k})")
     return ds

@@ -227,17 +227,26 @@ def _resolve_data(data_args: DataArguments, training_args: TrainingArguments):
 
 
 def _geometry(train_ds, train_path: str, codebook_size: Optional[int]) -> dict:
+    """Model geometry from the pre-tokenised codes ``(h, w, M)``: ``grid_height=h``, ``grid_width=w``,
+    ``grid_size=max(h, w)``, ``num_groups=M`` and ``codebook_size``."""
     info = read_pretokenized_info(train_path) or {}
     first = np.asarray(train_ds.with_format("numpy")[0]["codes"])
-    if first.ndim != 3 or first.shape[0] != first.shape[1]:
-        raise ValueError(f"codes in {train_path!r} must be square token grids (h, w, M); got {first.shape}")
+    if first.ndim != 3 or min(first.shape) < 1:
+        raise ValueError(f"codes in {train_path!r} must be token grids (h, w, M) (h != w allowed); got {first.shape}")
     k = codebook_size or info.get("codebook_size")
     if k is None:
         k = 256
         logger.warning("no codebook size recorded for %s; assuming K=256 (pass --codebook_size)", train_path)
     if info and info.get("codebook_size") not in (None, k):
         raise ValueError(f"--codebook_size {k} disagrees with the pre-tokenised data (K={info['codebook_size']})")
-    return {"grid_size": int(first.shape[0]), "num_groups": int(first.shape[2]), "codebook_size": int(k)}
+    h, w = int(first.shape[0]), int(first.shape[1])
+    return {
+        "grid_size": max(h, w),
+        "grid_height": h,
+        "grid_width": w,
+        "num_groups": int(first.shape[2]),
+        "codebook_size": int(k),
+    }
 
 
 def _text_tokenizer(model_args, training_args, train_ds, resume_path: Optional[str]):
