@@ -895,6 +895,20 @@ ANY_SCALAR = st.one_of(st.none(), st.booleans(), st.text(max_size=3), st.floats(
 SIDES = [32, 40, 48, 56, 64]  # the tiny pipeline's 64 px canvas, 16 cells: centred crops of at least half its side
 
 
+def _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio) -> list:
+    """The names among the sampling numbers that the pipeline and the runtime must refuse (their documented ranges)."""
+    invalid = []
+    if not (temperature is None or (_real(temperature) and math.isfinite(temperature) and 0 < temperature <= 100)):
+        invalid.append("temperature")
+    if not (_real(guidance_scale) and math.isfinite(guidance_scale) and 1 <= guidance_scale <= 50):
+        invalid.append("guidance_scale")
+    if not (_int(steps) and 1 <= steps <= 1000):
+        invalid.append("num_inference_steps")
+    if not (_real(refine_ratio) and 0 <= refine_ratio <= 1):
+        invalid.append("refine_ratio")
+    return invalid
+
+
 @FUZZ
 @given(
     temperature=st.one_of(st.none(), st.floats(0.05, 100), ANY_SCALAR),
@@ -906,15 +920,7 @@ SIDES = [32, 40, 48, 56, 64]  # the tiny pipeline's 64 px canvas, 16 cells: cent
 )
 def test_pipeline_numbers_work_when_valid_and_are_refused_naming_them_otherwise(tiny_pipeline, temperature, guidance_scale,
                                                                                 steps, refine_ratio, height, width):
-    invalid = []
-    if not (temperature is None or (_real(temperature) and math.isfinite(temperature) and 0 < temperature <= 100)):
-        invalid.append("temperature")
-    if not (_real(guidance_scale) and math.isfinite(guidance_scale) and 1 <= guidance_scale <= 50):
-        invalid.append("guidance_scale")
-    if not (_int(steps) and 1 <= steps <= 1000):
-        invalid.append("num_inference_steps")
-    if not (_real(refine_ratio) and 0 <= refine_ratio <= 1):
-        invalid.append("refine_ratio")
+    invalid = _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio)
     for name, v in (("height", height), ("width", width)):
         if not (v is None or (_int(v) and v in SIDES)):
             invalid.append(name)
@@ -942,15 +948,7 @@ def test_pipeline_numbers_work_when_valid_and_are_refused_naming_them_otherwise(
 def test_runtime_numbers_work_when_valid_and_are_refused_naming_them_otherwise(rt, temperature, guidance_scale, steps,
                                                                                refine_ratio, seed, num_images):
     """The runtime accepts exactly what the pipeline accepts (no NaN guidance, no endless loop of steps, no 10^7 images)."""
-    invalid = []
-    if not (temperature is None or (_real(temperature) and math.isfinite(temperature) and 0 < temperature <= 100)):
-        invalid.append("temperature")
-    if not (_real(guidance_scale) and math.isfinite(guidance_scale) and 1 <= guidance_scale <= 50):
-        invalid.append("guidance_scale")
-    if not (_int(steps) and 1 <= steps <= 1000):
-        invalid.append("num_inference_steps")
-    if not (_real(refine_ratio) and 0 <= refine_ratio <= 1):
-        invalid.append("refine_ratio")
+    invalid = _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio)
     if not (seed is None or (_int(seed) and seed >= 0)):
         invalid.append("seed")
     if not (_int(num_images) and 1 <= num_images <= 64):
