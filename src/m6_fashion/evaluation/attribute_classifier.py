@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
@@ -42,6 +43,21 @@ class AttributeClassifierOutput(BaseOutput):
 
     logits: Dict[str, Tensor]
     features: Tensor
+
+
+def slice_split(data: dict, idx) -> dict:
+    """The rows `idx` of a decoded split (`load_split` and its high-resolution twin): every tensor and list with
+    one entry per row is indexed; other fields (fingerprints, sizes) are kept."""
+    n = len(data["ids"])
+    idx = np.asarray(idx, dtype=np.int64)
+    rows = torch.as_tensor(idx, dtype=torch.long)
+    out = dict(data)
+    for key, value in data.items():
+        if isinstance(value, Tensor) and value.ndim and value.shape[0] == n:
+            out[key] = value[rows]
+        elif isinstance(value, list) and len(value) == n:
+            out[key] = [value[i] for i in idx.tolist()]
+    return out
 
 
 def save_cache(data: dict, cache_file) -> None:

@@ -68,9 +68,10 @@ from .attribute_classifier import (
     attribute_hit_rate,
     load_default_classifier,
     load_split_cache,
+    slice_split,
 )
 from .evaluate_hr import HR_DATA_DIR
-from .metrics import INCEPTION_NUM_FEATURES, INCEPTION_SHA1, CodebookUsage, InceptionFeatureExtractor, ReconstructionMetrics
+from .metrics import INCEPTION_NUM_FEATURES, INCEPTION_SHA1, CodebookUsage, InceptionFeatureExtractor, ReconstructionMetrics, to_uint8
 
 SECTIONS = ("reconstruction", "text_to_image", "unconditional")
 
@@ -117,19 +118,9 @@ def load_split(split: str, size: int, data_dir=DEFAULT_DATA_DIR, cache_dir=DEFAU
         if cache_file.is_file() or limit is None:
             data = load_split_cache(split, data_dir, cache_dir, size=size)
             if limit is not None:
-                data = _slice(data, np.arange(min(limit, len(data["ids"]))))
+                data = slice_split(data, np.arange(min(limit, len(data["ids"]))))
             return data
     return load_split_cache(split, data_dir, None, size=size, limit=limit)
-
-
-def _slice(data: Dict, idx: np.ndarray) -> Dict:
-    idx_t = torch.as_tensor(idx, dtype=torch.long)
-    out = dict(data)
-    out["images"] = data["images"][idx_t]
-    out["ids"] = data["ids"][idx_t]
-    for key in ("text", *HEADS):
-        out[key] = [data[key][i] for i in idx.tolist()]
-    return out
 
 
 class PrecomputedFeatures(nn.Module):
@@ -259,10 +250,6 @@ def is_classifier(classifier: AttributeClassifier, images: torch.Tensor, splits:
     return {"is_articletype_classifier_mean": float(mean), "is_articletype_classifier_std": float(std), "is_splits": splits}
 
 
-def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-
-
 # ----------------------------------------------------------------------------------------------
 # sections
 
@@ -284,7 +271,7 @@ def evaluate_reconstruction(pipe, data: Dict, extractor, real_features: torch.Te
         usage.update(tokens)
         rec = pipe.decoder(tok.lookup(tokens).to(pipe.decoder.dtype)).sample.float().clamp(-1, 1).cpu()
         rec_metrics.update(rec, x)
-        recs.append(_to_uint8(rec))
+        recs.append(to_uint8(rec))
     seconds = time.time() - t0
     recs_t = torch.cat(recs)
     rec_features = inception_features(extractor, recs_t)
@@ -337,7 +324,7 @@ def generate(
         res = pipe(prompt=batch, num_inference_steps=steps, temperature=temperature, guidance_scale=guidance_scale,
                    generator=g, output_type="pt", **_square_size(pipe))
         seconds += time.perf_counter() - t0
-        out_images.append(_to_uint8(res.images))
+        out_images.append(to_uint8(res.images))
         if progress is not None:
             progress(i + len(batch), len(prompts))
     images = torch.cat(out_images)
@@ -522,9 +509,9 @@ def evaluate(
     full = load_split(split, size, data_dir, cache_dir, limit=None if num_real is None else num_real + extra)
     floor_data = None
     if num_real is not None:
-        data = _slice(full, np.arange(min(num_real, len(full["ids"]))))
+        data = slice_split(full, np.arange(min(num_real, len(full["ids"]))))
         if extra and len(full["ids"]) > num_real + 1:
-            floor_data = _slice(full, np.arange(num_real, len(full["ids"])))
+            floor_data = slice_split(full, np.arange(num_real, len(full["ids"])))
     else:
         data = full
     n_split = len(data["ids"])
@@ -561,7 +548,7 @@ def evaluate(
     if "reconstruction" in sections:
         n_rec = n_split if num_reconstruction is None else min(num_reconstruction, n_split)
         _log(f"reconstruction: {n_rec} images")
-        sub = _slice(data, np.arange(n_rec))
+        sub = slice_split(data, np.arange(n_rec))
         results["reconstruction"] = evaluate_reconstruction(pipe, sub, extractor, real_features[:n_rec],
                                                             real_stats=real_stats if n_rec == n_split else None)
         r = results["reconstruction"]

@@ -52,8 +52,8 @@ import PIL.Image
 import torch
 
 from ..image_processing import preprocess, to_rgb
-from .attribute_classifier import DEFAULT_CACHE_DIR, HEADS, attribute_hit_rate, load_default_classifier, save_cache
-from .metrics import INCEPTION_SHA1, InceptionFeatureExtractor, ReconstructionMetrics, laplacian_variance
+from .attribute_classifier import DEFAULT_CACHE_DIR, HEADS, attribute_hit_rate, load_default_classifier, save_cache, slice_split
+from .metrics import InceptionFeatureExtractor, ReconstructionMetrics, laplacian_variance, to_uint8
 
 HR_DATA_DIR = os.path.join("..", "shared", "data", "fashion-product-images-hr")
 HR_SECTIONS = ("reconstruction", "text_to_image")
@@ -128,10 +128,6 @@ def classifier_view(images: torch.Tensor, size: int) -> torch.Tensor:
     return preprocess(_pil(images), size)
 
 
-def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-
-
 def _sharpness(images: torch.Tensor) -> Dict[str, float]:
     v = torch.cat([laplacian_variance(images[i : i + 64]) for i in range(0, images.shape[0], 64)]).double()
     return {"sharpness": float(v.mean()), "sharpness_median": float(v.median()), "sharpness_values": v}
@@ -190,16 +186,6 @@ def load_hr_split(split: str, height: int, width: int, token_size: int, data_dir
     if cache_file is not None:
         save_cache(data, cache_file)
     return data
-
-
-def _slice(data: Dict, idx: np.ndarray) -> Dict:
-    t = torch.as_tensor(idx, dtype=torch.long)
-    out = dict(data)
-    for key in ("images", "token_images", "ids"):
-        out[key] = data[key][t]
-    for key in ("text", "source_sizes", *HEADS):
-        out[key] = [data[key][i] for i in idx.tolist()]
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,9 +287,9 @@ def reconstruct(pipe, data: Dict, height: int, width: int, lo: Tuple[int, int], 
             x = data["token_images"][i : i + batch_size].float().div(127.5).sub(1.0)
             tokens = pipe.encode_images(x)
             t0 = time.perf_counter()
-            hr = _to_uint8(canvas.crop(pipe.decode_tokens(tokens, side=canvas.side).cpu()))
+            hr = to_uint8(canvas.crop(pipe.decode_tokens(tokens, side=canvas.side).cpu()))
             t1 = time.perf_counter()
-            small = _to_uint8(canvas_lo.crop(pipe.decode_tokens(tokens).cpu()))
+            small = to_uint8(canvas_lo.crop(pipe.decode_tokens(tokens).cpu()))
             up = upscale_bicubic(small, width, height)
             t2 = time.perf_counter()
             rec = {"hr": hr, "baseline": up, "seconds_hr": t1 - t0, "seconds_baseline": t2 - t1}
@@ -335,11 +321,11 @@ def generate_pair(pipe, prompts: Sequence[str], height: int, width: int, lo: Tup
             a = pipe(prompt=batch, height=height, width=width, generator=torch.Generator().manual_seed(seed + j), **kwargs)
             t1 = time.perf_counter()
             b = pipe(prompt=batch, height=lo[0], width=lo[1], generator=torch.Generator().manual_seed(seed + j), **kwargs)
-            native = _to_uint8(b.images)
+            native = to_uint8(b.images)
             up = upscale_bicubic(native, width, height)
             t2 = time.perf_counter()
             same = (a.tokens.cpu() == b.tokens.cpu()).flatten(1).all(1)
-            rec = {"hr": _to_uint8(a.images), "baseline": up, "native": native, "tokens_identical": same,
+            rec = {"hr": to_uint8(a.images), "baseline": up, "native": native, "tokens_identical": same,
                    "seconds_hr": t1 - t0, "seconds_baseline": t2 - t1}
             store.save(f"t2i-{j:04d}", rec)
         for k in out:
@@ -365,27 +351,6 @@ def _size_counts(sizes: Sequence[str]) -> Dict[str, int]:
         counts[s] = counts.get(s, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
-
-def _cached_real_features(extractor, data: Dict, split: str, cache_dir, height: int, width: int) -> torch.Tensor:
-    from .evaluate import inception_features
-
-    path = None
-    n = data["images"].shape[0]
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"inception-hr-{split}-{width}x{height}-n{n}.pt"
-        if path.is_file():
-            cached = torch.load(path, weights_only=True)
-            if cached.get("sha1") == INCEPTION_SHA1 and torch.equal(cached["ids"], data["ids"]):
-                return cached["features"]
-    t0 = time.time()
-    feats = inception_features(extractor, data["images"])
-    _log(f"  Inception features of {n} real {split} photos at {width}x{height}: {time.time() - t0:.0f} s")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"features": feats, "ids": data["ids"].clone(), "sha1": INCEPTION_SHA1}, tmp)
-        tmp.replace(path)
-    return feats
 
 
 def _row(images: torch.Tensor, extractor, real_features, real_stats, seconds: float) -> Dict:
@@ -431,7 +396,7 @@ def evaluate_hr(
     global _log
     from ..cpu import cpu_model, has_fast_bfloat16
     from ..pipelines import M6FashionPipeline
-    from .evaluate import TRANSFORMER_DTYPES, _environment, _json_safe, feature_stats, fid_kid, inception_features, prompt_set
+    from .evaluate import TRANSFORMER_DTYPES, _environment, _json_safe, cached_real_features, feature_stats, fid_kid, inception_features, prompt_set
 
     if log is not None:
         _log = log
@@ -465,7 +430,7 @@ def evaluate_hr(
     if n_real < 2:
         raise ValueError(f"the {split} split has {n_real} photos; need at least 2")
     _log(f"{split} split (high resolution): {n_real} real photos at {width}x{height} ({_size_counts(data['source_sizes'])})")
-    real_features = _cached_real_features(extractor, data, split, cache_dir, height, width)
+    real_features = cached_real_features(extractor, data, split, cache_dir, tag=f"hr-{width}x{height}")
     real_stats = feature_stats(real_features)
     real_sharp = _sharpness(data["images"])
     by_size = {}
@@ -533,7 +498,7 @@ def evaluate_hr(
     if "reconstruction" in sections:
         n_rec = n_real if num_reconstruction is None else min(num_reconstruction, n_real)
         _log(f"reconstruction at {width}x{height}: {n_rec} photos")
-        sub = _slice(data, np.arange(n_rec))
+        sub = slice_split(data, np.arange(n_rec))
         store = store_for("reconstruction", sub["ids"])
         stores.append(store)
         rec = reconstruct(pipe, sub, height, width, lo, batch_size, store)

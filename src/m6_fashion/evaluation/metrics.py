@@ -369,6 +369,11 @@ def compute_kid(
 # reconstruction metrics
 
 
+def to_uint8(pixels: Tensor) -> Tensor:
+    """Images in [-1, 1] (any float dtype) -> uint8 in [0, 255], rounded (the pixels a PNG would hold)."""
+    return pixels.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+
+
 def psnr(preds: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """PSNR in dB for images in [-1, 1] (data range 2), per image, averaged when ``reduction='mean'``.
 
