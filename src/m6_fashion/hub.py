@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import math
 import re
-import struct
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
@@ -57,36 +57,26 @@ _DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "b
 
 
 # ------------------------------------------------------------------------------------------ weight files
-def _safetensors_header(path: str) -> dict:
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
-
-
 def weight_files(folder: str, files: Optional[Iterable[str]] = None) -> List[Dict]:
     """One row per ``*.safetensors`` file of `folder` (of `files`, relative paths, if given): path, dtypes,
-    parameters, bytes, read from the files."""
+    parameters, bytes, read from the files' headers (no tensor is loaded)."""
+    from safetensors import safe_open
+
     keep = None if files is None else {f.replace(os.sep, "/") for f in files}
     rows = []
-    for root, _, files in os.walk(folder):
-        for name in files:
-            if not name.endswith(".safetensors"):
-                continue
+    for root, _, names in os.walk(folder):
+        for name in names:
             path = os.path.join(root, name)
-            if keep is not None and os.path.relpath(path, folder).replace(os.sep, "/") not in keep:
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            if not name.endswith(".safetensors") or (keep is not None and rel not in keep):
                 continue
-            header = _safetensors_header(path)
             dtypes, params = set(), 0
-            for key, info in header.items():
-                if key == "__metadata__":
-                    continue
-                dtypes.add(_DTYPE_NAMES.get(info["dtype"], info["dtype"].lower()))
-                count = 1
-                for d in info["shape"]:
-                    count *= d
-                params += count
-            rows.append({"file": os.path.relpath(path, folder).replace(os.sep, "/"), "dtypes": sorted(dtypes),
-                         "parameters": params, "bytes": os.path.getsize(path)})
+            with safe_open(path, framework="pt") as f:
+                for key in f.keys():
+                    tensor = f.get_slice(key)
+                    dtypes.add(_DTYPE_NAMES.get(tensor.get_dtype(), tensor.get_dtype().lower()))
+                    params += math.prod(tensor.get_shape())
+            rows.append({"file": rel, "dtypes": sorted(dtypes), "parameters": params, "bytes": os.path.getsize(path)})
     return sorted(rows, key=lambda r: r["file"])
 
 
@@ -218,8 +208,9 @@ def with_hub_metadata(card: str) -> str:
 
 
 def shipped_model_name(name_or_path: str, has_decoder_hr: bool) -> Optional[str]:
-    """`m6-fashion-hr` / `m6-fashion-64` when `name_or_path` is the shipped folder, else None."""
-    from .default_model import SHIPPED_FOLDER
+    """The shipped model's name (`m6_fashion.default_model.SHIPPED_MODELS`: `m6-fashion-hr` with `decoder_hr`,
+    `m6-fashion-64` without) when `name_or_path` is the shipped folder, else None."""
+    from .default_model import SHIPPED_FOLDER, SHIPPED_MODELS
 
     shipped = Path(__file__).resolve().parent / "pretrained" / SHIPPED_FOLDER
     try:
@@ -228,4 +219,4 @@ def shipped_model_name(name_or_path: str, has_decoder_hr: bool) -> Optional[str]
         same = False
     if not same:
         return None
-    return "m6-fashion-hr" if has_decoder_hr else "m6-fashion-64"
+    return next((name for name, left_out in SHIPPED_MODELS.items() if ("decoder_hr" not in left_out) == has_decoder_hr), None)

@@ -40,6 +40,8 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from transformers import PreTrainedTokenizerBase
 
+# The Hub card template lives in m6_fashion.hub (shared with `m6-fashion finetune`); these names stay importable here.
+from ..hub import HUB_METADATA, with_hub_metadata  # noqa: F401
 from ..image_processing import PipelineImageInput, fit_onto, postprocess, preprocess, preprocess_mask
 from ..models.pq_tokenizer import PQTokenizer
 from ..models.sequence_layout import build_model_inputs, split_prefix_and_target
@@ -840,10 +842,6 @@ class M6FashionPipeline(DiffusionPipeline):
             seam = seam | (extra & (grown > 0.5))
         return seam.reshape(region.shape[0], -1)
 
-
-# The Hub card template (front matter, weights paragraph, model-index) lives in m6_fashion.hub, shared with
-# `m6-fashion finetune`; these names stay importable from here.
-from ..hub import HUB_METADATA, with_hub_metadata  # noqa: E402,F401
 
 _VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
