@@ -324,6 +324,8 @@ CLI_CASES: List[CliCase] = [
     CliCase("evaluate-split-nope", ["evaluate", "--split", "nope"], "--split"),
     CliCase("train-tokenizer-no-data", ["train-tokenizer"], "--data"),
     CliCase("train-transformer-bogus-option", ["train-transformer", "--bogus"], "--bogus"),
+    CliCase("train-tokenizer-bogus-option", ["train-tokenizer", "--data", "{d}/x", "--output_dir", "{d}/o", "--bogus"], "--bogus"),
+    CliCase("finetune-bogus-option", ["finetune", "--data", "{d}/x", "--output_dir", "{d}/ft", "--bogus"], "--bogus"),
     CliCase("finetune-no-data", ["finetune", "--output_dir", "{d}/ft"], "--data"),
     CliCase("export-onnx-model-missing", ["export", "onnx", "--model", "{d}/missing", "--out", "{d}/bundle"], "--model"),
     # these need the model (a saved tiny pipeline, 64x64 outputs): refused right after loading it

@@ -379,12 +379,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             try:
                 getattr(importlib.import_module(module), func)(argv[1:])
             except BadInput as e:  # a bad argument or data set, found before any work: one line, no traceback
-                raise SystemExit(f"error: {e}")
-            except ValueError as e:  # transformers' HfArgumentParser (train-transformer) reports unknown options so
-                unused = "Some specified arguments are not used by the HfArgumentParser: "
-                if not str(e).startswith(unused):
-                    raise
-                raise SystemExit(f"error: unrecognized arguments: {str(e)[len(unused):]} (see 'm6-fashion {argv[0]} --help')")
+                raise SystemExit(f"error: {e} (see 'm6-fashion {argv[0]} --help')")
         return
     if argv[:2] == ["export", "onnx"]:
         with _one_line_usage_errors("m6-fashion export onnx"):

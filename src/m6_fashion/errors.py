@@ -27,3 +27,12 @@ def as_bad_input(error: Exception) -> Exception:
     if isinstance(error, FileNotFoundError):
         return InputFileError(str(error))
     return InputError(str(error))
+
+
+def parse_dataclasses(parser, argv=None):
+    """`parser.parse_args_into_dataclasses(args=argv)` of an `HfArgumentParser`; the `ValueError` with which it
+    reports options it does not know becomes an `InputError` (argparse's own usage errors exit by themselves)."""
+    try:
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as e:
+        raise as_bad_input(e) from e

@@ -99,6 +99,7 @@ import transformers
 from transformers import HfArgumentParser, Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..errors import parse_dataclasses
 from ..image_processing import ACCEPTED_MODES, make_grid
 from .collator import M6FashionCollator, TokenGridDataset
 from .pretokenize import ATTRIBUTE_COLUMNS, _tokenizer_hash, default_cache_dir, load_pretokenized, pretokenize_dataset
@@ -764,7 +765,7 @@ def _parse(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_dataclasses(parser, argv)
 
 
 def _check_output_dir(output_dir: str, resuming: bool, overwrite: bool) -> None:

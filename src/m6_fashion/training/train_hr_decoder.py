@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..errors import parse_dataclasses
 from ..image_processing import preprocess
 from ..models import PQTokenizer, StyleDecoder, StyleGANDiscriminator
 from .checkpointing import latest_checkpoint, resume_exactly
@@ -588,7 +589,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(HRDecoderTrainingArguments)
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    (args,) = parse_dataclasses(parser, argv)
     return train(args)
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..errors import parse_dataclasses
 from ..models import PQTokenizer, StyleDecoder, StyleGANDiscriminator
 from .checkpointing import latest_checkpoint, resume_exactly
 from .data import images_to_array, load_parquet_splits
@@ -255,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(TokenizerTrainingArguments)
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    (args,) = parse_dataclasses(parser, argv)
     return train(args)
 
 

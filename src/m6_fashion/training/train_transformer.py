@@ -50,7 +50,7 @@ import transformers
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..errors import as_bad_input
+from ..errors import as_bad_input, parse_dataclasses
 from ..models.transformer_m6fashion import M6FashionConfig, M6FashionTransformer
 from .collator import M6FashionCollator, TokenGridDataset
 from .pretokenize import default_cache_dir, load_pretokenized, pretokenize, read_pretokenized_info
@@ -332,7 +332,7 @@ def main(argv=None) -> dict:
     if len(argv) == 1 and argv[0].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
     else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, training_args = parse_dataclasses(parser, argv)
     training_args.remove_unused_columns = False
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False
