@@ -83,12 +83,45 @@ def test_exported_graphs_have_dynamic_axes_and_pass_checker(tiny_bundle):
     assert shapes["image_decoder"]["pixel_values"][1:] == [3, 32, 32]
     assert shapes["transformer"]["logits"][1:] == [64, 4, 32]
     assert shapes["transformer"]["image_codes"][2] == 4
-    for key, name in ex.FILES.items():
+    cfg = json.loads((tiny_bundle / ex.BUNDLE_JSON).read_text())
+    for key, name in cfg["files"].items():
+        if not name.endswith(".onnx"):
+            continue
         model = onnx.load(str(tiny_bundle / name), load_external_data=False)
         assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
-        # weights inside the file: no initializer points to external data, no side files
-        assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer), key
-    assert not [p for p in os.listdir(tiny_bundle) if p.endswith(".data")]
+        locations = {e.value for init in model.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL
+                     for e in init.external_data if e.key == "location"}
+        if key.startswith("transformer"):  # the transformer graphs of one precision share one weights file
+            assert locations == {ex.INT8_WEIGHTS_FILE if key.endswith("int8") else ex.WEIGHTS_FILE}, key
+        else:  # the image graphs keep their weights inside
+            assert not locations, key
+    assert not [p for p in os.listdir(tiny_bundle) if p.endswith(".data") or p.endswith(".tmp")]
+
+
+def test_split_graphs_share_the_weights_and_have_dynamic_axes(tiny_bundle):
+    """transformer_prefix/target (the pass split at the prefix) read one copy of the weights of transformer.onnx."""
+    cfg = json.loads((tiny_bundle / ex.BUNDLE_JSON).read_text())
+    assert {"transformer_prefix", "transformer_target", "transformer_target_int8", "transformer_weights",
+            "transformer_int8_weights"} <= set(cfg["files"])
+    prefix = ex.check_onnx_file(str(tiny_bundle / ex.SPLIT_FILES["transformer_prefix"]),
+                                {name: [0, 1] for name in ex.TRANSFORMER_INPUTS}, {"prefix_keys": [1, 3], "prefix_values": [1, 3]})
+    target = ex.check_onnx_file(str(tiny_bundle / ex.SPLIT_FILES["transformer_target"]),
+                                {"image_codes": [0], "prefix_keys": [1, 3], "prefix_mask": [0, 1]}, {"log_probs": [0]})
+    assert prefix["prefix_keys"][0] == 2 and prefix["prefix_keys"][2] == 2  # layers, heads of the tiny model
+    assert target["log_probs"][1:] == [64, 4, 32] and target["image_codes"][1:] == [64, 4]
+    graphs = sum(os.path.getsize(tiny_bundle / cfg["files"][k]) for k in ("transformer", "transformer_prefix", "transformer_target"))
+    weights = os.path.getsize(tiny_bundle / ex.WEIGHTS_FILE)
+    full_alone = sum(p.numel() * 4 for p in build_tiny_pipeline().transformer.parameters())
+    assert weights < 1.3 * full_alone and graphs < weights, (graphs, weights, full_alone)
+
+
+def test_split_graphs_refuse_a_prefix_that_attends_to_the_target(tiny_pipe):
+    import copy
+
+    full = copy.deepcopy(tiny_pipe.transformer)
+    full.config.prefix_attention = "full"
+    with pytest.raises(ValueError, match="prefix_attention='isolated'"):
+        ex.TransformerTargetGraph(full)
 
 
 @requires_test_split
@@ -100,8 +133,9 @@ def test_parity_with_pytorch_at_two_batch_sizes_on_real_images(tiny_pipe, tiny_b
         assert r["token_match"] >= ex.TOKEN_MATCH_MIN, r
     for r in parity["image_decoder"]:
         assert r["pixel_max_abs_diff"] <= ex.PIXEL_TOLERANCE, r
-    for r in parity["transformer"]:
+    for r in parity["transformer"] + parity["transformer_split"]:
         assert r["logit_max_abs_diff"] <= ex.LOGIT_TOLERANCE and r["argmax_match"] >= ex.ARGMAX_MATCH_MIN, r
+    assert [r["batch"] for r in parity["transformer_split"]] == [1, 5]
 
 
 def test_transformer_parity_at_another_sequence_length(tiny_pipe, tiny_bundle):
@@ -117,6 +151,9 @@ def test_transformer_parity_at_another_sequence_length(tiny_pipe, tiny_bundle):
     assert inputs["input_ids"].shape[1] == cfg.max_text_length + 2 + cfg.num_image_tokens
     r = ex.parity_transformer(str(tiny_bundle / ex.FILES["transformer"]), tiny_pipe.transformer, inputs)
     assert r["logit_max_abs_diff"] <= ex.LOGIT_TOLERANCE and r["argmax_match"] >= ex.ARGMAX_MATCH_MIN, r
+    split = ex.parity_transformer_split(str(tiny_bundle / ex.SPLIT_FILES["transformer_prefix"]),
+                                        str(tiny_bundle / ex.SPLIT_FILES["transformer_target"]), tiny_pipe.transformer, inputs)
+    assert split["logit_max_abs_diff"] <= ex.LOGIT_TOLERANCE and split["argmax_match"] >= ex.ARGMAX_MATCH_MIN, split
 
 
 def test_check_onnx_file_catches_a_batch_fixed_by_the_exporter(tmp_path):
@@ -149,7 +186,9 @@ def test_bundle_json_and_tokenizer(tiny_pipe, tiny_bundle):
     assert cfg["special_token_ids"] == tcfg.special_token_ids
     assert cfg["scheduler"]["mask_token_id"] == 32 and cfg["scheduler"]["deterministic"] is True
     assert cfg["scheduler"]["mask_schedule"] == "smart" and cfg["scheduler"]["alpha"] == 0.8
-    assert set(cfg["files"]) == {"image_encoder", "image_decoder", "transformer", "transformer_int8", "tokenizer"}
+    assert set(cfg["files"]) == {"image_encoder", "image_decoder", "transformer", "transformer_int8", "tokenizer",
+                                 "transformer_prefix", "transformer_target", "transformer_target_int8",
+                                 "transformer_weights", "transformer_int8_weights"}
     assert cfg["canvases"] == {"image_decoder": 32} and cfg["default_size"] == {"height": 32, "width": 32}
     for key, name in cfg["files"].items():
         assert ex._sha256(str(tiny_bundle / name)) == cfg["sha256"][key]

@@ -490,8 +490,10 @@ BUNDLE_CASES: List[BundleCase] = [
     BundleCase("file-absolute-path", _set("files.transformer", "/etc/hostname"), "'transformer' .* must be a name inside"),
     BundleCase("scheduler-temperature-zero", _set("scheduler.temperature", 0), "scheduler section: temperature must be"),
     BundleCase("scheduler-alpha-below-beta", _set("scheduler.alpha", 0.1), "scheduler section: need 0 <= beta <= alpha"),
-    BundleCase("transformer-not-onnx", _corrupt("transformer.onnx", b"not an onnx graph"), "transformer.onnx .* cannot be loaded by onnxruntime",
-               load="runtime"),
+    BundleCase("transformer-not-onnx", _corrupt("transformer_target.onnx", b"not an onnx graph"),
+               "transformer_target.onnx .* cannot be loaded by onnxruntime", load="runtime"),
+    BundleCase("prefix-graph-not-onnx", _corrupt("transformer_prefix.onnx", b"not an onnx graph"),
+               "transformer_prefix.onnx .* cannot be loaded by onnxruntime", load="runtime"),
     BundleCase("tokenizer-not-json", _corrupt("tokenizer.json", b"{ not json"), "tokenizer.json .* is not a readable tokenizer", load="runtime"),
 ]
 

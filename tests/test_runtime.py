@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_DIR = REPO_ROOT / "runtime"
@@ -198,6 +199,36 @@ def test_runtime_matches_pipeline_tokens_text_to_image(tiny_pipe, tiny_bundle):
         assert (got == ref).all(), f"{kwargs}: {_agreement(got, ref)}"
     ref = tiny_pipe(None, output_type="tokens", num_inference_steps=5).tokens.numpy()
     assert (rt(None, output_type="tokens", num_inference_steps=5).tokens == ref).all()
+
+
+def _without_split(src: Path, dst: Path) -> Path:
+    """A copy of a bundle whose bundle.json does not list the split graphs: the runtime runs the full-pass graph."""
+    b = _copy_bundle(src, dst)
+    cfg = json.loads((b / "bundle.json").read_text())
+    for key in ("transformer_prefix", "transformer_target", "transformer_target_int8"):
+        cfg["files"].pop(key, None)
+        cfg["sha256"].pop(key, None)
+    (b / "bundle.json").write_text(json.dumps(cfg))
+    return b
+
+
+def test_prefix_cached_passes_give_the_full_pass_tokens(tiny_bundle, tmp_path):
+    """The split graphs (prefix once, target every pass) and the full-pass graph make the same tokens, with and
+    without guidance, with a reference patch (a longer prefix) and in sampling mode at one seed."""
+    split = mrt.M6FashionRuntime(str(tiny_bundle))
+    full = mrt.M6FashionRuntime(str(_without_split(tiny_bundle, tmp_path / "full")))
+    assert split.uses_prefix_cache and not full.uses_prefix_cache
+    prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes"]
+    patch = Image.new("RGB", (16, 16), (200, 30, 30))
+    for kwargs in ({"num_inference_steps": 6}, {"num_inference_steps": 4, "guidance_scale": 2.5},
+                   {"num_inference_steps": 4, "reference_images": [(patch, (0, 0, 16, 16))]},
+                   {"num_inference_steps": 4, "deterministic": False, "seed": 3}):
+        a = split(prompts, output_type="tokens", **kwargs).tokens
+        b = full(prompts, output_type="tokens", **kwargs).tokens
+        assert (a == b).all(), f"{kwargs}: {_agreement(a, b)}"
+    # the int8 target graph runs too (its tokens differ from float32 by quantisation)
+    int8 = mrt.M6FashionRuntime(str(tiny_bundle), int8=True)
+    assert int8(prompts[:1], output_type="tokens", num_inference_steps=3).tokens.shape == (1, 8, 8, 4)
 
 
 @requires_test_split
@@ -428,7 +459,7 @@ def test_runtime_cli_height_width_and_info(tiny_hr_bundle, tmp_path, capsys):
     capsys.readouterr()
     main(["info", "--bundle", str(tiny_hr_bundle), "--verify"])
     info = json.loads(capsys.readouterr().out)
-    assert info["format_version"] == 2 and info["canvases"] == {"image_decoder": 32, "image_decoder_hr": 128}
+    assert info["format_version"] == 3 and info["canvases"] == {"image_decoder": 32, "image_decoder_hr": 128}
     assert info["default_size"] == {"height": 128, "width": 96} and "96x128" in info["output_sizes"] and "24x32" in info["output_sizes"]
 
 
@@ -551,10 +582,22 @@ def test_bad_bundles_give_clear_errors(tiny_bundle, tmp_path):
 
     b = _copy_bundle(tiny_bundle, tmp_path / "no_int8")
     cfg = json.loads((b / "bundle.json").read_text())
-    del cfg["files"]["transformer_int8"]
+    del cfg["files"]["transformer_int8"], cfg["files"]["transformer_target_int8"]
     (b / "bundle.json").write_text(json.dumps(cfg))
     with pytest.raises(FileNotFoundError, match="no int8 transformer.*--int8"):
         mrt.M6FashionRuntime(str(b), int8=True)
+
+    b = _copy_bundle(tiny_bundle, tmp_path / "half_split")
+    cfg = json.loads((b / "bundle.json").read_text())
+    del cfg["files"]["transformer_prefix"]
+    (b / "bundle.json").write_text(json.dumps(cfg))
+    with pytest.raises(mrt.BundleError, match="only one of.*transformer_prefix"):
+        mrt.load_bundle(str(b))
+
+    b = _copy_bundle(tiny_bundle, tmp_path / "no_weights")
+    (b / "transformer.weights").unlink()
+    with pytest.raises(FileNotFoundError, match=r"transformer\.weights \(transformer_weights\) is missing"):
+        mrt.load_bundle(str(b))
 
     b = _copy_bundle(tiny_bundle, tmp_path / "corrupt")
     with open(b / "image_decoder.onnx", "ab") as f:

@@ -9,6 +9,14 @@ A bundle (written by ``m6-fashion export onnx``) holds::
     image_decoder_hr.onnx  optional, tokens (B, h, w, M) int64 -> pixels (B, 3, D, D), D > S (the pipeline's decoder_hr)
     transformer.onnx       one SMART pass: 5 layout tensors -> logits (B, N, M, K)
     transformer.int8.onnx  optional, dynamic int8 quantisation of transformer.onnx
+    transformer_prefix.onnx, transformer_target.onnx
+                           optional (format 3, models whose prefix never attends to the target): the pass
+                           split at the prefix; the prefix graph runs once per call, the target graph
+                           (image_codes (B, N, M) + prefix keys/values -> log_probs (B, N, M, K)) every pass
+    transformer_target.int8.onnx
+                           optional, int8 quantisation of transformer_target.onnx
+    transformer.weights, transformer.int8.weights
+                           format 3: the weights the transformer graphs of one precision share
     tokenizer.json         caption tokenizer (``tokenizers`` library)
 
 ``canvases`` maps each decoder's file key to the side of the square it paints (``{"image_decoder": 64,
@@ -27,9 +35,10 @@ from typing import Dict, List, Tuple
 from .canvas import default_size as canvas_default_size
 
 BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
-SUPPORTED_FORMAT_VERSIONS = (1, 2)  # 2 adds canvases, default_size and the optional image_decoder_hr
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3)  # 2: canvases, default_size, image_decoder_hr; 3: split transformer, shared weights
 BUNDLE_JSON = "bundle.json"
 REQUIRED_FILES = ("image_encoder", "image_decoder", "transformer", "tokenizer")
+SPLIT_KEYS = ("transformer_prefix", "transformer_target")
 BASE_DECODER = "image_decoder"  # paints the sample_size square; other canvases come from other decoder graphs
 GEOMETRY_KEYS = (
     "sample_size", "grid_size", "num_groups", "codebook_size", "num_image_tokens",
@@ -98,13 +107,19 @@ class Bundle:
         if key not in self.files:
             raise BundleFileNotFoundError(
                 f"the bundle {self.root!r} has no {key!r} entry in {BUNDLE_JSON} (it lists {sorted(self.files)}); {REEXPORT_HINT}"
-                + (" --int8" if key == "transformer_int8" else "")
+                + (" --int8" if key.startswith("transformer") and "int8" in key else "")
             )
         return os.path.join(self.root, self.files[key])
 
     @property
     def has_int8(self) -> bool:
-        return "transformer_int8" in self.files and os.path.isfile(os.path.join(self.root, self.files["transformer_int8"]))
+        key = "transformer_target_int8" if self.has_split else "transformer_int8"
+        return key in self.files and os.path.isfile(os.path.join(self.root, self.files[key]))
+
+    @property
+    def has_split(self) -> bool:
+        """The bundle has the pass split at the prefix (prefix graph once per call, target graph every pass)."""
+        return all(k in self.files for k in SPLIT_KEYS)
 
     def verify_checksums(self) -> None:
         """Compares every file with the sha256 recorded at export; raises ``BundleError`` on a mismatch."""
@@ -183,8 +198,10 @@ def load_bundle(root: str) -> Bundle:
     lacking = [k for k in REQUIRED_FILES if k not in files]
     if lacking:
         raise BundleError(f"{cfg_path}: files lacks entries for {lacking}; {REEXPORT_HINT}")
-    for key in REQUIRED_FILES:
+    for key in files:  # every listed file (optional graphs, shared weights) is inside the folder and present
         _check_file(root, files, key, cfg_path)
+    if any(k in files for k in SPLIT_KEYS) and not all(k in files for k in SPLIT_KEYS):
+        raise BundleError(f"{cfg_path}: files lists only one of {list(SPLIT_KEYS)}; the split pass needs both; {REEXPORT_HINT}")
     canvases, default = _read_canvases(cfg, root, version, geometry, files)
     return Bundle(
         root=root,

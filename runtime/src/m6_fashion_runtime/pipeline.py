@@ -105,7 +105,7 @@ class M6FashionRuntime:
             if self.num_threads:
                 opts.intra_op_num_threads = int(self.num_threads)
                 opts.inter_op_num_threads = 1
-            path = self.bundle.path("transformer_int8" if key == "transformer" and self.int8 else key)
+            path = self.bundle.path(f"{key}_int8" if key in ("transformer", "transformer_target") and self.int8 else key)
             try:
                 self._sessions[key] = self._ort.InferenceSession(path, opts, providers=self.providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for unreadable graphs
@@ -159,8 +159,33 @@ class M6FashionRuntime:
         return self._session(key).run(None, {"tokens": tokens.astype(np.int64)})[0]
 
     def transformer_logits(self, inputs: Dict[str, np.ndarray]) -> np.ndarray:
-        """One SMART pass: the layout tensors -> logits (B, N, M, K) float32."""
+        """One SMART pass on the whole sequence: the layout tensors -> logits (B, N, M, K) float32."""
         return self._session("transformer").run(None, {k: inputs[k].astype(np.int64) for k in TRANSFORMER_INPUTS})[0]
+
+    @property
+    def uses_prefix_cache(self) -> bool:
+        """Passes run on the target positions only, reading the prefix's keys/values computed once per call
+        (bundles of format 3 of a model whose prefix never attends to the target)."""
+        return self.bundle.has_split
+
+    def prepare(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The state the SMART passes of one input set read: with the prefix cache, the prefix's keys/values
+        (one run of the prefix graph) and its mask; else the layout tensors themselves."""
+        if not self.uses_prefix_cache:
+            return {k: inputs[k].astype(np.int64) for k in TRANSFORMER_INPUTS}
+        n = self.geometry.num_image_tokens
+        prefix = {k: np.ascontiguousarray(inputs[k][:, :-n], dtype=np.int64) for k in TRANSFORMER_INPUTS}
+        keys, values = self._session("transformer_prefix").run(None, prefix)
+        return {"prefix_keys": keys, "prefix_values": values, "prefix_mask": prefix["attention_mask"]}
+
+    def transformer_scores(self, prepared: Dict[str, np.ndarray], tokens: np.ndarray) -> Tuple[np.ndarray, bool]:
+        """One SMART pass with the target holding ``tokens (B, N, M)``: ``(scores (B, N, M, K), normalized)``,
+        log-probabilities (``normalized``) from the target graph, logits from the full-pass graph."""
+        if "prefix_keys" in prepared:
+            feed = dict(prepared, image_codes=np.ascontiguousarray(tokens, dtype=np.int64))
+            return self._session("transformer_target").run(None, feed)[0], True
+        prepared["image_codes"][:, -tokens.shape[1]:] = tokens
+        return self._session("transformer").run(None, prepared)[0], False
 
     # ------------------------------------------------------------------ output geometry
     def canvas_sides(self) -> List[int]:
@@ -398,16 +423,16 @@ class M6FashionRuntime:
         inputs = build_model_inputs(geo, self.special, text_ids, tokens, conditions)
         uncond = build_model_inputs(geo, self.special, [[] for _ in range(b)], tokens) if guidance_scale > 1.0 else None
 
+        cond = self.prepare(inputs)
+        uncond = self.prepare(uncond) if uncond is not None else None
         for i in sampler.set_timesteps(num_inference_steps):
             if not (tokens == k).any():
                 continue
-            inputs["image_codes"][:, -n:] = tokens
-            logits = self.transformer_logits(inputs)
-            if uncond is not None:
-                uncond["image_codes"][:, -n:] = tokens
-                logits_u = self.transformer_logits(uncond)
-                logits = logits_u + np.float32(guidance_scale) * (logits - logits_u)
-            tokens = sampler.step(logits, int(i), tokens, editable=editable, rng=rng)
+            scores, normalized = self.transformer_scores(cond, tokens)
+            if uncond is not None:  # guidance on log-probabilities equals guidance on logits after the softmax
+                scores_u, _ = self.transformer_scores(uncond, tokens)
+                scores, normalized = scores_u + np.float32(guidance_scale) * (scores - scores_u), False
+            tokens = sampler.step(scores, int(i), tokens, editable=editable, rng=rng, normalized=normalized)
 
         grid_tokens = tokens.reshape(b, g, g, m)
         if output_type == "tokens":

@@ -110,8 +110,12 @@ class SMARTSampler:
         return t0 + (t1 - t0) * step / (self.num_inference_steps - 1)
 
     def step(self, logits: np.ndarray, step: int, sample: np.ndarray, editable: Optional[np.ndarray] = None,
-             rng: Optional[np.random.Generator] = None) -> np.ndarray:
-        """One pass: ``logits (B, N, M, K)``, ``sample (B, N, M)`` (masked = ``mask_token_id``) -> next tokens."""
+             rng: Optional[np.random.Generator] = None, normalized: bool = False) -> np.ndarray:
+        """One pass: ``logits (B, N, M, K)``, ``sample (B, N, M)`` (masked = ``mask_token_id``) -> next tokens.
+
+        ``normalized``: ``logits`` already are log-probabilities (log-softmax over K, as the split target graph
+        returns them), so they are not normalised again. New tokens are drawn at the masked positions only.
+        """
         if logits.ndim != 4 or sample.shape != logits.shape[:3]:
             raise ValueError(f"logits must be (B, N, M, K) and sample (B, N, M); got {logits.shape} and {sample.shape}")
         B, N, M, K = logits.shape
@@ -119,18 +123,19 @@ class SMARTSampler:
             editable = np.ones((B, N), dtype=bool)
         masked = (sample == self.mask_token_id).any(-1) & editable
         logits = logits.astype(np.float32, copy=False)
-        log_probs = log_softmax(logits)
+        log_probs = logits if normalized else log_softmax(logits)
+        tokens = sample.astype(np.int64, copy=True)
+        rows = log_probs[masked]  # (R, M, K): only the masked positions take a new token
         if self.deterministic:
-            candidates = logits.argmax(-1)
-        else:
+            tokens[masked] = rows.argmax(-1)
+        elif rows.size:
             if rng is None:
                 rng = np.random.default_rng()
             t = np.float32(self.temperature_at(step))
-            probs = np.exp(log_probs if t == 1 else log_softmax(logits / t)).reshape(-1, K)
+            probs = np.exp(rows if t == 1 else log_softmax(rows / t)).reshape(-1, K)
             cdf = np.cumsum(probs, axis=-1)
             u = rng.random((cdf.shape[0], 1), dtype=np.float32) * cdf[:, -1:]
-            candidates = np.minimum((cdf < u).sum(-1), K - 1).reshape(B, N, M)
-        tokens = np.where(masked[..., None], candidates, sample).astype(np.int64)
+            tokens[masked] = np.minimum((cdf < u).sum(-1), K - 1).reshape(-1, M)
         picked = np.take_along_axis(log_probs, np.minimum(tokens, K - 1)[..., None], axis=-1)[..., 0]
         conf_log = picked.mean(-1, dtype=np.float32)  # (B, N)
 

@@ -15,9 +15,19 @@ weights inside the file):
 * ``transformer.onnx``: one SMART pass, ``input_ids, position_ids, token_type_ids, attention_mask (B, L)``
   and ``image_codes (B, L, M)`` (int64, the layout of ``m6_fashion.models.sequence_layout``) ->
   ``logits (B, N, M, K)``. ``B`` and ``L`` are dynamic (``L`` varies with the condition segment).
+* For a transformer whose prefix never attends to the target (``prefix_attention="isolated"``, the shipped
+  model), the pass is also split in two, as ``M6FashionPipeline`` runs it:
+  ``transformer_prefix.onnx``: the prefix layout tensors ``(B, Lp[, M])`` -> ``prefix_keys, prefix_values
+  (layers, B, heads, Lp, head_dim)``, run once per call; ``transformer_target.onnx``: ``image_codes (B, N, M)``,
+  the prefix keys/values and ``prefix_mask (B, Lp)`` -> ``log_probs (B, N, M, K)`` (log-softmax over the
+  codes), run at every pass on the N target positions only. The split graphs are fused for ONNX Runtime
+  (``onnxruntime.transformers`` BERT fusions: bias + GELU, skip + LayerNorm). The three transformer graphs
+  keep their weights in one shared file, ``transformer.weights`` (``transformer.int8.weights`` for the int8
+  graphs), so the split costs no extra weight storage.
 
 The SMART loop is data-dependent control flow, so it stays outside the graphs (the runtime runs it in
-numpy). ``--int8`` adds ``transformer.int8.onnx`` (onnxruntime dynamic int8 quantisation of the MatMuls).
+numpy). ``--int8`` adds ``transformer.int8.onnx`` (onnxruntime dynamic int8 quantisation of the MatMuls) and,
+for split models, ``transformer_target.int8.onnx`` (the prefix, run once per call, stays float32).
 
 The bundle folder holds the ONNX files, ``tokenizer.json`` (the caption tokenizer, for the ``tokenizers``
 library) and ``bundle.json`` (format version, geometry, special token ids, scheduler config, file list, and
@@ -35,14 +45,14 @@ import json
 import os
 import time
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
-BUNDLE_FORMAT_VERSION = 2  # 2: canvases, default_size and the optional image_decoder_hr.onnx
+BUNDLE_FORMAT_VERSION = 3  # 2: canvases, default_size, image_decoder_hr.onnx; 3: split transformer, shared weights
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
 EXPORT_BATCH = 2  # batch of the export example; parity is checked at other batch sizes
@@ -54,13 +64,20 @@ FILES = {
 HR_DECODER = "image_decoder_hr"  # bundle file key of the high-resolution decoder graph
 HR_DECODER_FILE = "image_decoder_hr.onnx"
 INT8_FILE = "transformer.int8.onnx"
+# the pass split at the prefix (models with prefix_attention="isolated") and the shared weight files
+SPLIT_FILES = {"transformer_prefix": "transformer_prefix.onnx", "transformer_target": "transformer_target.onnx"}
+TARGET_INT8_FILE = "transformer_target.int8.onnx"
+WEIGHTS_FILE = "transformer.weights"
+INT8_WEIGHTS_FILE = "transformer.int8.weights"
+PREFIX_OUTPUTS = ("prefix_keys", "prefix_values")
+TARGET_INPUTS = ("image_codes", "prefix_keys", "prefix_values", "prefix_mask")
 TOKENIZER_FILE = "tokenizer.json"
 BUNDLE_JSON = "bundle.json"
 TRANSFORMER_INPUTS = ("input_ids", "image_codes", "position_ids", "token_type_ids", "attention_mask")
 
 # parity tolerances (ONNX Runtime vs PyTorch, float32 on CPU)
 PIXEL_TOLERANCE = 1e-3  # max abs difference of decoded pixels in [-1, 1] (one uint8 level is 2/255 = 7.8e-3)
-LOGIT_TOLERANCE = 2e-3  # max abs difference of transformer logits
+LOGIT_TOLERANCE = 2e-3  # max abs difference of transformer logits (and of the split graphs' log-probabilities)
 TOKEN_MATCH_MIN = 0.99  # minimum exact-match rate of encoder tokens (near-equidistant codes may flip)
 ARGMAX_MATCH_MIN = 0.99  # minimum argmax agreement of the transformer logits
 
@@ -68,6 +85,10 @@ __all__ = [
     "ImageEncoderGraph",
     "ImageDecoderGraph",
     "TransformerGraph",
+    "TransformerPrefixGraph",
+    "TransformerTargetGraph",
+    "export_transformer_split",
+    "share_weights",
     "export_image_encoder",
     "export_image_decoder",
     "export_transformer",
@@ -77,6 +98,7 @@ __all__ = [
     "parity_image_encoder",
     "parity_image_decoder",
     "parity_transformer",
+    "parity_transformer_split",
     "load_parity_images",
     "with_decoder_hr",
     "export_bundle",
@@ -135,6 +157,61 @@ class TransformerGraph(nn.Module):
         m = self.transformer
         n = m.config.num_image_tokens
         return m._forward(input_ids, image_codes, position_ids, token_type_ids, attention_mask, None, None, False, n).logits.float()
+
+
+def _check_isolated(transformer) -> None:
+    cfg = transformer.config
+    if cfg.attention != "bidirectional" or cfg.prefix_attention != "isolated":
+        raise ValueError(
+            "the pass splits at the prefix only for a bidirectional transformer whose prefix never attends to the "
+            f"target (prefix_attention='isolated'); this one has attention={cfg.attention!r}, "
+            f"prefix_attention={cfg.prefix_attention!r}: use the full-pass graph (transformer.onnx)"
+        )
+
+
+class TransformerPrefixGraph(nn.Module):
+    """The prefix (condition + text) layout tensors ``(B, Lp[, M])`` -> its keys and values, each
+    ``(layers, B, heads, Lp, head_dim)``: ``M6FashionTransformer.encode_prefix`` stacked over layers."""
+
+    def __init__(self, transformer):
+        super().__init__()
+        _check_isolated(transformer)
+        self.transformer = transformer
+
+    def forward(self, input_ids, image_codes, position_ids, token_type_ids, attention_mask):
+        from m6_fashion.models.transformer_m6fashion import M6FashionKVCache
+
+        cache = M6FashionKVCache()
+        self.transformer._forward(input_ids, image_codes, position_ids, token_type_ids, attention_mask, None, cache, True, 0)
+        return torch.stack(cache.keys), torch.stack(cache.values)
+
+
+class TransformerTargetGraph(nn.Module):
+    """One SMART pass over the target positions only, reading the prefix's keys/values.
+
+    ``image_codes (B, N, M)`` in ``[0, K]``, ``prefix_keys``/``prefix_values`` ``(layers, B, heads, Lp, head_dim)``
+    and ``prefix_mask (B, Lp)`` -> ``log_probs (B, N, M, K)``: the log-softmax of the logits the full pass gives
+    (the target's ids, positions and segment are fixed by the layout, so they are built inside).
+    """
+
+    def __init__(self, transformer):
+        super().__init__()
+        _check_isolated(transformer)
+        self.transformer = transformer
+
+    def forward(self, image_codes, prefix_keys, prefix_values, prefix_mask):
+        from m6_fashion.models.transformer_m6fashion import TOKEN_TYPE_TARGET, M6FashionKVCache
+
+        cfg = self.transformer.config
+        b, n = image_codes.shape[0], cfg.num_image_tokens
+        input_ids = torch.full((b, n), cfg.img_token_id, dtype=torch.long)
+        position_ids = torch.arange(n).unsqueeze(0).expand(b, n)
+        token_type_ids = torch.full((b, n), TOKEN_TYPE_TARGET, dtype=torch.long)
+        mask = torch.cat([prefix_mask, torch.ones(b, n, dtype=prefix_mask.dtype)], dim=1)
+        cache = M6FashionKVCache()
+        cache.keys, cache.values = list(prefix_keys.unbind(0)), list(prefix_values.unbind(0))
+        logits = self.transformer._forward(input_ids, image_codes, position_ids, token_type_ids, mask, None, cache, False, n).logits
+        return torch.log_softmax(logits.float(), dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -216,6 +293,108 @@ def export_transformer(transformer, path: str, opset: int = DEFAULT_OPSET, examp
     return path
 
 
+def export_transformer_split(transformer, prefix_path: str, target_path: str, opset: int = DEFAULT_OPSET,
+                             example_batch: int = EXPORT_BATCH, fuse: bool = True) -> Tuple[str, str]:
+    """Exports the prefix graph and the target-pass graph (dynamic batch and prefix length).
+
+    ``fuse`` applies onnxruntime's BERT fusions (bias + GELU, skip + LayerNorm) to both, for ONNX Runtime.
+    Returns the two paths.
+    """
+    _check_isolated(transformer)
+    cfg = transformer.config
+    n = cfg.num_image_tokens
+    example = _transformer_example(cfg, example_batch)
+    prefix = {k: v[:, :-n] for k, v in example.items()}
+    fixed = cfg.max_text_length + 2  # EOV + text + EOT
+    batch = _batch_dim()
+    lp = torch.export.Dim("prefix", min=fixed, max=fixed + cfg.max_condition_tokens)
+    prefix_graph = TransformerPrefixGraph(transformer).eval()
+    _export(prefix_graph, tuple(prefix[k] for k in TRANSFORMER_INPUTS), prefix_path, TRANSFORMER_INPUTS, PREFIX_OUTPUTS,
+            {name: {0: batch, 1: lp} for name in TRANSFORMER_INPUTS}, opset)
+    with torch.no_grad():
+        keys, values = prefix_graph(*(prefix[k] for k in TRANSFORMER_INPUTS))
+    kv_axes = {1: batch, 3: lp}
+    _export(TransformerTargetGraph(transformer), (example["image_codes"][:, -n:], keys, values, prefix["attention_mask"]),
+            target_path, TARGET_INPUTS, ["log_probs"],
+            {"image_codes": {0: batch}, "prefix_keys": kv_axes, "prefix_values": kv_axes, "prefix_mask": {0: batch, 1: lp}}, opset)
+    if fuse:
+        for path in (prefix_path, target_path):
+            fuse_for_onnxruntime(path, cfg.num_attention_heads, cfg.hidden_size)
+    check_onnx_file(prefix_path, {name: [0, 1] for name in TRANSFORMER_INPUTS}, {name: [1, 3] for name in PREFIX_OUTPUTS})
+    check_onnx_file(target_path, {"image_codes": [0], "prefix_keys": [1, 3], "prefix_values": [1, 3], "prefix_mask": [0, 1]},
+                    {"log_probs": [0]})
+    return prefix_path, target_path
+
+
+def fuse_for_onnxruntime(path: str, num_heads: int, hidden_size: int) -> str:
+    """Rewrites ``path`` with onnxruntime's BERT fusions (contrib ops of ONNX Runtime; TensorRT reads the unfused
+    ``transformer.onnx``)."""
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    quiet = logging.getLogger("onnxruntime.transformers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = optimize_model(path, model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
+        model.save_model_to_file(path)
+    finally:
+        quiet.setLevel(level)
+    return path
+
+
+def share_weights(paths: Sequence[str], weights_name: str, min_bytes: int = 1024, align: int = 4096) -> Dict[str, int]:
+    """Moves the weights of the ONNX files ``paths`` (in one folder) into one external-data file ``weights_name``
+    beside them, each distinct tensor stored once (the graphs of one model hold the same weights).
+
+    Tensors under ``min_bytes`` stay inside their graph; offsets are aligned to ``align`` bytes (page size, so
+    ONNX Runtime can map the file). Returns ``{"tensors": stored, "bytes": file size, "references": total}``.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    folder = os.path.dirname(os.path.abspath(paths[0]))
+    if any(os.path.dirname(os.path.abspath(p)) != folder for p in paths):
+        raise ValueError(f"the graphs sharing {weights_name} must lie in one folder; got {list(paths)}")
+    models = [onnx.load(p) for p in paths]
+    stored: Dict[tuple, Tuple[int, int]] = {}
+    refs = 0
+    tmp = os.path.join(folder, weights_name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            for model in models:
+                for init in model.graph.initializer:
+                    array = numpy_helper.to_array(init)
+                    if array.nbytes < min_bytes:
+                        continue
+                    data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+                    key = (init.data_type, tuple(init.dims), hashlib.sha256(data).hexdigest())
+                    if key not in stored:
+                        offset = -(-f.tell() // align) * align
+                        f.seek(offset)
+                        f.write(data)
+                        stored[key] = (offset, len(data))
+                    offset, length = stored[key]
+                    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                        init.ClearField(field)
+                    del init.external_data[:]
+                    for k, v in (("location", weights_name), ("offset", str(offset)), ("length", str(length))):
+                        entry = init.external_data.add()
+                        entry.key, entry.value = k, v
+                    init.data_location = onnx.TensorProto.EXTERNAL
+                    refs += 1
+        os.replace(tmp, os.path.join(folder, weights_name))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    for model, path in zip(models, paths):
+        onnx.save(model, path)
+    return {"tensors": len(stored), "bytes": os.path.getsize(os.path.join(folder, weights_name)), "references": refs}
+
+
 def check_onnx_file(path: str, dynamic_inputs: Dict[str, Sequence[int]], dynamic_outputs: Optional[Dict[str, Sequence[int]]] = None,
                     min_opset: int = MIN_OPSET) -> Dict[str, list]:
     """Runs ``onnx.checker`` and checks that the named axes are symbolic, not fixed to the export example.
@@ -275,11 +454,15 @@ def export_fp16_graphs(pipe, out_dir: str, opset: int = DEFAULT_OPSET, component
 
 
 def quantize_transformer_int8(src: str, dst: str) -> str:
-    """onnxruntime dynamic int8 quantisation (weights int8, activations quantised on the fly) of the MatMuls."""
+    """onnxruntime dynamic int8 quantisation (weights int8, activations quantised on the fly) of the MatMuls
+    of ``transformer.onnx`` or ``transformer_target.onnx``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    check_onnx_file(dst, {name: [0, 1] for name in TRANSFORMER_INPUTS}, {"logits": [0]}, min_opset=MIN_OPSET)
+    if os.path.basename(src) == SPLIT_FILES["transformer_target"]:
+        check_onnx_file(dst, {"image_codes": [0], "prefix_keys": [1, 3]}, {"log_probs": [0]}, min_opset=MIN_OPSET)
+    else:
+        check_onnx_file(dst, {name: [0, 1] for name in TRANSFORMER_INPUTS}, {"logits": [0]}, min_opset=MIN_OPSET)
     return dst
 
 
@@ -344,6 +527,27 @@ def parity_transformer(path: str, transformer, inputs: Dict[str, torch.Tensor]) 
     got = _session(path).run(None, {k: inputs[k].numpy().astype(np.int64) for k in TRANSFORMER_INPUTS})[0]
     if got.shape != ref.shape:
         raise AssertionError(f"transformer output {got.shape}, expected {ref.shape}")
+    return {
+        "batch": int(inputs["input_ids"].shape[0]),
+        "seq_len": int(inputs["input_ids"].shape[1]),
+        "logit_max_abs_diff": float(np.abs(got - ref).max()),
+        "argmax_match": float((got.argmax(-1) == ref.argmax(-1)).mean()),
+    }
+
+
+@torch.no_grad()
+def parity_transformer_split(prefix_path: str, target_path: str, transformer, inputs: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """Log-probabilities from the prefix + target graphs vs the log-softmax of ``M6FashionTransformer.forward``'s
+    logits on the whole sequence: max abs difference and argmax agreement."""
+    n = transformer.config.num_image_tokens
+    ref = torch.log_softmax(transformer(**inputs).logits.float(), dim=-1).numpy()
+    prefix = {k: inputs[k][:, :-n].numpy().astype(np.int64) for k in TRANSFORMER_INPUTS}
+    keys, values = _session(prefix_path).run(None, prefix)
+    feed = {"image_codes": inputs["image_codes"][:, -n:].numpy().astype(np.int64), "prefix_keys": keys,
+            "prefix_values": values, "prefix_mask": prefix["attention_mask"]}
+    got = _session(target_path).run(None, feed)[0]
+    if got.shape != ref.shape:
+        raise AssertionError(f"transformer_target output {got.shape}, expected {ref.shape}")
     return {
         "batch": int(inputs["input_ids"].shape[0]),
         "seq_len": int(inputs["input_ids"].shape[1]),
@@ -533,12 +737,38 @@ def export_bundle(
     report["seconds"]["transformer"] = time.perf_counter() - t0
     log(f"exported {FILES['transformer']} ({report['seconds']['transformer']:.1f} s)")
 
+    fp32_graphs, int8_graphs = [path], []
+    stale = [*SPLIT_FILES.values(), TARGET_INT8_FILE, INT8_FILE, WEIGHTS_FILE, INT8_WEIGHTS_FILE]
+    for name in stale:  # files of an earlier export into this folder that this one may not write
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
+    if pipe.transformer.config.prefix_attention == "isolated":
+        t0 = time.perf_counter()
+        split = {k: os.path.join(out_dir, v) for k, v in SPLIT_FILES.items()}
+        export_transformer_split(pipe.transformer, split["transformer_prefix"], split["transformer_target"], opset)
+        files.update(SPLIT_FILES)
+        fp32_graphs += list(split.values())
+        report["seconds"]["transformer_split"] = time.perf_counter() - t0
+        log(f"exported {', '.join(SPLIT_FILES.values())} ({report['seconds']['transformer_split']:.1f} s)")
+
     if int8:
         t0 = time.perf_counter()
         quantize_transformer_int8(path, os.path.join(out_dir, INT8_FILE))
         files["transformer_int8"] = INT8_FILE
+        int8_graphs.append(os.path.join(out_dir, INT8_FILE))
+        if "transformer_target" in files:
+            quantize_transformer_int8(os.path.join(out_dir, files["transformer_target"]), os.path.join(out_dir, TARGET_INT8_FILE))
+            files["transformer_target_int8"] = TARGET_INT8_FILE
+            int8_graphs.append(os.path.join(out_dir, TARGET_INT8_FILE))
         report["seconds"]["transformer_int8"] = time.perf_counter() - t0
-        log(f"quantised {INT8_FILE} ({report['seconds']['transformer_int8']:.1f} s)")
+        log(f"quantised {', '.join(os.path.basename(p) for p in int8_graphs)} ({report['seconds']['transformer_int8']:.1f} s)")
+
+    # the transformer graphs of one precision hold the same weights: one shared file each
+    report["weights"] = {"transformer": share_weights(fp32_graphs, WEIGHTS_FILE)}
+    files["transformer_weights"] = WEIGHTS_FILE
+    if int8_graphs:
+        report["weights"]["transformer_int8"] = share_weights(int8_graphs, INT8_WEIGHTS_FILE)
+        files["transformer_int8_weights"] = INT8_WEIGHTS_FILE
 
     _save_tokenizer(pipe.tokenizer, os.path.join(out_dir, TOKENIZER_FILE))
     files["tokenizer"] = TOKENIZER_FILE
@@ -550,7 +780,7 @@ def export_bundle(
 
     import onnx
 
-    for key in [k for k in (*FILES, HR_DECODER) if k in files]:
+    for key in [k for k in (*FILES, HR_DECODER, *SPLIT_FILES) if k in files]:
         m = onnx.load(os.path.join(out_dir, files[key]), load_external_data=False)
         report["shapes"][key] = {
             v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -581,6 +811,11 @@ def run_parity(pipe, bundle_dir: str, images=None, batches: Sequence[int] = (1, 
         out[HR_DECODER] = []
     if int8 and os.path.isfile(os.path.join(bundle_dir, INT8_FILE)):
         out["transformer_int8"] = []
+    split = {k: os.path.join(bundle_dir, v) for k, v in SPLIT_FILES.items()}
+    if all(os.path.isfile(p) for p in split.values()):
+        out["transformer_split"] = []
+        if int8 and os.path.isfile(os.path.join(bundle_dir, TARGET_INT8_FILE)):
+            out["transformer_split_int8"] = []
     for b in batches:
         pixels = _parity_pixels(images, s, b)
         out["image_encoder"].append(parity_image_encoder(os.path.join(bundle_dir, FILES["image_encoder"]), pipe.image_tokenizer, pixels))
@@ -592,6 +827,12 @@ def run_parity(pipe, bundle_dir: str, images=None, batches: Sequence[int] = (1, 
         out["transformer"].append(parity_transformer(os.path.join(bundle_dir, FILES["transformer"]), pipe.transformer, inputs))
         if "transformer_int8" in out:
             out["transformer_int8"].append(parity_transformer(os.path.join(bundle_dir, INT8_FILE), pipe.transformer, inputs))
+        if "transformer_split" in out:
+            out["transformer_split"].append(
+                parity_transformer_split(split["transformer_prefix"], split["transformer_target"], pipe.transformer, inputs))
+        if "transformer_split_int8" in out:
+            out["transformer_split_int8"].append(parity_transformer_split(
+                split["transformer_prefix"], os.path.join(bundle_dir, TARGET_INT8_FILE), pipe.transformer, inputs))
     if strict:
         for r in out["image_encoder"]:
             if r["token_match"] < TOKEN_MATCH_MIN:
@@ -600,12 +841,13 @@ def run_parity(pipe, bundle_dir: str, images=None, batches: Sequence[int] = (1, 
             for r in out.get(key, []):
                 if r["pixel_max_abs_diff"] > PIXEL_TOLERANCE:
                     raise AssertionError(f"{key} max abs diff {r['pixel_max_abs_diff']:.2e} > {PIXEL_TOLERANCE} at batch {r['batch']}")
-        for r in out["transformer"]:
-            if r["logit_max_abs_diff"] > LOGIT_TOLERANCE or r["argmax_match"] < ARGMAX_MATCH_MIN:
-                raise AssertionError(
-                    f"transformer max abs diff {r['logit_max_abs_diff']:.2e} (tolerance {LOGIT_TOLERANCE}), argmax match "
-                    f"{r['argmax_match']:.4f} (minimum {ARGMAX_MATCH_MIN}) at batch {r['batch']}"
-                )
+        for key in ("transformer", "transformer_split"):
+            for r in out.get(key, []):
+                if r["logit_max_abs_diff"] > LOGIT_TOLERANCE or r["argmax_match"] < ARGMAX_MATCH_MIN:
+                    raise AssertionError(
+                        f"{key} max abs diff {r['logit_max_abs_diff']:.2e} (tolerance {LOGIT_TOLERANCE}), argmax match "
+                        f"{r['argmax_match']:.4f} (minimum {ARGMAX_MATCH_MIN}) at batch {r['batch']}"
+                    )
     return out
 
 
@@ -616,9 +858,9 @@ def format_parity(parity: Dict[str, list]) -> List[str]:
     for key in ("image_decoder", HR_DECODER):
         for r in parity.get(key, []):
             lines.append(f"parity {key} batch {r['batch']}: pixel max abs diff {r['pixel_max_abs_diff']:.2e} (tolerance {PIXEL_TOLERANCE:.0e})")
-    for key in ("transformer", "transformer_int8"):
+    for key in ("transformer", "transformer_int8", "transformer_split", "transformer_split_int8"):
         for r in parity.get(key, []):
-            tol = f" (tolerance {LOGIT_TOLERANCE:.0e})" if key == "transformer" else " (int8, not bounded)"
+            tol = " (int8, not bounded)" if key.endswith("int8") else f" (tolerance {LOGIT_TOLERANCE:.0e})"
             lines.append(
                 f"parity {key} batch {r['batch']} seq {r['seq_len']}: logit max abs diff {r['logit_max_abs_diff']:.2e}{tol}, "
                 f"argmax match {r['argmax_match']:.4%}"
@@ -635,7 +877,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
     p.add_argument("--out", required=True, help="bundle folder to write (ONNX files, tokenizer.json, bundle.json)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})")
-    p.add_argument("--int8", action="store_true", help="also write transformer.int8.onnx (dynamic int8 quantisation)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write transformer.int8.onnx and transformer_target.int8.onnx (dynamic int8 quantisation)")
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
     p.add_argument("--parity-data", default=None, help="Parquet file with an 'image' column for the parity check (e.g. the test split); default: random pixels")
     p.add_argument("--parity-images", type=int, default=8, help="images read from --parity-data (default 8)")

@@ -273,8 +273,8 @@ class M6FashionKVCache:
         return len(self.keys)
 
     def get_seq_length(self) -> int:
-        """Number of cached positions (0 when empty)."""
-        return int(self.keys[0].shape[2]) if self.keys else 0
+        """Number of cached positions (0 when empty); symbolic while exporting, so the length stays dynamic."""
+        return self.keys[0].shape[2] if self.keys else 0
 
     def update(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Appends ``key``/``value`` ``(B, heads, L, head_dim)`` of layer ``layer_idx``; returns all of that layer's."""
