@@ -1,6 +1,6 @@
 """M6-Fashion studio: a Gradio web app for generating and editing garments.
 
-    m6-fashion studio [--model DIR] [--port N]      # serves on http://127.0.0.1:7860
+    m6-fashion studio [--model DIR] [--port N] [--max-batch-size N]   # serves on http://127.0.0.1:7860
 
 Tabs follow the paper's workflow: text-to-image, inpainting / text-guided local editing with a painted
 mask, local editing with a reference patch placed by a box, style mixing of two garments, outpainting.
@@ -14,17 +14,30 @@ real size (small ones upscaled so the long side is `DISPLAY_SIZE`).
 
 `build_app(pipe)` returns the `gr.Blocks` (the shipped model is loaded when `pipe` is None); `Studio`
 holds the event handlers, which can also be called directly.
+
+Serving several users: text-to-image requests that wait for the model at the same time are batched into one
+pipeline call (`--max-batch-size`, default `DEFAULT_MAX_BATCH_SIZE`; 1 = one request per call). A batch holds
+requests with the same number of SMART steps (prompts, seeds and numbers of images may differ), at most
+`max_batch_size` requests and `MAX_BATCH_IMAGES` images. Each request still gets exactly the images it gets
+alone: every request samples from its own seeded generator (the pipeline takes one generator per call, so the
+studio splits the sampler's step by request, see `Studio._per_request_sampling`) and its images are decoded on
+their own. Bad input is refused before a request joins a batch, so it fails only that request. The other tabs
+take per-call settings (a mask's box, reference patches, a seam drawn at random) and run one request per call.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import functools
 import json
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import PIL.Image
@@ -35,7 +48,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("the studio needs Gradio: pip install 'm6-fashion[studio]'") from e
 
-from .image_processing import array_to_pil, fit_onto, to_rgb
+from .image_processing import array_to_pil, fit_onto, postprocess, to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +56,11 @@ DISPLAY_SIZE = 256  # outputs smaller than this (the 64x64 model) are upscaled s
 IMAGE_FORMAT = "png"  # images the page shows or sends back are lossless (Gradio's default, WebP, is lossy)
 MAX_STEPS = 30
 MAX_IMAGES = 8
+DEFAULT_MAX_BATCH_SIZE = 4  # text-to-image requests per pipeline call when several users wait (1 = no batching)
+MAX_BATCH_SIZE = 16  # the largest --max-batch-size accepted
+MAX_BATCH_IMAGES = 32  # images per batched pipeline call (requests of up to MAX_IMAGES images each)
+DEFAULT_BATCH_WAIT = 0.25  # longest wait (s) of a batch for the requests of other active users (a lone user never waits)
+ACTIVE_WINDOW = 10.0  # a user who sent a text-to-image request in the last ACTIVE_WINDOW seconds counts as active
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "studio_examples")
 
 BOX_PRESETS = {  # fractions of the output image: (left, top, right, bottom)
@@ -254,18 +272,66 @@ def box_preview(image: Optional[PIL.Image.Image], box: Sequence[int], width: int
 
 
 # ---------------------------------------------------------------------------------------------- handlers
+@dataclass(eq=False)
+class T2IRequest:
+    """One validated text-to-image request on its way through the batching queue (see `Studio.text_to_image`)."""
+
+    text: str
+    seed: int
+    steps: int
+    num_images: int
+    progress: Any = None  # the request's gr.Progress (None: no progress reports)
+    context: Optional[contextvars.Context] = None  # the request thread's context: Gradio finds the event there
+    done: bool = False
+    images: Optional[List[PIL.Image.Image]] = None
+    error: Optional[BaseException] = None
+    batch_size: int = 0  # requests in the pipeline call that served this one
+
+    def report(self, done_steps: int, desc: str) -> None:
+        """Progress of this request (from whichever thread runs its batch)."""
+        if self.progress is None:
+            return
+        call = functools.partial(self.progress, (done_steps, self.steps), desc=desc, unit="steps")
+        if self.context is not None:
+            self.context.run(call)
+        else:
+            call()
+
+
+def check_batch_settings(max_batch_size, batch_wait) -> Tuple[int, float]:
+    """`max_batch_size` (a whole number, 1..MAX_BATCH_SIZE) and `batch_wait` (seconds, 0..10) checked; ValueError otherwise."""
+    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, (int, np.integer)) or not 1 <= max_batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"max_batch_size must be a whole number from 1 (no batching) to {MAX_BATCH_SIZE}; got {max_batch_size!r}")
+    if isinstance(batch_wait, bool) or not isinstance(batch_wait, (int, float)) or not np.isfinite(batch_wait) or not 0 <= batch_wait <= 10:
+        raise ValueError(f"batch_wait must be a number of seconds from 0 to 10; got {batch_wait!r}")
+    return int(max_batch_size), float(batch_wait)
+
+
 class Studio:
-    """Event handlers of the studio around one pipeline (calls are serialised: the pipeline is not thread safe).
+    """Event handlers of the studio around one pipeline (pipeline calls are serialised: the pipeline is not thread safe).
 
     Everything is in pixels of the pipeline's default output (`pipe.default_size`; 192x256 for the shipped model):
     masks, boxes and the images handed to the pipeline.
+
+    Text-to-image requests that arrive while the pipeline is busy queue up and run together as one batched call
+    of up to `max_batch_size` requests (same number of steps); 1 turns batching off. When other users are active
+    (they sent a request with the same steps in the last `ACTIVE_WINDOW` seconds) and their requests are not
+    waiting yet, a batch waits up to `batch_wait` seconds for them: users who get their results together send
+    their next requests together, and would otherwise split into a batch of one and a batch of the rest. A lone
+    user never waits. `text_to_image_batch` runs a list of requests directly (no queue).
     """
 
-    def __init__(self, pipe):
+    def __init__(self, pipe, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, batch_wait: float = DEFAULT_BATCH_WAIT):
         self.pipe = pipe
         self.height, self.width = (int(v) for v in pipe.default_size)
         self.canvas = pipe.output_canvas(self.height, self.width)  # where the output lies on the square the model paints
-        self._lock = threading.Lock()
+        self.max_batch_size, self.batch_wait = check_batch_settings(max_batch_size, batch_wait)
+        self._lock = threading.Lock()  # held during every pipeline call
+        self._queue = threading.Condition()  # guards the text-to-image queue below
+        self._pending: List[T2IRequest] = []  # waiting text-to-image requests, oldest first
+        self._leader_active = False  # a thread is running (or gathering) a text-to-image batch
+        self._active: Dict[Any, Tuple[float, int]] = {}  # user (session, else thread) -> (time, steps) of their latest request
+        self.batch_sizes: List[int] = []  # sizes of the text-to-image pipeline calls so far (for tests and benchmarks)
 
     # -- validation
     @staticmethod
@@ -331,42 +397,251 @@ class Studio:
         return self._fit(image)
 
     # -- running the pipeline
+    @contextlib.contextmanager
+    def _errors(self):
+        """Pipeline failures as messages for the page (the console gets the traceback of unexpected ones)."""
+        try:
+            yield
+        except gr.Error:
+            raise
+        except (ValueError, TypeError) as e:
+            raise gr.Error(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - the page gets a message, the console the traceback
+            logger.exception("studio: generation failed")
+            raise gr.Error(f"Generation failed ({type(e).__name__}: {e}). The studio is still running; try again.") from None
+
+    def _call(self, report: Callable[[int, str], None], steps: int, generator, num_images: int, **kwargs):
+        """One pipeline call at the output size (the caller holds `_lock`); `report(done_steps, desc)` gets the progress."""
+
+        def on_step(pipe, i, t, tensors):
+            report(i + 1, f"SMART step {i + 1}/{steps}")
+            return tensors
+
+        report(0, "Encoding the inputs")
+        with self._errors():
+            return self.pipe(
+                height=self.height, width=self.width, num_inference_steps=steps, num_images_per_prompt=num_images,
+                generator=generator, callback_on_step_end=on_step, **kwargs,
+            )
+
     def _run(self, progress, steps, seed, num_images: int = 1, **kwargs) -> List[PIL.Image.Image]:
         steps = self._int_in(steps, "Steps", 1, MAX_STEPS)
         seed = self._seed(seed)
         num_images = self._int_in(num_images, "Number of images", 1, MAX_IMAGES)
         import torch
 
-        def on_step(pipe, i, t, tensors):
+        def report(done: int, desc: str) -> None:
             if progress is not None:
-                progress((i + 1, steps), desc=f"SMART step {i + 1}/{steps}", unit="steps")
-            return tensors
+                progress((done, steps), desc=desc, unit="steps")
 
-        if progress is not None:
-            progress((0, steps), desc="Encoding the inputs", unit="steps")
-        try:
-            with self._lock:
-                out = self.pipe(
-                    height=self.height, width=self.width, num_inference_steps=steps, num_images_per_prompt=num_images,
-                    generator=torch.Generator().manual_seed(seed), callback_on_step_end=on_step, **kwargs,
-                )
-        except (ValueError, TypeError) as e:
-            raise gr.Error(str(e)) from None
-        except Exception as e:  # noqa: BLE001 - the page gets a message, the console the traceback
-            logger.exception("studio: generation failed")
-            raise gr.Error(f"Generation failed ({type(e).__name__}: {e}). The studio is still running; try again.") from None
+        with self._lock:
+            out = self._call(report, steps, torch.Generator().manual_seed(seed), num_images, **kwargs)
         return list(out.images)
 
     @staticmethod
     def _gallery(images: List[PIL.Image.Image], seed) -> List[Tuple[PIL.Image.Image, str]]:
         return [(for_display(im), f"seed {int(float(seed))} · #{i + 1}") for i, im in enumerate(images)]
 
-    # -- tabs
-    def text_to_image(self, prompt, seed, steps, num_images, progress=gr.Progress()):
-        """Text-to-image: returns (gallery items, the images at the output size)."""
+    # -- text-to-image batching
+    def _t2i_request(self, prompt, seed, steps, num_images, progress=None) -> T2IRequest:
+        """A checked text-to-image request (gr.Error naming the field otherwise; checked in the order of `_run`)."""
         text = self._prompt(prompt, required=True)
-        images = self._run(progress, steps, seed, num_images=num_images, prompt=text)
-        return self._gallery(images, seed), images
+        steps = self._int_in(steps, "Steps", 1, MAX_STEPS)
+        seed = self._seed(seed)
+        num_images = self._int_in(num_images, "Number of images", 1, MAX_IMAGES)
+        return T2IRequest(text, seed, steps, num_images, progress=progress)
+
+    @contextlib.contextmanager
+    def _per_request_sampling(self, batch: Sequence[T2IRequest]):
+        """During one batched call: the scheduler's step runs request by request (rows of the batch), each with the
+        request's own seeded generator, so that each request draws the random numbers it draws alone.
+
+        The pipeline takes a single generator per call (a list of per-image generators is refused), and its
+        sampler draws one stream for the whole batch, so a request's images would otherwise depend on the other
+        requests in its batch. SMART's step treats rows independently apart from those draws, so stepping
+        the rows of each request separately gives them exactly the tokens of their own call. A request with
+        no masked cell left is passed over without a draw, as the pipeline passes over a call with none left.
+        """
+        import torch
+
+        from .schedulers.scheduling_smart import SMARTSchedulerOutput
+
+        scheduler = self.pipe.scheduler
+        mask_id = scheduler.config.mask_token_id
+        step = scheduler.step  # the scheduler's own (bound) step
+        generators = [torch.Generator().manual_seed(r.seed) for r in batch]
+        bounds = np.cumsum([0] + [r.num_images for r in batch])
+
+        def per_request_step(model_output, timestep, sample, editable=None, generator=None, return_dict=True):
+            parts = []
+            for g, start, stop in zip(generators, bounds[:-1], bounds[1:]):
+                rows = slice(int(start), int(stop))
+                if not (sample[rows] == mask_id).any():
+                    kept = sample[rows]
+                    parts.append((kept, kept.clone(), torch.zeros(kept.shape[:2], device=kept.device)))
+                    continue
+                parts.append(step(model_output[rows], timestep, sample[rows], editable=None if editable is None else editable[rows],
+                                  generator=g, return_dict=False))
+            prev, pred, conf = (torch.cat(p) for p in zip(*parts))
+            return SMARTSchedulerOutput(prev_sample=prev, pred_original_sample=pred, confidence=conf) if return_dict else (prev, pred, conf)
+
+        shadowed = scheduler.__dict__.get("step", None)
+        scheduler.step = per_request_step
+        try:
+            yield
+        finally:
+            if shadowed is None:
+                del scheduler.step
+            else:
+                scheduler.step = shadowed
+
+    def _generate(self, batch: List[T2IRequest]) -> None:
+        """Runs `batch` (requests with the same steps; the caller holds `_lock`) and stores each request's images or
+        error. One request runs exactly as it always has; several share one pipeline call for the tokens, and each
+        request's images are then decoded on their own (a batched decode can differ from a lone one in the last bit
+        of a few pixels). If a batched call fails, its requests run again one by one, so that each gets its own
+        result or message."""
+        for r in batch:
+            r.batch_size = len(batch)
+        self.batch_sizes.append(len(batch))
+        steps = batch[0].steps
+        if len(batch) == 1:
+            r = batch[0]
+            import torch
+
+            try:
+                r.images = list(self._call(r.report, steps, torch.Generator().manual_seed(r.seed), r.num_images, prompt=r.text).images)
+            except gr.Error as e:
+                r.error = e
+            return
+        if any(r.steps != steps for r in batch):
+            raise ValueError("a text-to-image batch must hold requests with the same number of steps")
+
+        def report(done: int, desc: str) -> None:
+            for r in batch:
+                r.report(done, desc)
+
+        try:
+            with self._per_request_sampling(batch):
+                out = self._call(report, steps, None, 1, prompt=[r.text for r in batch for _ in range(r.num_images)],
+                                 output_type="tokens")
+            images = []
+            start = 0
+            with self._errors():
+                for r in batch:  # decoded per request, as its own call decodes it
+                    tokens = out.tokens[start:start + r.num_images]
+                    start += r.num_images
+                    images.append(postprocess(self.canvas.crop(self.pipe.decode_tokens(tokens, side=self.canvas.side).cpu()), "pil"))
+        except gr.Error as e:
+            logger.warning("studio: a batch of %d text-to-image requests failed (%s); running them one by one", len(batch), e)
+            self.batch_sizes.pop()
+            for r in batch:
+                self._generate([r])
+            return
+        for r, ims in zip(batch, images):
+            r.images = list(ims)
+
+    def _take_batch(self, first: T2IRequest) -> List[T2IRequest]:
+        """The requests to run with `first` (the oldest waiting one), removed from the queue: those with its steps, in
+        arrival order, up to `max_batch_size` requests and `MAX_BATCH_IMAGES` images. While it holds fewer requests
+        than there are active users with its steps, it waits up to `batch_wait` seconds for theirs."""
+        deadline = time.monotonic() + self.batch_wait
+        with self._queue:
+            while True:
+                batch, images = [], 0
+                for r in self._pending:
+                    if r is first or (r.steps == first.steps and len(batch) < self.max_batch_size
+                                      and images + r.num_images <= MAX_BATCH_IMAGES):
+                        batch.append(r)
+                        images += r.num_images
+                expected = min(self.max_batch_size, sum(steps == first.steps for _, steps in self._active.values()))
+                left = deadline - time.monotonic()
+                if len(batch) >= expected or left <= 0:
+                    break
+                self._queue.wait(left)
+            for r in batch:
+                self._pending.remove(r)
+        return batch
+
+    def _submit(self, request: T2IRequest, user: Any = None) -> T2IRequest:
+        """Queues `request` (from `user`: a Gradio session; None = the calling thread) and returns once it is done.
+        The oldest waiting request's thread runs the next batch (holding the pipeline lock, so that other tabs' calls
+        take turns with it); the others wait for their result."""
+        request.context = contextvars.copy_context()
+        now = time.monotonic()
+        with self._queue:
+            self._active = {u: v for u, v in self._active.items() if now - v[0] < ACTIVE_WINDOW}
+            self._active[("thread", threading.get_ident()) if user is None else user] = (now, request.steps)
+            self._pending.append(request)
+            self._queue.notify_all()
+            while not request.done:
+                if not self._leader_active and self._pending and self._pending[0] is request:
+                    self._leader_active = True
+                    break
+                self._queue.wait()
+        if request.done:
+            return request
+        batch = [request]
+        try:
+            with self._lock:
+                batch = self._take_batch(request)
+                self._generate(batch)
+        except BaseException as e:  # noqa: BLE001 - never leave the batch's other users waiting
+            for r in batch:
+                if r.images is None and r.error is None:
+                    r.error = e if isinstance(e, gr.Error) else gr.Error(f"Generation failed ({type(e).__name__}: {e}). Try again.")
+            raise
+        finally:
+            with self._queue:
+                for r in batch:
+                    r.done = True
+                    if r in self._pending:  # only when the batch could not be taken
+                        self._pending.remove(r)
+                self._leader_active = False
+                self._queue.notify_all()
+        return request
+
+    # -- tabs
+    def text_to_image(self, prompt, seed, steps, num_images, progress=gr.Progress(), request: Optional[gr.Request] = None):
+        """Text-to-image: returns (gallery items, the images at the output size). Requests that wait at the same
+        time share a pipeline call (see `Studio`); each gets the images it would get alone. `request` (Gradio's)
+        tells users apart."""
+        session = getattr(request, "session_hash", None)
+        job = self._submit(self._t2i_request(prompt, seed, steps, num_images, progress),
+                           user=None if session is None else ("session", session))
+        if job.error is not None:
+            raise job.error
+        return self._gallery(job.images, job.seed), job.images
+
+    def text_to_image_batch(self, requests: Sequence[Sequence[Any]]) -> List[Union[Tuple[list, List[PIL.Image.Image]], gr.Error]]:
+        """The batched text-to-image handler, without the queue: `requests` is a list of `(prompt, seed, steps,
+        num_images)` (the arguments of `text_to_image`). Returns, in order, `(gallery items, images)` for each
+        request, or the `gr.Error` that says what is wrong with it (other requests still run). Requests with the same
+        steps share pipeline calls of up to `max_batch_size` requests; each gets the images of its own call."""
+        outcomes: List[Any] = [None] * len(requests)
+        groups: Dict[int, List[Tuple[int, T2IRequest]]] = {}
+        for i, values in enumerate(requests):
+            try:
+                if not isinstance(values, (list, tuple)) or len(values) != 4:
+                    raise gr.Error(f"Request {i + 1}: give (description, seed, steps, number of images); got {values!r}.")
+                r = self._t2i_request(*values)
+            except gr.Error as e:
+                outcomes[i] = e
+                continue
+            groups.setdefault(r.steps, []).append((i, r))
+        for group in groups.values():
+            chunk: List[Tuple[int, T2IRequest]] = []
+            for j, (i, r) in enumerate(group):
+                chunk.append((i, r))
+                images = sum(q.num_images for _, q in chunk)
+                nxt = group[j + 1][1].num_images if j + 1 < len(group) else None
+                if len(chunk) == self.max_batch_size or nxt is None or images + nxt > MAX_BATCH_IMAGES:
+                    with self._lock:
+                        self._generate([q for _, q in chunk])
+                    for k, q in chunk:
+                        outcomes[k] = q.error if q.error is not None else (self._gallery(q.images, q.seed), q.images)
+                    chunk = []
+        return outcomes
 
     def inpaint(self, editor_value, prompt, mask_preset, seed, steps, progress=gr.Progress()):
         """Inpainting / text-guided local editing of the painted (or preset) region."""
@@ -494,14 +769,16 @@ def _editor(label: str, elem_id: str, canvas: Tuple[int, int]):
     ))
 
 
-def build_app(pipe=None) -> "gr.Blocks":
-    """The studio page around `pipe` (the shipped default model when None)."""
+def build_app(pipe=None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, batch_wait: float = DEFAULT_BATCH_WAIT) -> "gr.Blocks":
+    """The studio page around `pipe` (the shipped default model when None). Up to `max_batch_size` text-to-image
+    requests share a pipeline call (1 = one request per call, as other tabs); see `Studio` for `batch_wait`."""
+    max_batch_size, batch_wait = check_batch_settings(max_batch_size, batch_wait)  # before a model is loaded
     if pipe is None:
         from .pipelines import M6FashionPipeline
 
         pipe = M6FashionPipeline.from_pretrained()
     pipe.set_progress_bar_config(disable=True)
-    studio = Studio(pipe)
+    studio = Studio(pipe, max_batch_size=max_batch_size, batch_wait=batch_wait)
     width, height = studio.width, studio.height
     display = display_size(width, height)
     examples = load_examples()
@@ -633,8 +910,12 @@ def build_app(pipe=None) -> "gr.Blocks":
 
         # ---------------------------------------------------------------- events
         t2i_inputs = [t2i_prompt, t2i_seed, t2i_steps, t2i_n]
-        t2i_run.click(studio.text_to_image, t2i_inputs, [t2i_gallery, last], concurrency_id="pipeline")
-        t2i_prompt.submit(studio.text_to_image, t2i_inputs, [t2i_gallery, last], concurrency_id="pipeline")
+        # with batching, up to two batches of requests may be in the handler at once (one running, one gathering:
+        # Studio's queue forms the batches); without, text-to-image takes turns with the other tabs as they do
+        t2i_queue = ({"concurrency_id": "text_to_image", "concurrency_limit": 2 * studio.max_batch_size}
+                     if studio.max_batch_size > 1 else {"concurrency_id": "pipeline"})
+        t2i_run.click(studio.text_to_image, t2i_inputs, [t2i_gallery, last], api_name="text_to_image", **t2i_queue)
+        t2i_prompt.submit(studio.text_to_image, t2i_inputs, [t2i_gallery, last], api_visibility="undocumented", **t2i_queue)
         t2i_run.click(lambda: 0, None, selected)
 
         def on_select(evt: gr.SelectData):
@@ -678,13 +959,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--model", default=None,
                         help="pipeline folder, Hub id or shipped name (default: m6-fashion-hr, 192x256; m6-fashion-64: 64x64)")
     parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                        help=f"text-to-image requests of several users that share one pipeline call (1 to {MAX_BATCH_SIZE}; "
+                             f"1 = no batching; default {DEFAULT_MAX_BATCH_SIZE})")
+    parser.add_argument("--batch-wait", type=float, default=DEFAULT_BATCH_WAIT,
+                        help=f"seconds a text-to-image batch that is not full waits for more requests while other users are "
+                             f"active (0 to 10; default {DEFAULT_BATCH_WAIT:g}); a lone user never waits")
     args = parser.parse_args(argv)
+    try:
+        check_batch_settings(args.max_batch_size, args.batch_wait)
+    except ValueError as e:
+        parser.error(str(e).replace("max_batch_size", "--max-batch-size").replace("batch_wait", "--batch-wait"))
     pipe = None
     if args.model:
         from .pipelines import M6FashionPipeline
 
         pipe = M6FashionPipeline.from_pretrained(args.model)
-    build_app(pipe).launch(server_name="127.0.0.1", server_port=args.port)
+    build_app(pipe, max_batch_size=args.max_batch_size, batch_wait=args.batch_wait).launch(server_name="127.0.0.1", server_port=args.port)
 
 
 if __name__ == "__main__":
