@@ -11,7 +11,9 @@ scheduler leaves it ``share = c / (c + s)`` of the machine, so ``normalised = (b
 
 Configurations: ``default`` (what the CLI and ``import m6_fashion`` set up: passive waiting, one thread
 per available core) and ``active-waiting`` (``OMP_WAIT_POLICY=ACTIVE``, the same thread count: what a
-plain torch program gets with libgomp's spinning).
+plain torch program gets with libgomp's spinning); and the torch-free runtime (the shipped model exported
+to a temporary bundle first) with its default (``spin_wait=False``: idle ONNX Runtime threads sleep) and
+with ``spin_wait=True`` (onnxruntime's own default), each in a subprocess that cannot import torch.
 
     python benchmarks/bench_busy_machine.py            # 5 timed calls per configuration
     python benchmarks/bench_busy_machine.py --fast     # CI smoke run: 1 call, T=2
@@ -48,17 +50,48 @@ for i in range(calls):
 print(json.dumps({"times": times, "threads": torch.get_num_threads(), "policy": __import__("os").environ.get("OMP_WAIT_POLICY")}))
 """
 
+RUNTIME_CHILD = r"""
+import json, sys, time
+for name in ("torch", "m6_fashion"):
+    sys.modules[name] = None  # the runtime must not import them
+from m6_fashion_runtime import M6FashionRuntime
+bundle, steps, calls, spin = sys.argv[4], int(sys.argv[1]), int(sys.argv[2]), sys.argv[5] == "spin"
+rt = M6FashionRuntime(bundle, num_threads=None if sys.argv[3] == "auto" else int(sys.argv[3]), spin_wait=spin)
+rt("Men Navy Blue Casual Shirt", num_inference_steps=steps, seed=0)
+times = []
+for i in range(calls):
+    t = time.perf_counter()
+    rt("Men Navy Blue Casual Shirt", num_inference_steps=steps, seed=i)
+    times.append(time.perf_counter() - t)
+print(json.dumps({"times": times, "threads": sys.argv[3], "policy": "spin_wait=" + str(spin)}))
+"""
+
 SPIN = "while True: pass"
+# (row name, side, setting): the pipeline with an OpenMP wait policy, the runtime with or without spinning
+CONFIGS = (("default", "pipeline", "default"), ("active-waiting", "pipeline", "ACTIVE"),
+           ("runtime default", "runtime", "sleep"), ("runtime spin_wait=True", "runtime", "spin"))
 
 
-def run_child(policy: str, steps: int, calls: int, threads: str) -> dict:
+def run_child(side: str, setting: str, steps: int, calls: int, threads: str, bundle: str = "") -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    if policy != "default":
-        env["OMP_WAIT_POLICY"] = policy
-    env["PYTHONPATH"] = str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", CHILD, str(steps), str(calls), threads], env=env, capture_output=True,
-                         text=True, check=True)
+    if side == "runtime":
+        env["PYTHONPATH"] = str(REPO_ROOT / "runtime" / "src")
+        cmd = [sys.executable, "-c", RUNTIME_CHILD, str(steps), str(calls), threads, bundle, setting]
+    else:
+        if setting != "default":
+            env["OMP_WAIT_POLICY"] = setting
+        env["PYTHONPATH"] = str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [sys.executable, "-c", CHILD, str(steps), str(calls), threads]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def export_bundle(folder: str) -> str:
+    """The shipped model's runtime bundle, exported in a subprocess (float32, no parity check)."""
+    code = ("import sys; sys.path[:0] = [%r]; from m6_fashion.export import export_onnx as ex; "
+            "ex.export_bundle(None, %r, parity=False, log=lambda *a: None)") % (str(REPO_ROOT / "src"), folder)
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return folder
 
 
 def main():
@@ -77,13 +110,15 @@ def main():
     threads = str(args.threads) if args.threads else "auto"
     share = cores / (cores + spinners)
     rows, results = [], {}
-    for policy in ("default", "ACTIVE"):
-        name = "default" if policy == "default" else "active-waiting"
-        idle = run_child(policy, args.steps, args.calls, threads)
+    import tempfile
+
+    bundle = export_bundle(os.path.join(tempfile.mkdtemp(prefix="m6_busy_"), "bundle"))
+    for name, side, setting in CONFIGS:
+        idle = run_child(side, setting, args.steps, args.calls, threads, bundle)
         procs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(spinners)]
         try:
             time.sleep(1.0)
-            busy = run_child(policy, args.steps, args.calls, threads)
+            busy = run_child(side, setting, args.steps, args.calls, threads, bundle)
         finally:
             for pr in procs:
                 pr.kill()
@@ -95,11 +130,11 @@ def main():
                          "slowdown": b_med / i_med, "normalised_slowdown": normalised}
         target = "met" if normalised < 1.5 else "not met"
         rows.append([name, idle["policy"] or "libgomp default", idle["threads"], fmt(i_med), fmt(b_med),
-                     f"{b_med / i_med:.2f}x", f"{normalised:.2f}", f"< 1.5: {target}" if name == "default" else ""])
+                     f"{b_med / i_med:.2f}x", f"{normalised:.2f}", f"< 1.5: {target}" if name in ("default", "runtime default") else ""])
     data = {"date": now(), "command": command_line(), "environment": environment(), "cores": cores,
             "spinners": spinners, "cpu_share_left": share, "steps": args.steps, "calls": args.calls, "results": results}
     md = header("Default call on an idle and a busy machine", data) + "\n" + markdown_table(
-        ["settings", "OMP_WAIT_POLICY", "threads", "idle s/call", "busy s/call", "busy / idle", "normalised by CPU share", "target"],
+        ["settings", "waiting", "threads", "idle s/call", "busy s/call", "busy / idle", "normalised by CPU share", "target"],
         rows,
     ) + f"\n\nBusy = {spinners} busy-loop processes on {cores} cores (CPU share left {share:.2f}); medians of {args.calls} calls, T={args.steps}.\n"
     write_results(out_dir(args.out_dir, args.fast), "busy_machine", data, md)

@@ -149,7 +149,8 @@ def worker(kind: str, bundle: str, threads: int, steps: int, repeats: int, batch
     load_s = time.perf_counter() - t0
     generate(prompts[:1], 0)
     out = {"kind": kind, "load_s": load_s, "first_image_s": time.perf_counter() - t0, "peak_rss_mb_first_image": peak_rss_mb(),
-           "torch_imported": "torch" in sys.modules and sys.modules["torch"] is not None, "per_image_s": {}}
+           "torch_imported": "torch" in sys.modules and sys.modules["torch"] is not None, "per_image_s": {},
+           "prefix_cache": True if kind == "pytorch" else rt.uses_prefix_cache}
     for b in batches:
         batch_prompts = (prompts * b)[:b]
         generate(batch_prompts, 1)  # warm-up at this shape
@@ -233,6 +234,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--steps", type=int, default=10, help="SMART passes (default 10, the pipeline's default)")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    ap.add_argument("--out-dir", default=None, help="where runtime.json / runtime.md go (default benchmarks/results)")
     ap.add_argument("--quality", type=int, default=0, metavar="N",
                     help="also generate N test captions (the `m6-fashion evaluate` sample) with the runtime in fp32 and int8 "
                          "and score them: Inception FID/KID vs all real test images and attribute hit rates (default 0 = skip)")
@@ -374,10 +376,64 @@ def main(argv: Optional[List[str]] = None) -> dict:
               f"{w['peak_rss_mb_all']:.0f} MB after batch {max(args.batches)}; load {w['load_s']:.1f} s (imports included), "
               f"first image {w['first_image_s']:.1f} s after start")
     results["workers"] = workers
+    results["targets"] = verdicts(results)
+    for line in results["targets"]["lines"]:
+        print(line)
+    from _common import command_line, environment, now, out_dir, write_results
+
+    data = {"date": now(), "command": command_line(), "environment": {**environment(), "threads": args.threads}, **results}
+    write_results(out_dir(args.out_dir, False), "runtime", data, render(data))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=str)
-    return results
+            json.dump(data, f, indent=2, default=str)
+    return data
+
+
+TARGETS = {"speedup_fp32": 1.5, "speedup_int8": 2.5, "int8_fid_delta": 1.0}  # the edge-runtime issue's targets
+
+
+def verdicts(results: dict) -> dict:
+    """Each target of the runtime against the PyTorch pipeline, met or not, from the measured numbers."""
+    out = {"targets": TARGETS, "met": {}, "lines": []}
+    for b, t in results["timing"].items():
+        for key in ("speedup_fp32", "speedup_int8"):
+            ok = t[key] >= TARGETS[key]
+            out["met"][f"{key}_batch{b}"] = ok
+            out["lines"].append(f"target {key} >= {TARGETS[key]}x at batch {b}: {t[key]:.2f}x, {'met' if ok else 'not met'}")
+    q = results.get("int8_generation_quality")
+    if q:
+        delta = q["int8"]["fid_inception"] - q["fp32"]["fid_inception"]
+        out["met"]["int8_fid_delta"] = delta <= TARGETS["int8_fid_delta"]
+        out["lines"].append(f"target int8 FID within {TARGETS['int8_fid_delta']:g} of float32: {delta:+.1f}, "
+                            f"{'met' if delta <= TARGETS['int8_fid_delta'] else 'not met'}")
+    return out
+
+
+def render(data: dict) -> str:
+    """The Markdown table of runtime.md (also rendered into the README by update_readme.py)."""
+    rows = []
+    for b, t in data["timing"].items():
+        med = t["per_image_s"]
+        rows.append([b, f"{med['pytorch']:.3f}", f"{med['runtime_fp32']:.3f}", f"{t['speedup_fp32']:.2f}x",
+                     f"{med['runtime_int8']:.3f}", f"{t['speedup_int8']:.2f}x"])
+    head = ["batch", "PyTorch s/image", "runtime float32 s/image", "float32 speed-up (target >= 1.5x)",
+            "runtime int8 s/image", "int8 speed-up (target >= 2.5x)"]
+    lines = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    lines.append("")
+    lines += [f"- {line}" for line in data["targets"]["lines"]]
+    q = data.get("int8_generation_quality")
+    if q:
+        lines.append(f"- generation quality on {q['num_samples']} test captions: FID float32 {q['fp32']['fid_inception']:.1f} vs int8 "
+                     f"{q['int8']['fid_inception']:.1f}; mean hit rate {q['fp32']['hit_rate']['mean']:.3f} vs {q['int8']['hit_rate']['mean']:.3f}")
+    w = data["workers"]
+    lines.append(f"- peak RSS after the first image: PyTorch {w['pytorch']['peak_rss_mb_first_image']:.0f} MB, runtime "
+                 f"{w['runtime_fp32']['peak_rss_mb_first_image']:.0f} MB; first image after start: {w['pytorch']['first_image_s']:.1f} s "
+                 f"vs {w['runtime_fp32']['first_image_s']:.1f} s; prefix cache in the runtime: {w['runtime_fp32']['prefix_cache']}")
+    lines.append(f"- {data['steps']} SMART passes, text-to-image decoded to PIL at the default size, {data['threads']} threads each, "
+                 f"medians of {len(next(iter(data['timing'].values()))['runs']['pytorch'])} runs; `{data['command']}`, "
+                 f"{data['date']}, {data['environment']['cpu']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -54,9 +54,13 @@ class M6FashionRuntime:
         provider: ``"cpu"`` (default), ``"cuda"`` or ``"tensorrt"`` (needs ``onnxruntime-gpu``).
         int8: use ``transformer.int8.onnx`` (dynamic int8 quantisation) for the transformer passes.
         num_threads: ONNX Runtime intra-op threads (default: onnxruntime's choice).
+        spin_wait: let idle ONNX Runtime threads spin (busy-wait) for the next op. Off by default: on a machine
+            shared with other work, spinning threads steal the cores the next op needs, as OpenMP's active
+            waiting does for PyTorch (``benchmarks/bench_busy_machine.py`` measures both).
     """
 
-    def __init__(self, bundle: Union[str, Bundle], provider: str = "cpu", int8: bool = False, num_threads: Optional[int] = None):
+    def __init__(self, bundle: Union[str, Bundle], provider: str = "cpu", int8: bool = False, num_threads: Optional[int] = None,
+                 spin_wait: bool = False):
         if not isinstance(bundle, (Bundle, str, os.PathLike)):
             raise TypeError(f"bundle must be a bundle folder path or a loaded Bundle; got {type(bundle).__name__}")
         if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
@@ -75,6 +79,9 @@ class M6FashionRuntime:
         self._ort = ort
         self.providers = [p for p in PROVIDERS[provider] if p in available]
         self.num_threads = num_threads
+        if not isinstance(spin_wait, (bool, np.bool_)):
+            raise TypeError(f"spin_wait must be True or False; got {spin_wait!r}")
+        self.spin_wait = bool(spin_wait)
         self.int8 = bool(int8)
         if self.int8 and not self.bundle.has_int8:
             raise FileNotFoundError(
@@ -105,6 +112,8 @@ class M6FashionRuntime:
             if self.num_threads:
                 opts.intra_op_num_threads = int(self.num_threads)
                 opts.inter_op_num_threads = 1
+            if not self.spin_wait:
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             path = self.bundle.path(f"{key}_int8" if key in ("transformer", "transformer_target") and self.int8 else key)
             try:
                 self._sessions[key] = self._ort.InferenceSession(path, opts, providers=self.providers)
