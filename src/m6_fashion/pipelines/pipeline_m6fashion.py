@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
+from diffusers.utils import logging as diffusers_logging
 from transformers import PreTrainedTokenizerBase
 
 # The Hub card template lives in m6_fashion.hub (shared with `m6-fashion finetune`); these names stay importable here.
@@ -48,6 +48,10 @@ from ..models.sequence_layout import build_model_inputs, split_prefix_and_target
 from ..models.style_decoder import StyleDecoder
 from ..models.transformer_m6fashion import M6FashionTransformer
 from ..schedulers.scheduling_smart import MAX_INFERENCE_STEPS, SMARTScheduler, check_temperature
+
+# a child of diffusers' library logger: `diffusers.utils.logging.set_verbosity_error()` silences it, as it silences
+# diffusers' own pipelines
+logger = diffusers_logging.get_logger("diffusers.pipelines.m6_fashion")
 
 MAX_IMAGES_PER_CALL = 64  # prompts x num_images_per_prompt; bounds memory (one batch of 64 needs ~2 GB on CPU)
 MAX_GUIDANCE_SCALE = 50.0
@@ -569,13 +573,13 @@ class M6FashionPipeline(DiffusionPipeline):
             unknown = [p[a:b] for t, (a, b) in zip(row, offsets) if t == unk]
             if unknown and 2 * len(unknown) >= len(row):
                 shown = ", ".join(repr(w[:30]) for w in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
-                warnings.warn(
+                logger.warning(
                     f"{len(unknown)} of the {len(row)} words of a prompt are unknown to the model's vocabulary and are "
                     f"ignored: {shown}. The model knows the English words of the training captions (article types, "
                     "colours, genders, seasons, usage; see tokenizer/tokenizer.json)"
                 )
             if len(row) > limit:
-                warnings.warn(f"prompt {p!r} has {len(row)} tokens; truncated to the model's limit of {limit}")
+                logger.warning(f"prompt {p!r} has {len(row)} tokens; truncated to the model's limit of {limit}")
                 row = row[:limit]
             out.append(list(row))
         return out
