@@ -356,3 +356,35 @@ def test_cli_forwards_to_finetune(tmp_path, no_model):
 )
 def test_bad_arguments_stop_before_loading(image_folder, tmp_path, no_model, extra, match):
     _fails(image_folder, tmp_path / "out", match, extra)
+
+
+def test_datasets_layouts_split_folder_metadata_parquet_and_hub_id(image_folder, tmp_path, monkeypatch, no_model):
+    """The imagefolder layouts the flat check does not read go through datasets.load_dataset("imagefolder") and the
+    same row checks; a Hub id that cannot be reached gives one clear error."""
+    import pandas as pd
+
+    split = tmp_path / "split"
+    split.mkdir()
+    rows = _copy_folder(image_folder, split / "train")
+    ds = load_finetune_data(str(split))
+    assert len(ds) == 6 and sorted(ds["text"]) == sorted(r["text"] for r in rows)
+    assert ds[0]["image"].size[0] > 16
+
+    flat = tmp_path / "flat"
+    rows = _copy_folder(image_folder, flat)
+    (flat / "metadata.jsonl").unlink()
+    table = pd.DataFrame({"file_name": [r["file_name"] for r in rows] + ["gone.jpg"], "text": [r["text"] for r in rows] + ["x"]})
+    table.to_parquet(flat / "metadata.parquet")
+    msg = _fails(flat, tmp_path / "out", "cannot be used for fine-tuning")
+    assert "do not exist" in msg and "row 6" in msg and "gone.jpg" in msg
+    assert len(load_finetune_data(str(flat), drop_invalid=True)) == 6
+
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'someone/fashion-captions' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    msg = _fails("someone/fashion-captions", tmp_path / "out", "cannot read the Hub dataset 'someone/fashion-captions'")
+    assert "Without network access" in msg
+    _fails("no/such/path", tmp_path / "out", "does not exist .*not a Hub dataset id")

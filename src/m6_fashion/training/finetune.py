@@ -16,7 +16,11 @@ Data (``--data``), one of:
   column ``text``, e.g. ``{"file_name": "shirt_01.jpg", "text": "Men Navy Blue Casual Shirt"}``;
 * a **Parquet** file, or a folder of Parquet files (only ``train.parquet`` when there is one), with an
   image column ``image`` (``datasets`` Image feature, or ``{bytes, path}`` structs) and ``text``;
-* a dataset saved with ``datasets.Dataset.save_to_disk`` (its ``train`` split for a ``DatasetDict``).
+* a dataset saved with ``datasets.Dataset.save_to_disk`` (its ``train`` split for a ``DatasetDict``);
+* the other layouts ``datasets.load_dataset("imagefolder", data_dir=...)`` reads, read by it: a ``train/``
+  sub-folder (split layout), or a ``metadata.parquet`` of ``file_name`` + caption;
+* a **Hub dataset id** (``owner/name``, not a local path), read by ``datasets.load_dataset(id, split="train")``
+  (needs network access or the dataset in the local ``datasets`` cache).
 
 Other column names: ``--caption_column`` / ``--image_column``. Every row is checked before anything
 else happens (missing or empty captions, missing, unreadable or corrupt images, images under
@@ -88,6 +92,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -432,11 +437,44 @@ def _check_tabular(ds, source: str, image_column: str, caption_column: str, min_
     return ds
 
 
+HUB_ID = r"[A-Za-z0-9][\w.-]*/[\w.-]+"
+
+
+def _imagefolder_layout(folder: str) -> bool:
+    """Layouts of datasets' imagefolder that the flat folder check does not read: a ``train/`` split sub-folder, or
+    captions in ``metadata.parquet`` (and no flat ``metadata.jsonl``/``metadata.csv``)."""
+    if any(os.path.isfile(os.path.join(folder, m)) for m in METADATA_FILES):
+        return False
+    return os.path.isfile(os.path.join(folder, "metadata.parquet")) or os.path.isdir(os.path.join(folder, "train"))
+
+
+def _load_with_datasets(source: str, hub: bool):
+    """``datasets.load_dataset`` of an imagefolder layout (``source`` a folder) or of a Hub dataset id (its
+    ``train`` split), as a ``datasets.Dataset``; a clear ``DataValidationError`` when it cannot be read."""
+    import datasets
+
+    try:
+        if hub:
+            ds = datasets.load_dataset(source, split="train")
+        else:
+            ds = datasets.load_dataset("imagefolder", data_dir=source, split="train")
+    except Exception as e:  # noqa: BLE001 - datasets raises many types; all are reported with the source
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        where = f"the Hub dataset {source!r}" if hub else f"the image folder {source!r} (datasets' imagefolder)"
+        hint = (" Without network access, download it first or pass a local folder / Parquet file" if hub
+                else " Put the images in train/ with a metadata.jsonl/metadata.csv/metadata.parquet of file_name + caption")
+        raise DataValidationError(f"cannot read {where}: {type(e).__name__}: {first}.{hint}") from None
+    return ds
+
+
 def _fingerprint(path: str, ds) -> str:
-    """Hash of the data files (names, sizes, modification times) and of the rows kept."""
+    """Hash of the data files (names, sizes, modification times) and of the rows kept (a Hub dataset: its id and
+    the fingerprint ``datasets`` gives the rows)."""
     h = hashlib.sha256()
     targets = []
-    if os.path.isdir(path):
+    if not os.path.exists(path):
+        h.update(f"hub:{path}\n".encode())
+    elif os.path.isdir(path):
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             targets += [os.path.join(root, f) for f in sorted(files)]
@@ -463,11 +501,18 @@ def load_finetune_data(
     the bad rows with a warning and raises only when no row is left).
     """
     if not isinstance(path, str) or not path:
-        raise DataValidationError("pass --data: an image folder with metadata.jsonl, a Parquet file/folder or a saved dataset")
-    if not os.path.exists(path):
-        raise DataValidationError(f"the data path {path!r} does not exist")
+        raise DataValidationError("pass --data: an image folder with metadata.jsonl, a Parquet file/folder, a saved dataset "
+                                  "or a Hub dataset id")
     report = _Report(path)
-    if os.path.isdir(path) and (
+    if not os.path.exists(path):
+        if not re.fullmatch(HUB_ID, path):
+            raise DataValidationError(f"the data path {path!r} does not exist (and is not a Hub dataset id of the form owner/name)")
+        ds = _load_with_datasets(path, hub=True)
+        ds = _check_tabular(ds, f"the Hub dataset {path!r}", image_column, caption_column, min_image_size, report)
+    elif os.path.isdir(path) and _imagefolder_layout(path):
+        ds = _load_with_datasets(path, hub=False)
+        ds = _check_tabular(ds, f"the image folder {path!r}", image_column, caption_column, min_image_size, report)
+    elif os.path.isdir(path) and (
         any(os.path.isfile(os.path.join(path, m)) for m in METADATA_FILES)
         or not any(f.endswith(".parquet") or f in ("dataset_info.json", "dataset_dict.json") for f in os.listdir(path))
     ):
