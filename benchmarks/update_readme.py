@@ -178,12 +178,163 @@ def catalogue_resolution() -> str:
     return "\n".join(parts)
 
 
+WORDS_AND_MASKS = ("counterfactual_prompts", "text_guided_inpainting", "mixing_seam", "sample_diversity", "outpainting_wider")
+
+
+def _met(ok) -> str:
+    return "" if ok is None else ("met" if ok else "not met")
+
+
+def _setting(row: dict) -> str:
+    """The sampling settings of a result row that differ from the defaults, e.g. 'guidance 3'."""
+    parts = [f"guidance {row['guidance_scale']:g}"]
+    if row.get("context_dropout_steps"):
+        parts.append(f"context dropout {row['context_dropout_steps']}")
+    return ", ".join(parts)
+
+
+def words_and_masks() -> str:
+    """The five benchmarks of `bench_words_and_masks.py` (issue 16): one summary table, then the command of each."""
+    cf, inp, seam, div, out = (_load(f"{name}.json") for name in WORDS_AND_MASKS)
+    rows = []
+    # (a) counterfactual prompts
+    c1 = next(r for r in cf["rows"] if r["set"] == "counterfactual")
+    fr = next(r for r in cf["rows"] if r["set"] == "frequent")
+    others = [r for r in cf["rows"] if r["set"] == "counterfactual" and r is not c1]
+    target = cf["target"]["both_over_ceiling"]
+    label = f"counterfactual prompts ({c1['pairs']} colour x article pairs with 0 train rows, {cf['settings']['samples']} samples each)"
+    rows.append([label, "colour / article / both right",
+                 f"{_pct(c1['hit_colour'])} / {_pct(c1['hit_article'])} / {_pct(c1['hit_both'])}"
+                 + "".join(f"; {_setting(r)}: {_pct(r['hit_colour'])} / {_pct(r['hit_article'])} / {_pct(r['hit_both'])}"
+                           for r in others),
+                 f"classifier on real photos of those classes: {_pct(c1['ceiling_colour'])} / {_pct(c1['ceiling_article'])} / "
+                 f"{_pct(c1['ceiling_both_product'])} (product); {fr['pairs']} frequent pairs, generated: {_pct(fr['hit_colour'])} / "
+                 f"{_pct(fr['hit_article'])} / {_pct(fr['hit_both'])}",
+                 f"both right >= {target:.0%} of the ceiling: {c1['both_over_ceiling'] or 0:.2f} of it, "
+                 f"{_met((c1['both_over_ceiling'] or 0) >= target)}"])
+    # (b) text-guided inpainting
+    i1 = inp["rows"][0]
+    target = inp["target"]["hit_asked_colour"]
+    label = (f"text-guided inpainting ({i1['photos']} real test photos, central torso box "
+             f"{tuple(inp['settings']['mask_box'])}, caption with a contrasting colour)")
+    rows.append([label, "classifier sees the asked colour",
+                 _pct(i1["hit_asked_colour"]) + "".join(f"; {_setting(r)}: {_pct(r['hit_asked_colour'])}" for r in inp["rows"][1:]),
+                 f"before the edit: {_pct(i1['asked_colour_before_edit'])}; ceiling (classifier on real photos of those colours): {_pct(inp['ceiling'])}",
+                 f">= {target:.0%}: {_met(i1['hit_asked_colour'] >= target)}"])
+    rows.append(["", "masked pixels nearest the asked colour", _pct(i1["asked_pixels_after"]), f"before the edit: {_pct(i1['asked_pixels_before'])}", ""])
+    rows.append(["", "classifier keeps the photo's colour", _pct(i1["kept_colour_before_edit"]), "", ""])
+    rows.append(["", "mean / max abs pixel change outside the mask (0-255)", f"{i1['outside_mean_abs_diff']:.2f} / {i1['outside_max_abs_diff']:.0f}", "",
+                 f"unchanged: {_met(i1['outside_max_abs_diff'] == 0)}"])
+    # (c) seam of style mixing
+    sr = seam["rows"]
+    mix, real = sr["style mixing (pipeline)"], sr["real Topwear test photos"]
+    paste, recon = sr["naive paste (A's top + B's bottom)"], sr["naive paste through tokenizer + decoder (no sampling)"]
+    label = f"style mixing seam ({seam['settings']['num_pairs']} pairs of real test photos, lower half from B)"
+    rows.append([label, "blockiness across the seam band (1 = no token grid)", f"{mix['blockiness']:.2f}",
+                 f"real photos {real['blockiness']:.2f}; naive paste through the decoder {recon['blockiness']:.2f}", "like the real photos"])
+    rows.append(["", "jump across the seam line (RGB distance)", f"{mix['seam_jump']:.1f}",
+                 f"real photos at that line {real['seam_jump']:.1f}; naive paste {paste['seam_jump']:.1f}", "like the real photos"])
+    rows.append(["", "off-colour pixels in the band", _pct(mix["off_colour_fraction"]),
+                 f"naive paste through the decoder {_pct(recon['off_colour_fraction'])}", ""])
+    # (d) diversity
+    d0 = next((r for r in div["rows"] if abs(r["temperature"] - div["scheduler_temperature"]) < 1e-9), div["rows"][0])
+    target = div["target"]["ratio_to_real"]
+    label = f"diversity ({div['settings']['num_captions']} frequent captions, {div['settings']['samples']} samples each)"
+    rows.append([label, "mean pairwise Inception distance, / real photos",
+                 "; ".join(f"temperature {r['temperature']:g}: {r['feature_distance']:.2f} ({r['ratio_to_real']:.2f})" for r in div["rows"]),
+                 f"real photos of the same type and colour: {d0['real_feature_distance']:.2f}",
+                 f">= {target:.2f} of real: {_met(d0['ratio_to_real'] >= target)} on Inception features at the default temperature"])
+    if "coarse_pixel_distance" in d0:
+        rows.append(["", "mean pairwise pixel difference at 24x32 (shape, pose, layout), / real photos",
+                     "; ".join(f"temperature {r['temperature']:g}: {r['coarse_pixel_distance']:.1f} "
+                               f"({r['coarse_pixel_distance'] / r['real_coarse_pixel_distance']:.2f})" for r in div["rows"]),
+                     f"real photos: {d0['real_coarse_pixel_distance']:.1f}",
+                     f"the same bar: {_met(d0['coarse_pixel_distance'] / d0['real_coarse_pixel_distance'] >= target)}"])
+    rows.append(["", "FID of all samples", "; ".join(f"temperature {r['temperature']:g}: {r['fid_inception']:.1f}" for r in div["rows"]),
+                 f"the real photos themselves: {div['real_photos']['fid_inception']:.1f}", "not worse than today"])
+    # (e) outpainting
+    p = out["parts"]
+    wide, crop = p["own_scale_1.5x"], p["crop_1.5x"]
+    made = (f"non-white in the new area {_pct(wide['non_white_new_area'])}" if wide["made"]
+            else f"refused: {wide['error'].split(';')[0]}")
+    label = f"outpainting ({out['settings']['num_photos']} real test photos)"
+    rows.append([label, f"photo at its own scale onto a {wide['canvas'][1]}x{wide['canvas'][0]} canvas (1.5x wider)", made, "",
+                 "a wider canvas with the garment continued"])
+    if "own_scale_widest" in p:
+        r = p["own_scale_widest"]
+        rows.append(["", f"... onto the widest canvas it makes ({r['canvas'][1]}x{r['canvas'][0]}): non-white / garment continues",
+                     f"{_pct(r['non_white_new_area'])} / {_pct(r['continuation'])}", "", ""])
+    rows.append(["", f"central {crop['input_size'][1]} columns outpainted to {crop['canvas'][1]} (1.5x): non-white / garment continues",
+                 f"{_pct(crop['non_white_new_area'])} / {_pct(crop['continuation'])}",
+                 f"the real photo: {_pct(crop['truth_non_white_new_area'])} / {_pct(crop['truth_continuation'])}", ""])
+    return "\n".join([
+        _table(["benchmark", "figure", "the pipeline (shipped defaults)", "reference", "issue 16 target"], rows),
+        "",
+        "Details, per-pair and per-caption tables and example images in `benchmarks/results/` "
+        + ", ".join(f"[{n}.md](benchmarks/results/{n}.md)" for n in WORDS_AND_MASKS) + ".",
+        "",
+        *(f"- {_measured(d)}" for d in (cf, inp, seam, div, out)),
+    ])
+
+
+def runtime_speed() -> str:
+    d = _load("runtime.json")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_runtime import render
+
+    return render(d)
+
+
+def roofline() -> str:
+    d = _load("roofline.json")
+    r, s = d["results"], d["settings"]
+    ok = r["roofline_fraction"] >= 0.5
+    return "\n".join([
+        _table(["batch", "T", "matmul roof (float32)", "counted GFLOP / image", "images / s", "achieved GFLOP/s",
+                "fraction of the roof", "target >= 0.5"],
+               [[s["batch_size"], s["steps"], f"{r['matmul_roof_gflops']:.1f} GFLOP/s", f"{r['flops_per_image'] / 1e9:.2f}",
+                 f"{r['images_per_second']:.3f}", f"{r['achieved_gflops']:.1f}", f"{r['roofline_fraction']:.3f}",
+                 "met" if ok else "not met"]]),
+        "",
+        f"{d['environment']['threads']} CPU thread(s); transformer / decoder GFLOP per image "
+        f"{r['flops_transformer_per_image'] / 1e9:.2f} / {r['flops_decoder_per_image'] / 1e9:.2f}. " + _measured(d),
+    ])
+
+
+def busy_machine() -> str:
+    d = _load("busy_machine.json")
+    rows = []
+    for name, r in d["results"].items():
+        target = ""
+        if name in ("default", "runtime default"):
+            target = f"< 1.5: {'met' if r['normalised_slowdown'] < 1.5 else 'not met'}"
+        rows.append([name, f"{r['idle_median_s']:.3f}", f"{r['busy_median_s']:.3f}", f"{r['slowdown']:.2f}x",
+                     f"{r['normalised_slowdown']:.2f}", target])
+    return "\n".join([
+        _table(["settings", "idle s/call", "busy s/call", "busy / idle", "normalised by the CPU share left", "target"], rows),
+        "",
+        f"Busy = {d['spinners']} busy-loop processes on {d['cores']} cores (CPU share left {d['cpu_share_left']:.2f}); medians of "
+        f"{d['calls']} default calls (T={d['steps']}, batch 1, decoded at the default size). " + _measured(d),
+    ])
+
+
+def serving() -> str:
+    d = _load("serving.json")
+    md = (RESULTS / "serving.md").read_text()  # written with serving.json by bench_serving.py
+    return "\n".join([md[md.index("| users"):].strip(), "", _measured(d)])
+
+
 TABLES = {
     "reconstruction": reconstruction,
     "text_to_image": text_to_image,
     "smart_vs_ar": smart_vs_ar,
     "generation_ablation": generation_ablation,
     "catalogue_resolution": catalogue_resolution,
+    "words_and_masks": words_and_masks,
+    "runtime_speed": runtime_speed,
+    "roofline": roofline,
+    "busy_machine": busy_machine,
+    "serving": serving,
 }
 
 

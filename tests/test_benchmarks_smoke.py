@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,3 +39,45 @@ def test_roofline_fast(tmp_path):
     r = json.loads((tmp_path / "roofline.json").read_text())["results"]
     assert r["matmul_roof_gflops"] > 0 and r["flops_per_image"] > 0 and 0 < r["roofline_fraction"] < 1.5
 
+
+
+# ---------------------------------------------------------------------------------------------- does what the words and the mask say
+DATA = ROOT.parent / "shared" / "data"
+WORDS_AND_MASKS = {"counterfactual": "counterfactual_prompts", "inpainting": "text_guided_inpainting", "seam": "mixing_seam",
+                   "diversity": "sample_diversity", "outpainting": "outpainting_wider"}
+
+
+@pytest.mark.skipif(not all((DATA / d / "test.parquet").is_file() for d in ("fashion-product-images", "fashion-product-images-hr")),
+                    reason="fashion-product-images(-hr) not found beside the repo")
+@pytest.mark.parametrize("which", list(WORDS_AND_MASKS))
+def test_words_and_masks_fast(tmp_path, which):
+    """Each of the five benchmarks of bench_words_and_masks.py runs from one command and writes finite figures."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_words_and_masks.py"), which, "--fast", "--threads", "1",
+                        "--out-dir", str(tmp_path)], capture_output=True, text=True, env=subprocess_env(), timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    name = WORDS_AND_MASKS[which]
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert data["benchmark"] == name and data["fast"] and data["command"].startswith("python benchmarks/bench_words_and_masks.py")
+    assert (tmp_path / f"{name}.md").read_text().startswith("## ") and (tmp_path / f"{name}.jpg").stat().st_size > 0
+    if which == "counterfactual":
+        assert data["pairs"] and all(p["train_rows_pair"] == 0 for p in data["pairs"])
+        assert all(p["train_rows_pair"] > 0 for p in data["frequent_pairs"])
+        for row in data["rows"]:
+            assert all(0 <= row[k] <= 1 for k in ("hit_colour", "hit_article", "hit_both", "ceiling_colour", "ceiling_article"))
+    elif which == "inpainting":
+        for row in data["rows"]:
+            assert 0 <= row["hit_asked_colour"] <= 1 and row["outside_mean_abs_diff"] <= 1.0  # the pixels outside the mask are kept
+            assert all(p["asked"] != p["baseColour"] for p in row["per_photo"])
+    elif which == "seam":
+        for row in data["rows"].values():
+            assert all(math.isfinite(row[k]) and row[k] >= 0 for k in ("seam_jump", "band_gradient", "blockiness"))
+        assert data["rows"]["naive paste (A's top + B's bottom)"]["off_colour_fraction"] == 0  # its pixels all come from the sources
+    elif which == "diversity":
+        for row in data["rows"]:
+            assert row["feature_distance"] > 0 and row["real_feature_distance"] > 0 and math.isfinite(row["fid_inception"])
+    else:
+        wide = data["parts"]["own_scale_1.5x"]
+        assert wide["canvas"][1] >= 1.5 * data["output_size"][1]
+        assert ("non_white_new_area" in wide) if wide["made"] else "cannot make" in wide["error"]  # measured, or the refusal recorded
+        crop = data["parts"]["crop_1.5x"]
+        assert crop["widening"] >= 1.5 and crop["placed_image_mean_abs_change"] <= 1.0

@@ -230,6 +230,29 @@ PIPELINE_CASES: List[PipelineCase] = [
     PipelineCase("masks-vs-prompts", dict(prompt=["a", "b"], image=IMG, mask_image=[MASK] * 3), ValueError, "mask_image has 3 entries"),
     PipelineCase("styles-vs-prompts", dict(prompt=["a", "b"], image=IMG, mask_image=MASK, style_image=[IMG] * 3), ValueError,
                  "style_image has 3 entries"),
+    # arguments that would change nothing in this combination (no silent no-ops, issue 16)
+    PipelineCase("guidance-without-prompt", dict(prompt=None, guidance_scale=3.0), ValueError,
+                 r"guidance_scale=3 steers .* neither \(no prompt text, no reference_images\)"),
+    PipelineCase("guidance-blank-prompts", dict(prompt=["", "  "], guidance_scale=2.0), ValueError, "guidance_scale=2 steers"),
+    PipelineCase("guidance-mixing-without-prompt", dict(prompt=None, image=IMG, style_image=IMG, mask_image=MASK, guidance_scale=2.0),
+                 ValueError, "guidance_scale=2 steers"),
+    PipelineCase("refine-without-mixing", dict(refine_ratio=0.5), ValueError, r"refine_ratio=0.5 only acts in style mixing"),
+    PipelineCase("refine-with-inpainting", dict(image=IMG, mask_image=MASK, refine_ratio=0.0), ValueError,
+                 "refine_ratio=0.0 only acts in style mixing"),
+    PipelineCase("blend-off-without-image", dict(blend_pixels=False, output_type="np"), ValueError, "blend_pixels=False .* no image"),
+    PipelineCase("blend-off-tokens", dict(image=IMG, mask_image=MASK, blend_pixels=False), ValueError,
+                 "blend_pixels=False .* output_type='tokens'"),
+    PipelineCase("blend-str", dict(image=IMG, mask_image=MASK, blend_pixels="no"), TypeError, "blend_pixels must be True or False"),
+    PipelineCase("image-box-whole-output", dict(image=IMG, image_box=(0, 0, 64, 64)), ValueError,
+                 r"image_box \(0, 0, 64, 64\) covers the whole 64x64"),
+    PipelineCase("image-box-whole-after-rounding", dict(image=IMG, image_box=(1, 2, 63, 62)), ValueError,
+                 "covers the whole 64x64 .* once widened to whole 4-px token cells"),
+    PipelineCase("image-box-whole-crop", dict(image=IMG, image_box=(0, 0, 48, 64), width=48, height=64), ValueError,
+                 "covers the whole 48x64"),
+    PipelineCase("image-with-a-patch-without-box", dict(image=IMG, reference_images=[IMG]), ValueError,
+                 r"reference_images\[0\] must be a pair \(image, box\)"),  # no mask and no box: nothing says what to edit
+    PipelineCase("callback-inputs-without-callback", dict(callback_on_step_end_tensor_inputs=["tokens"]), ValueError,
+                 "no callback_on_step_end is given"),
 ]
 
 
@@ -432,6 +455,17 @@ RUNTIME_API_CASES: List[RuntimeCase] = [
     RuntimeCase("height-33", _rt(height=33), ValueError, "cannot make a height=33"),
     RuntimeCase("images-vs-prompts", _rt(prompt=["a", "b", "c"], image=[RIMG, RIMG], mask_image=RMASK), ValueError,
                 "image has 2 entries but there are 3 prompts"),
+    # arguments that would change nothing in this combination (as the pipeline refuses them)
+    RuntimeCase("guidance-without-prompt", _rt(guidance_scale=2.0), ValueError, r"guidance_scale=2 steers .* neither"),
+    RuntimeCase("guidance-mixing-without-prompt", _rt(image=RIMG, style_image=RIMG, mask_image=RMASK, guidance_scale=3.0), ValueError,
+                "guidance_scale=3 steers"),
+    RuntimeCase("refine-without-mixing", _rt(prompt="x", refine_ratio=0.5), ValueError, "refine_ratio=0.5 only acts in style mixing"),
+    RuntimeCase("blend-off-without-image", _rt(prompt="x", blend_pixels=False, output_type="np"), ValueError,
+                "blend_pixels=False .* no image"),
+    RuntimeCase("blend-off-tokens", _rt(image=RIMG, mask_image=RMASK, blend_pixels=False), ValueError,
+                "blend_pixels=False .* output_type='tokens'"),
+    RuntimeCase("image-box-whole-output", _rt(image=RIMG, image_box=(0, 0, 32, 32)), ValueError, "covers the whole 32x32"),
+    RuntimeCase("image-with-a-patch-without-box", _rt(image=RIMG, reference_images=[RIMG]), ValueError, r"reference_images\[0\] must be a pair"),
 ]
 
 
@@ -899,8 +933,9 @@ ANY_SCALAR = st.one_of(st.none(), st.booleans(), st.text(max_size=3), st.floats(
 SIDES = [32, 40, 48, 56, 64]  # the tiny pipeline's 64 px canvas, 16 cells: centred crops of at least half its side
 
 
-def _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio) -> list:
-    """The names among the sampling numbers that the pipeline and the runtime must refuse (their documented ranges)."""
+def _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio, style_mixing: bool) -> list:
+    """The names among the sampling numbers that the pipeline and the runtime must refuse (their documented ranges;
+    `refine_ratio` acts in style mixing only, so any value but its default is refused in other calls)."""
     invalid = []
     if not (temperature is None or (_real(temperature) and math.isfinite(temperature) and 0 < temperature <= 100)):
         invalid.append("temperature")
@@ -908,7 +943,7 @@ def _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio) 
         invalid.append("guidance_scale")
     if not (_int(steps) and 1 <= steps <= 1000):
         invalid.append("num_inference_steps")
-    if not (_real(refine_ratio) and 0 <= refine_ratio <= 1):
+    if not (_real(refine_ratio) and 0 <= refine_ratio <= 1 and (style_mixing or refine_ratio == 0.25)):
         invalid.append("refine_ratio")
     return invalid
 
@@ -918,13 +953,13 @@ def _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio) 
     temperature=st.one_of(st.none(), st.floats(0.05, 100), ANY_SCALAR),
     guidance_scale=st.one_of(st.floats(1, 50), ANY_SCALAR),
     steps=st.one_of(st.integers(1, 3), st.integers(-5, 0), st.integers(1001, 10**9), ANY_SCALAR),
-    refine_ratio=st.one_of(st.floats(0, 1), ANY_SCALAR),
+    refine_ratio=st.one_of(st.just(0.25), st.floats(0, 1), ANY_SCALAR),
     height=st.one_of(st.none(), st.sampled_from(SIDES), st.integers(-100, 300), ANY_SCALAR),
     width=st.one_of(st.none(), st.sampled_from(SIDES), st.integers(-100, 300), ANY_SCALAR),
 )
 def test_pipeline_numbers_work_when_valid_and_are_refused_naming_them_otherwise(tiny_pipeline, temperature, guidance_scale,
                                                                                 steps, refine_ratio, height, width):
-    invalid = _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio)
+    invalid = _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio, style_mixing=False)
     for name, v in (("height", height), ("width", width)):
         if not (v is None or (_int(v) and v in SIDES)):
             invalid.append(name)
@@ -945,14 +980,14 @@ def test_pipeline_numbers_work_when_valid_and_are_refused_naming_them_otherwise(
     temperature=st.one_of(st.none(), st.floats(0.05, 100), ANY_SCALAR),
     guidance_scale=st.one_of(st.floats(1, 50), ANY_SCALAR),
     steps=st.one_of(st.integers(1, 3), st.integers(-5, 0), st.integers(1001, 10**9), ANY_SCALAR),
-    refine_ratio=st.one_of(st.floats(0, 1), ANY_SCALAR),
+    refine_ratio=st.one_of(st.just(0.25), st.floats(0, 1), ANY_SCALAR),
     seed=st.one_of(st.none(), st.integers(0, 2**70), ANY_SCALAR),
     num_images=st.one_of(st.integers(1, 2), st.integers(-3, 0), st.integers(65, 10**7), ANY_SCALAR),
 )
 def test_runtime_numbers_work_when_valid_and_are_refused_naming_them_otherwise(rt, temperature, guidance_scale, steps,
                                                                                refine_ratio, seed, num_images):
     """The runtime accepts exactly what the pipeline accepts (no NaN guidance, no endless loop of steps, no 10^7 images)."""
-    invalid = _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio)
+    invalid = _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio, style_mixing=False)
     if not (seed is None or (_int(seed) and seed >= 0)):
         invalid.append("seed")
     if not (_int(num_images) and 1 <= num_images <= 64):

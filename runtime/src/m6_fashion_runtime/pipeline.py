@@ -268,8 +268,10 @@ class M6FashionRuntime:
 
     def _check_boxes(self, canvas: OutputCanvas, image_box, reference_images) -> None:
         """Boxes fit the output and the reference patches fit the condition segment (before anything is encoded)."""
-        if image_box is not None:
-            canvas.box_to_cells(image_box, "image_box")
+        if image_box is not None and canvas.box_to_cells(image_box, "image_box") == canvas.box_to_cells((0, 0, canvas.width, canvas.height)):
+            raise ValueError(f"image_box {tuple(image_box)!r} covers the whole {canvas.width}x{canvas.height} (width x height) output once "
+                             f"widened to whole {canvas.cell}-px token cells, so outpainting would generate nothing; leave at least one "
+                             "token cell of the output outside the box (or use mask_image to regenerate part of the image)")
         if reference_images is None:
             return
         if not isinstance(reference_images, (list, tuple)) or len(reference_images) == 0:
@@ -309,6 +311,7 @@ class M6FashionRuntime:
         refine_ratio: float = 0.25,
         height: Optional[int] = None,
         width: Optional[int] = None,
+        context_dropout_steps: Optional[int] = None,
     ) -> RuntimeOutput:
         """Every task of the PyTorch pipeline, with the same arguments and semantics:
 
@@ -326,6 +329,10 @@ class M6FashionRuntime:
         ratio); ``output_sizes()`` lists the accepted sizes, others raise ``ValueError``. The decoder paints a
         square canvas and the output is its centred crop; boxes are pixel boxes on the output. Images and masks
         may have any size: they are padded to a square (white / black) and resized to the canvas.
+
+        ``context_dropout_steps``: text-guided inpainting only (image + mask_image + prompt, no style_image): the
+        first this many passes show the model the kept tokens as masked, so the region follows the text; ``None``
+        (default) = ``round(0.8 * num_inference_steps)`` there and 0 elsewhere, as in the pipeline.
 
         ``deterministic`` overrides the bundle's scheduler (argmax tokens, lowest-confidence re-masking);
         ``seed`` seeds numpy's generator for sampling mode (and the random part of the style-mixing seam).
@@ -353,6 +360,11 @@ class M6FashionRuntime:
             np.isfinite(guidance_scale) and 1.0 <= guidance_scale <= MAX_GUIDANCE_SCALE
         ):
             raise ValueError(f"guidance_scale must be a finite number in [1, {MAX_GUIDANCE_SCALE:g}] (1.0 = off); got {guidance_scale!r}")
+        texts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+        if guidance_scale > 1.0 and reference_images is None and not any(t.strip() for t in texts):
+            raise ValueError(f"guidance_scale={guidance_scale:g} steers the image towards the prompt or the reference patches, and this "
+                             "call has neither (no prompt text, no reference_images), so it would change nothing; pass a prompt or "
+                             "reference_images, or leave guidance_scale at 1.0")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
         if output_type not in ("pil", "np", "tokens"):
@@ -370,6 +382,15 @@ class M6FashionRuntime:
             0.0 <= refine_ratio <= 1.0
         ):
             raise ValueError(f"refine_ratio must be a number in [0, 1]; got {refine_ratio!r}")
+        if style_image is None and refine_ratio != 0.25:
+            raise ValueError(f"refine_ratio={refine_ratio!r} only acts in style mixing (image + style_image + mask_image: the share of "
+                             "the cells around the seam that are re-sampled); this call mixes no styles, so drop refine_ratio")
+        if not isinstance(blend_pixels, (bool, np.bool_)):
+            raise TypeError(f"blend_pixels must be True or False; got {blend_pixels!r}")
+        if not blend_pixels and (image is None or output_type == "tokens"):
+            raise ValueError("blend_pixels=False keeps the decoded pixels outside the edited region instead of pasting the pixels of "
+                             "image back; it needs an image to edit and decoded pixels (output_type 'pil' or 'np'), and this call has "
+                             + ("no image" if image is None else "output_type='tokens'") + ", so drop blend_pixels")
         for name, value in (("image", image), ("mask_image", mask_image), ("style_image", style_image)):
             for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
                 if value is not None and not isinstance(item, IMAGE_TYPES):
@@ -382,6 +403,7 @@ class M6FashionRuntime:
             check_temperature(temperature, "temperature")
         sampler = SMARTSampler.from_config(self.bundle.scheduler, temperature=temperature, deterministic=deterministic)
         sampler.set_timesteps(num_inference_steps)  # checks the number before any image is encoded
+        context_dropout_steps = _context_dropout(context_dropout_steps, num_inference_steps, prompt, image, mask_image, style_image)
         rng = np.random.default_rng(seed)
 
         images_in = _as_list(image) if image is not None else []
@@ -437,9 +459,11 @@ class M6FashionRuntime:
         for i in sampler.set_timesteps(num_inference_steps):
             if not (tokens == k).any():
                 continue
-            scores, normalized = self.transformer_scores(cond, tokens)
+            # context dropout: the first passes see the kept tokens as MASK (the sampler still gets the true ones)
+            seen = np.where(editable[..., None], tokens, k) if i < context_dropout_steps else tokens
+            scores, normalized = self.transformer_scores(cond, seen)
             if uncond is not None:  # guidance on log-probabilities equals guidance on logits after the softmax
-                scores_u, _ = self.transformer_scores(uncond, tokens)
+                scores_u, _ = self.transformer_scores(uncond, seen)
                 scores, normalized = scores_u + np.float32(guidance_scale) * (scores - scores_u), False
             tokens = sampler.step(scores, int(i), tokens, editable=editable, rng=rng, normalized=normalized)
 
@@ -454,6 +478,25 @@ class M6FashionRuntime:
             arr = np.round((np.clip(pixels, -1, 1) + 1) * np.float32(127.5)).astype(np.uint8).transpose(0, 2, 3, 1)
             return RuntimeOutput(images=arr, tokens=grid_tokens)
         return RuntimeOutput(images=postprocess(pixels), tokens=grid_tokens)
+
+
+CONTEXT_DROPOUT_SHARE = 0.8  # as the pipeline's: share of the passes that hide the kept tokens in text-guided inpainting
+
+
+def _context_dropout(value, steps: int, prompt, image, mask_image, style_image) -> int:
+    """``context_dropout_steps`` checked and resolved (``None`` -> the pipeline's default), as ``M6FashionPipeline``."""
+    texts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+    text_guided = image is not None and mask_image is not None and style_image is None and any(t.strip() for t in texts)
+    if value is None:
+        return round(CONTEXT_DROPOUT_SHARE * steps) if text_guided else 0
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= steps:
+        raise ValueError(f"context_dropout_steps must be None (automatic) or a whole number in [0, num_inference_steps={steps}] "
+                         f"(the first SMART passes that hide the kept tokens from the model); got {value!r}")
+    if value and not text_guided:
+        raise ValueError(f"context_dropout_steps={value!r} only acts in text-guided inpainting (image + mask_image + a prompt, "
+                         "no style_image): it hides the kept tokens around the masked region from the model for the first "
+                         "passes so the region follows the text; this call is not one, so drop context_dropout_steps")
+    return int(value)
 
 
 def seam(region: np.ndarray, grid_size: int, refine_ratio: float, rng: np.random.Generator) -> np.ndarray:
