@@ -299,6 +299,15 @@ def _base(name: str, args, pipe) -> Dict:
             "scheduler_temperature": float(pipe.scheduler.config.temperature)}
 
 
+def _dropout_steps(value: str):
+    """``--context-dropout-steps`` entries: 'default' or a whole number >= 0."""
+    if value == "default":
+        return value
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"must be 'default' or a whole number >= 0; got {value!r}")
+    return int(value)
+
+
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else None
@@ -460,6 +469,8 @@ def choose_asked(region_uint8, base_colour: str, i: int) -> str:
 
 
 def run_inpainting(args) -> Dict:
+    from m6_fashion.pipelines.pipeline_m6fashion import CONTEXT_DROPOUT_SHARE
+
     import numpy as np
     import PIL.Image
 
@@ -492,7 +503,7 @@ def run_inpainting(args) -> Dict:
     rows, examples = [], []
     for g, cds in [(g, cds) for cds in args.context_dropout_steps for g in args.guidance_scales]:
         calls = [{"prompt": c["prompt"], "image": pils[k]} for k, c in enumerate(cases)]
-        extra = {"context_dropout_steps": cds} if cds else {}
+        extra = {} if cds == "default" else {"context_dropout_steps": cds}  # "default": the pipeline's own choice
         out, spi = batched(pipe, calls, args.batch_size, args.seed, mask_image=mask, num_inference_steps=args.steps, guidance_scale=g, **extra)
         after = classify(classifier, out)
         pal_after = nearest_palette(out.permute(0, 2, 3, 1).numpy()[:, inside])
@@ -507,7 +518,9 @@ def run_inpainting(args) -> Dict:
                         "inside_mean_abs_diff": float(diff[k][:, torch_bool(inside)].mean())})
         n = len(per)
         rows.append({
-            "guidance_scale": g, "context_dropout_steps": cds, "photos": n, "seconds_per_image": spi,
+            "guidance_scale": g, "photos": n, "seconds_per_image": spi, "pipeline_default": cds == "default",
+            # what ran: the pipeline's default for text-guided inpainting is round(CONTEXT_DROPOUT_SHARE * T)
+            "context_dropout_steps": round(CONTEXT_DROPOUT_SHARE * args.steps) if cds == "default" else cds,
             "hit_asked_colour": sum(p["classifier_after"] == p["asked"] for p in per) / n,
             "asked_colour_before_edit": sum(p["classifier_before"] == p["asked"] for p in per) / n,
             "kept_colour_before_edit": sum(p["classifier_after"] == p["classifier_before"] for p in per) / n,
@@ -554,7 +567,8 @@ def render_inpainting(d) -> str:
               f"{fmt(d['ceiling'])} (weighted as the cases).\n")
     rows = []
     for r in d["rows"]:
-        label = f"guidance {r['guidance_scale']:g}" + (f", context dropout {r['context_dropout_steps']}" if r.get("context_dropout_steps") else "")
+        label = f"guidance {r['guidance_scale']:g}, context dropout {r.get('context_dropout_steps', 0)}" + (
+            " (the pipeline's default)" if r.get("pipeline_default") else "")
         rows.append([label, fmt(r["hit_asked_colour"]), fmt(r["asked_colour_before_edit"]),
                      fmt(r["kept_colour_before_edit"]), fmt(r["asked_pixels_after"]), fmt(r["asked_pixels_before"]),
                      fmt(r["outside_mean_abs_diff"], 2), fmt(r["outside_max_abs_diff"], 0), fmt(r["inside_mean_abs_diff"], 1)])
@@ -967,8 +981,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("counterfactual", "inpainting"):
             s.add_argument("--guidance-scales", type=float, nargs="+", default=None, help="default 1 3 (the first is the shipped default)")
         if name == "inpainting":
-            s.add_argument("--context-dropout-steps", type=int, nargs="+", default=[0],
-                           help="pipeline context_dropout_steps values to try, each with every guidance scale (default 0 = off)")
+            s.add_argument("--context-dropout-steps", type=_dropout_steps, nargs="+", default=["default", 0],
+                           help="pipeline context_dropout_steps values to try, each with every guidance scale: 'default' (the "
+                                "pipeline's own, round(0.8*T) for text-guided inpainting) and/or numbers (0 = off); default: default 0")
         if name == "counterfactual":
             s.add_argument("--num-pairs", type=int, default=None, help="unseen pairs (default 32; 3 with --fast)")
             s.add_argument("--num-frequent", type=int, default=None, help="frequent reference pairs (default 12; 2 with --fast)")

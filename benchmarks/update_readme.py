@@ -188,8 +188,8 @@ def _met(ok) -> str:
 def _setting(row: dict) -> str:
     """The sampling settings of a result row that differ from the defaults, e.g. 'guidance 3'."""
     parts = [f"guidance {row['guidance_scale']:g}"]
-    if row.get("context_dropout_steps"):
-        parts.append(f"context dropout {row['context_dropout_steps']}")
+    if "context_dropout_steps" in row:
+        parts.append(f"context dropout {row['context_dropout_steps']}" + (" (default)" if row.get("pipeline_default") else ""))
     return ", ".join(parts)
 
 
