@@ -211,12 +211,14 @@ def generation_quality(rt32, rt8, num: int, batch_size: int = 16, seed: int = 0)
     prompts = [data["text"][i] for i in idx]
     attributes = [{h: _clean(data[h][i]) for h in HEADS} for i in idx]
     print(f"\n== generation quality, runtime fp32 vs int8: {num} test captions (the `m6-fashion evaluate` sample), "
-          f"T=10, sampling, batch {batch_size} ==")
-    out = {"num_samples": num, "real_images": int(real.shape[0])}
+          f"T=10, sampling, batch {batch_size}, decoded at {rt32.sample_size} px like the real test images ==")
+    out = {"num_samples": num, "real_images": int(real.shape[0]), "image_size": rt32.sample_size}
     for key, rt in (("fp32", rt32), ("int8", rt8)):
         images = []
         for j, i in enumerate(range(0, num, batch_size)):
-            images.append(rt(prompts[i : i + batch_size], seed=seed + j, output_type="np").images)
+            # at the reference's size (the 64-px test images; the tokens, which int8 changes, are the same at every size)
+            images.append(rt(prompts[i : i + batch_size], seed=seed + j, output_type="np",
+                             height=rt.sample_size, width=rt.sample_size).images)
         imgs = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).contiguous()
         scores = fid_kid(real, inception_features(extractor, imgs), real_stats=stats)
         hits = _hit_rates(classifier, imgs, attributes)
@@ -424,7 +426,8 @@ def render(data: dict) -> str:
     lines += [f"- {line}" for line in data["targets"]["lines"]]
     q = data.get("int8_generation_quality")
     if q:
-        lines.append(f"- generation quality on {q['num_samples']} test captions: FID float32 {q['fp32']['fid_inception']:.1f} vs int8 "
+        lines.append(f"- generation quality on {q['num_samples']} test captions, decoded at {q.get('image_size', 64)} px against the "
+                     f"{q['real_images']} real test images: FID float32 {q['fp32']['fid_inception']:.1f} vs int8 "
                      f"{q['int8']['fid_inception']:.1f}; mean hit rate {q['fp32']['hit_rate']['mean']:.3f} vs {q['int8']['hit_rate']['mean']:.3f}")
     w = data["workers"]
     lines.append(f"- peak RSS after the first image: PyTorch {w['pytorch']['peak_rss_mb_first_image']:.0f} MB, runtime "
