@@ -126,8 +126,8 @@ class SMARTSampler:
         log_probs = logits if normalized else log_softmax(logits)
         tokens = sample.astype(np.int64, copy=True)
         rows = log_probs[masked]  # (R, M, K): only the masked positions take a new token
-        if self.deterministic:
-            tokens[masked] = rows.argmax(-1)
+        if self.deterministic:  # the argmax of the logits themselves when given (as the PyTorch scheduler takes it)
+            tokens[masked] = (rows if normalized else logits[masked]).argmax(-1)
         elif rows.size:
             if rng is None:
                 rng = np.random.default_rng()

@@ -727,8 +727,8 @@ class M6FashionPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         blend_pixels: bool = True,
-        context_dropout_steps: Optional[int] = None,
         refine_ratio: float = DEFAULT_REFINE_RATIO,
+        context_dropout_steps: Optional[int] = None,
         callback_on_step_end: Optional[Callable[["M6FashionPipeline", int, int, Dict[str, Any]], Dict[str, Any]]] = None,
         callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
     ):
