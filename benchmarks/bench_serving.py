@@ -164,6 +164,13 @@ def render(data: dict) -> str:
         f"round(s) of a {s['seconds']:g} s window after {s['warmup']:g} s of warm-up; the modes alternate. "
         "Latency: client-side, sending to having the result.\n"
     )
+    md.append(table(data))
+    return "\n".join(md)
+
+
+def table(data: dict) -> str:
+    """The results table and the machine's load (also rendered into the README by update_readme.py)."""
+    md = []
     rows = []
     by_key = {(r["users"], r["batching"]): r for r in data["rows"]}
     for r in data["rows"]:

@@ -278,11 +278,7 @@ def words_and_masks() -> str:
 
 
 def runtime_speed() -> str:
-    d = _load("runtime.json")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_runtime import render
-
-    return render(d)
+    return _bench("bench_runtime").render(_load("runtime.json"))
 
 
 def roofline() -> str:
@@ -301,27 +297,20 @@ def roofline() -> str:
     ])
 
 
+def _bench(name: str):
+    """A benchmark script's module (its table renderer is the one source of its README table)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    return __import__(name)
+
+
 def busy_machine() -> str:
     d = _load("busy_machine.json")
-    rows = []
-    for name, r in d["results"].items():
-        target = ""
-        if name in ("default", "runtime default"):
-            target = f"< 1.5: {'met' if r['normalised_slowdown'] < 1.5 else 'not met'}"
-        rows.append([name, f"{r['idle_median_s']:.3f}", f"{r['busy_median_s']:.3f}", f"{r['slowdown']:.2f}x",
-                     f"{r['normalised_slowdown']:.2f}", target])
-    return "\n".join([
-        _table(["settings", "idle s/call", "busy s/call", "busy / idle", "normalised by the CPU share left", "target"], rows),
-        "",
-        f"Busy = {d['spinners']} busy-loop processes on {d['cores']} cores (CPU share left {d['cpu_share_left']:.2f}); medians of "
-        f"{d['calls']} default calls (T={d['steps']}, batch 1, decoded at the default size). " + _measured(d),
-    ])
+    return "\n".join([_bench("bench_busy_machine").table(d), "", _measured(d)])
 
 
 def serving() -> str:
     d = _load("serving.json")
-    md = (RESULTS / "serving.md").read_text()  # written with serving.json by bench_serving.py
-    return "\n".join([md[md.index("| users"):].strip(), "", _measured(d)])
+    return "\n".join([_bench("bench_serving").table(d), "", _measured(d)])
 
 
 TABLES = {

@@ -599,7 +599,7 @@ class M6FashionPipeline(DiffusionPipeline):
                 f"context_dropout_steps must be None (automatic) or a whole number in [0, num_inference_steps="
                 f"{num_inference_steps!r}] (the first SMART passes that hide the kept tokens from the model); got {context_dropout_steps!r}"
             )
-        if context_dropout_steps and (image is None or mask_image is None or style_image is not None or not any(t.strip() for t in texts)):
+        if context_dropout_steps and not _text_guided_inpainting(prompt, image, mask_image, style_image):
             raise ValueError(
                 f"context_dropout_steps={context_dropout_steps!r} only acts in text-guided inpainting (image + mask_image + a "
                 "prompt, no style_image): it hides the kept tokens around the masked region from the model for the first "
@@ -783,8 +783,7 @@ class M6FashionPipeline(DiffusionPipeline):
         )
         num_inference_steps, num_images_per_prompt = _as_int(num_inference_steps), _as_int(num_images_per_prompt)
         if context_dropout_steps is None:
-            text_guided = image is not None and mask_image is not None and style_image is None and any(
-                t.strip() for t in ([prompt] if isinstance(prompt, str) else list(prompt or [])))
+            text_guided = _text_guided_inpainting(prompt, image, mask_image, style_image)
             context_dropout_steps = round(CONTEXT_DROPOUT_SHARE * num_inference_steps) if text_guided else 0
         canvas = self.output_canvas(height, width)
         if isinstance(generator, (list, tuple)):
@@ -918,6 +917,12 @@ class M6FashionPipeline(DiffusionPipeline):
             extra = torch.rand(r.shape, generator=generator, device=generator.device if generator is not None else r.device).to(r.device) < refine_ratio
             seam = seam | (extra & (grown > 0.5))
         return seam.reshape(region.shape[0], -1)
+
+
+def _text_guided_inpainting(prompt, image, mask_image, style_image) -> bool:
+    """An image, a mask and some prompt text, no style image: the calls `context_dropout_steps` acts in."""
+    texts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+    return image is not None and mask_image is not None and style_image is None and any(t.strip() for t in texts)
 
 
 _VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
