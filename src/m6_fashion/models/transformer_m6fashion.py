@@ -42,6 +42,7 @@ Attention modes (``config.attention`` / ``config.prefix_attention``):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -551,6 +552,37 @@ class M6FashionPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
         for m in self.modules():
             if isinstance(m, M6FashionEncoder):
                 m.gradient_checkpointing = enable
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, computing in float32 unless ``dtype`` (or ``torch_dtype``) says otherwise.
+
+        The shipped weights are stored in float16 to keep files small and transformers would load them as
+        stored (``dtype="auto"``); the pipeline and the model card compute in float32. ``dtype="auto"`` keeps
+        the stored dtype. The Auto classes call this method too.
+        """
+        if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
+            kwargs.pop("torch_dtype", None)
+            kwargs["dtype"] = torch.float32
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' saver, plus the ``auto_map`` entry point (``modeling_m6fashion.py``) that lets
+        ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` load the folder without ``import m6_fashion``."""
+        import shutil
+
+        from . import hub_modeling
+
+        entry = HUB_MODELING_FILE[: -len(".py")]
+        self.config.auto_map = {auto: f"{entry}.{name}" for auto, name in AUTO_MAP.items()}
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            shutil.copyfile(hub_modeling.__file__, os.path.join(save_directory, HUB_MODELING_FILE))
+        return result
+
+
+HUB_MODELING_FILE = "modeling_m6fashion.py"  # a copy of m6_fashion/models/hub_modeling.py
+AUTO_MAP = {"AutoConfig": "M6FashionConfig", "AutoModel": "M6FashionTransformer", "AutoModelForMaskedLM": "M6FashionTransformer"}
 
 
 class M6FashionTransformer(M6FashionPreTrainedModel):

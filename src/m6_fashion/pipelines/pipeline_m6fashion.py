@@ -230,8 +230,18 @@ class M6FashionPipeline(DiffusionPipeline):
                 "what `m6-fashion finetune --lora --save_adapter` writes)"
             )
         result = super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+        write_hub_entry_point(str(save_directory))
         write_checksums(str(save_directory))
         return result
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file):
+        # A saved folder names its class as `[file, class]` for diffusers' generic loader (see
+        # `write_hub_entry_point`); loading through this class needs neither that file nor trust_remote_code.
+        config = super()._dict_from_json_file(json_file)
+        if isinstance(config.get("_class_name"), (list, tuple)) and len(config["_class_name"]) == 2:
+            config["_class_name"] = config["_class_name"][1]
+        return config
 
     def push_to_hub(
         self,
@@ -1012,7 +1022,27 @@ def check_components(image_tokenizer, transformer, scheduler, decoder=None, deco
 
 
 CHECKSUM_FILE = "checksums.sha256"
-_CHECKED_SUFFIXES = (".safetensors", ".json")  # weights and configs; model cards (README.md) may be edited freely
+# weights, configs and the generic loader's entry point; model cards (README.md) may be edited freely
+_CHECKED_SUFFIXES = (".safetensors", ".json", ".py")
+HUB_ENTRY_FILE = "m6_fashion_pipeline.py"  # a copy of m6_fashion/pipelines/hub_pipeline.py
+
+
+def write_hub_entry_point(folder: str) -> None:
+    """Makes a saved pipeline folder loadable by ``diffusers.DiffusionPipeline.from_pretrained(folder,
+    trust_remote_code=True)``: copies ``hub_pipeline.py`` in as ``m6_fashion_pipeline.py`` and sets
+    ``model_index.json``'s ``_class_name`` to ``["m6_fashion_pipeline", "M6FashionPipeline"]``."""
+    import json
+    import shutil
+
+    from . import hub_pipeline
+
+    shutil.copyfile(hub_pipeline.__file__, os.path.join(folder, HUB_ENTRY_FILE))
+    index_path = os.path.join(folder, "model_index.json")
+    with open(index_path, encoding="utf-8") as f:
+        index = json.load(f)
+    index["_class_name"] = [HUB_ENTRY_FILE[: -len(".py")], M6FashionPipeline.__name__]
+    with open(index_path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def _checked_files(folder: str) -> List[str]:
