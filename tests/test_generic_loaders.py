@@ -128,3 +128,23 @@ def test_transformer_folder_loads_with_auto_classes_through_auto_map():
         AutoModel.from_pretrained({folder!r}, trust_remote_code=True)
     """, without_package=True)
     assert missing.returncode != 0 and "pip install m6-fashion" in missing.stderr, missing.stderr[-2000:]
+
+
+def test_hub_id_loads_with_both_generic_loaders_from_the_hub_cache(tiny_pipeline, tmp_path):
+    """A Hub id resolves through huggingface_hub's cache (offline, as after a download): the repo holds what
+    `push_to_hub` commits, i.e. the `save_pretrained` folder."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--user--m6-fashion-tiny"
+    tiny_pipeline.save_pretrained(repo / "snapshots" / sha)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    proc = _child(f"""
+        import json, os
+        os.environ["HF_HUB_CACHE"] = {str(tmp_path / "hub")!r}
+        from diffusers import DiffusionPipeline
+        from transformers import AutoModel
+        pipe = DiffusionPipeline.from_pretrained("user/m6-fashion-tiny", trust_remote_code=True)
+        model = AutoModel.from_pretrained("user/m6-fashion-tiny", subfolder="transformer", trust_remote_code=True)
+        print(json.dumps({{"pipe": type(pipe).__name__, "model": type(model).__name__, "dtype": str(model.dtype)}}))
+    """)
+    assert _last_json(proc) == {"pipe": "M6FashionPipeline", "model": "M6FashionTransformer", "dtype": "torch.float32"}
