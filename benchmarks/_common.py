@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -57,17 +55,10 @@ def now() -> str:
 
 
 def environment() -> Dict:
-    import torch
+    """The library's record of software and CPU (`m6_fashion.evaluation.common.environment`) plus package versions."""
+    from m6_fashion.evaluation.common import environment as library_environment
 
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "packages": package_versions(),
-    }
+    return {**library_environment(), "cpu": cpu_model(), "packages": package_versions()}
 
 
 def cpu_model() -> str:
@@ -91,13 +82,10 @@ def package_versions() -> Dict[str, str]:
 
 
 def json_safe(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
+    """``obj`` with non-finite floats as None (`m6_fashion.evaluation.common.json_safe`, the result files' rule)."""
+    from m6_fashion.evaluation.common import json_safe as library_json_safe
+
+    return library_json_safe(obj)
 
 
 def fmt(x, nd: int = 3) -> str:

@@ -15,6 +15,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SRC_DIR = REPO_ROOT / "src"
 FASHION_DIR = REPO_ROOT.parent / "shared" / "data" / "fashion-product-images"
+FASHION_TEST = FASHION_DIR / "test.parquet"
 
 if str(SRC_DIR) not in sys.path:  # tests run from a checkout without `pip install -e .`
     sys.path.insert(0, str(SRC_DIR))
@@ -34,6 +35,18 @@ def subprocess_env() -> dict:
 requires_fashion_data = pytest.mark.skipif(
     not (FASHION_DIR / "train.parquet").is_file(), reason="fashion-product-images not found beside the repo"
 )
+
+
+@pytest.fixture
+def one_thread():
+    """Runs a test on one torch thread (restored after): tiny tensors and CPU-heavy metrics alike are faster on
+    one thread than on two contended ones of a shared 2-core machine (10-50x for the tiny pipelines)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------- stage 2
@@ -83,13 +96,20 @@ def pretokenized_subset(fashion_subset_dir, tiny_pq_tokenizer_dir, tmp_path_fact
 # ---------------------------------------------------------------------------------------------- stage 1 / pipeline
 @pytest.fixture(scope="session")
 def real_images():
-    """The first 16 real test-split product photos (PIL) with their rows."""
-    if not (FASHION_DIR / "test.parquet").is_file():
+    """The first 16 rows of the real test split (PIL `image`, `text` and the attribute columns); skips the test
+    when the split is not beside the repo."""
+    if not FASHION_TEST.is_file():
         pytest.skip("fashion-product-images not found beside the repo")
     import datasets
 
-    ds = datasets.load_dataset("parquet", data_files={"test": str(FASHION_DIR / "test.parquet")})["test"].select(range(16))
+    ds = datasets.load_dataset("parquet", data_files={"test": str(FASHION_TEST)})["test"].select(range(16))
     return [row for row in ds]
+
+
+@pytest.fixture(scope="session")
+def fashion_test_parquet():
+    """The real test split's parquet file (`Path`), or `None` when it is not beside the repo."""
+    return FASHION_TEST if FASHION_TEST.is_file() else None
 
 
 @pytest.fixture(scope="session")
@@ -133,11 +153,30 @@ def tiny_hr_pipeline(tiny_pipeline):
 
 # ---------------------------------------------------------------------------------------------- ONNX bundles (runtime)
 # The tiny ONNX-side pipeline (32 px, 8x8 grid, M=4, K=32) and its runtime bundles, shared by test_export_onnx.py,
-# test_runtime.py and test_fuzz_bad_inputs.py.
+# test_runtime.py, test_core_validation.py and test_fuzz_bad_inputs.py. `prefix_attention="isolated"` is what the
+# exporter needs for the split transformer graphs (transformer_prefix / transformer_target).
 def shipped_tokenizer_dir() -> str:
     from m6_fashion.default_model import default_model_path
 
     return os.path.join(default_model_path(), "tokenizer")
+
+
+def spread_codebooks(image_tokenizer, num_images: int) -> None:
+    """Sets each of the M codebooks of a random product-quantised `PQTokenizer` to K latent vectors its encoder
+    gives for `num_images` random images, so the nearest-code search is not degenerate (at the random init
+    every latent is nearest to the same few codes). Draws from the global RNG: `rand` then `randperm`.
+
+    latents (B, D, h, w) -> (B*h*w, M, D/M) rows; K rows are chosen at random -> codebooks (M, K, D/M).
+    """
+    import torch
+
+    cfg = image_tokenizer.config
+    side, m, k = cfg.sample_size, cfg.num_groups, cfg.codebook_size
+    with torch.no_grad():
+        latents = image_tokenizer.encode_latents(torch.rand(num_images, 3, side, side) * 2 - 1)
+        rows = latents.permute(0, 2, 3, 1).reshape(-1, m, latents.shape[1] // m)
+        codes = rows[torch.randperm(rows.shape[0])[:k]].transpose(0, 1)
+        image_tokenizer.load_state_dict({**image_tokenizer.state_dict(), "codebooks.embed": codes})
 
 
 def build_tiny_decoder_hr():
@@ -164,11 +203,7 @@ def build_tiny_pipeline(deterministic: bool = True, hr: bool = False):
     torch.manual_seed(0)
     text_tok = load_text_tokenizer(shipped_tokenizer_dir())
     image_tok = PQTokenizer(sample_size=32, block_out_channels=(8, 16, 16), latent_channels=16, num_groups=4, codebook_size=32)
-    # spread the codebooks over the encoder's output range so the nearest-code search is not degenerate
-    with torch.no_grad():
-        z = image_tok.encoder(torch.rand(8, 3, 32, 32) * 2 - 1)
-        x = image_tok._split(z)
-        image_tok.codebooks.embed.copy_(x[torch.randperm(x.shape[0])[:32]].transpose(0, 1))
+    spread_codebooks(image_tok, num_images=8)
     decoder = StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8), layers_per_block=1, sample_size=32)
     cfg = M6FashionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, grid_size=8, codebook_size=32,
                           num_groups=4, max_condition_tokens=16, prefix_attention="isolated", **config_token_kwargs(text_tok))
@@ -184,28 +219,29 @@ def build_tiny_pipeline(deterministic: bool = True, hr: bool = False):
     return pipe
 
 
-def _export_onnx_module():
-    from m6_fashion.export import export_onnx
-
-    return export_onnx
-
-
-def tiny_bundle_dir(tmp_path_factory) -> Path:
-    """The tiny pipeline's bundle, exported once per test session (shared by the test modules)."""
-    ex = _export_onnx_module()
-    path = tmp_path_factory.getbasetemp() / "m6_tiny_bundle"
-    if not (path / ex.BUNDLE_JSON).is_file():
-        ex.export_bundle(None, str(path), int8=True, parity=False, pipe=build_tiny_pipeline(), log=lambda *a: None)
-    return path
+@pytest.fixture(scope="session")
+def tiny_onnx_pipeline():
+    """`build_tiny_pipeline()` (deterministic SMART sampler, no `decoder_hr`), built once per session: tests that
+    change a component work on a copy or build their own."""
+    return build_tiny_pipeline()
 
 
-def tiny_hr_bundle_dir(tmp_path_factory) -> Path:
-    """The tiny pipeline's bundle with `build_tiny_decoder_hr()` given to the exporter (the pipeline has none),
-    parity-checked at export, exported once per test session."""
-    ex = _export_onnx_module()
-    path = tmp_path_factory.getbasetemp() / "m6_tiny_hr_bundle"
-    if not (path / ex.BUNDLE_JSON).is_file():
-        ex.export_bundle(None, str(path), parity=True, pipe=build_tiny_pipeline(), decoder_hr=build_tiny_decoder_hr(), log=lambda *a: None)
+@pytest.fixture(scope="session")
+def tiny_onnx_hr_pipeline():
+    """`build_tiny_pipeline(hr=True)`: the same weights plus `build_tiny_decoder_hr()` (default output 96x128)."""
+    return build_tiny_pipeline(hr=True)
+
+
+@pytest.fixture
+def make_tiny_decoder_hr():
+    """`build_tiny_decoder_hr`, to build a fresh `decoder_hr` a test may change."""
+    return build_tiny_decoder_hr
+
+
+def _export(path: Path, **kwargs) -> Path:
+    from m6_fashion.export import export_onnx as ex
+
+    ex.export_bundle(None, str(path), log=lambda *a: None, **kwargs)
     return path
 
 
@@ -213,4 +249,21 @@ def tiny_hr_bundle_dir(tmp_path_factory) -> Path:
 def tiny_onnx_bundle(tmp_path_factory) -> Path:
     """The bundle of `build_tiny_pipeline()` (32x32 outputs, int8 transformer too), exported once per session."""
     pytest.importorskip("onnxruntime", reason="the runtime needs onnxruntime: pip install -e '.[export]'")
-    return tiny_bundle_dir(tmp_path_factory)
+    return _export(tmp_path_factory.mktemp("m6_tiny_bundle"), int8=True, parity=False, pipe=build_tiny_pipeline())
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_hr_bundle(tmp_path_factory) -> Path:
+    """The bundle of `build_tiny_pipeline()` with `build_tiny_decoder_hr()` given to the exporter (the pipeline has
+    none; default output 96x128), parity-checked at export, exported once per session."""
+    pytest.importorskip("onnxruntime", reason="the runtime needs onnxruntime: pip install -e '.[export]'")
+    return _export(tmp_path_factory.mktemp("m6_tiny_hr_bundle"), parity=True, pipe=build_tiny_pipeline(),
+                   decoder_hr=build_tiny_decoder_hr())
+
+
+@pytest.fixture(scope="session")
+def shipped_onnx_bundle(tmp_path_factory) -> Path:
+    """The shipped model's bundle (float32 + int8, with `decoder_hr`), exported once per session without a parity
+    check (the tests compare it themselves)."""
+    pytest.importorskip("onnxruntime", reason="the runtime needs onnxruntime: pip install -e '.[export]'")
+    return _export(tmp_path_factory.mktemp("m6_shipped_bundle"), int8=True, parity=False)

@@ -21,6 +21,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import spread_codebooks
 
 from m6_fashion import M6FashionConfig, M6FashionPipeline, M6FashionTransformer, PQTokenizer, SMARTScheduler, StyleDecoder
 from m6_fashion.models.transformer_m6fashion import TOKEN_TYPE_TARGET
@@ -57,9 +58,7 @@ def get_dummy_components(with_decoder_hr: bool = False, prefix_attention: str = 
             sample_size=DUMMY_SAMPLE_SIZE, block_out_channels=(8, 16, 16), latent_channels=16,
             num_groups=DUMMY_GROUPS, codebook_size=DUMMY_CODEBOOK,
         )
-        with torch.no_grad():  # codes drawn from the encoder's output range: the nearest-code search is not degenerate
-            z = image_tokenizer._split(image_tokenizer.encoder(torch.rand(4, 3, DUMMY_SAMPLE_SIZE, DUMMY_SAMPLE_SIZE) * 2 - 1))
-            image_tokenizer.codebooks.embed.copy_(z[torch.randperm(z.shape[0])[:DUMMY_CODEBOOK]].transpose(0, 1))
+        spread_codebooks(image_tokenizer, num_images=4)  # codes drawn from the encoder's output range
         decoder = StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8),
                                layers_per_block=1, sample_size=DUMMY_SAMPLE_SIZE)
         config = M6FashionConfig(
@@ -155,12 +154,9 @@ class PipelineTesterMixin:
 
     # ------------------------------------------------------------------ helpers
     @pytest.fixture(autouse=True)
-    def _single_thread(self):
-        """Tiny tensors gain nothing from intra-op threads; on a loaded machine they cost 10-50x (restored after)."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+    def _single_thread(self, one_thread):
+        """Every test on one torch thread (conftest's `one_thread`): tiny tensors gain nothing from intra-op threads."""
         yield
-        torch.set_num_threads(threads)
 
     def get_dummy_components(self) -> Dict[str, Any]:
         return get_dummy_components(with_decoder_hr=self.with_decoder_hr, prefix_attention=self.prefix_attention)
@@ -223,16 +219,16 @@ class PipelineTesterMixin:
     # ------------------------------------------------------------------ outputs
     def test_tuple_output_equals_dict_output(self):
         pipe = self.get_pipeline()
-        for output_type in ("np", "tokens"):
+        for output_type in ("pil", "np", "pt", "tokens"):
             d = self.call(pipe, output_type=output_type)
             t = self.call(pipe, output_type=output_type, return_dict=False)
             assert isinstance(t, tuple) and len(t) == 2
             images, tokens = t
-            assert torch.equal(tokens, d.tokens)
+            assert torch.equal(tokens, d.tokens), output_type
             if output_type == "tokens":
                 assert images is None and d.images is None
             else:
-                assert np.array_equal(images, d.images)
+                assert type(images) is type(d.images) and np.array_equal(_np(images), _np(d.images)), output_type
 
     def test_output_types_agree(self):
         pipe = self.get_pipeline()
@@ -296,6 +292,32 @@ class PipelineTesterMixin:
         argmax = self.call(self.get_pipeline(deterministic=True), prompt=[PROMPT_A, PROMPT_A], num_images_per_prompt=2,
                            output_type="tokens").tokens
         assert all(torch.equal(argmax[0], argmax[i]) for i in range(1, 4))
+
+    def test_inpainting_batch_keeps_each_image_outside_the_mask_and_matches_single_calls(self):
+        # two images x two prompts x num_images_per_prompt=2: image i of the batch edits image i // 2 (prompt-major),
+        # keeps its tokens outside the mask, and (argmax sampler) equals the single call for its image and prompt
+        from m6_fashion.image_processing import preprocess, preprocess_mask
+
+        pipe = self.get_pipeline(deterministic=True)
+        s, g, m = pipe.sample_size, pipe.grid_size, pipe.transformer.config.num_groups
+        d = pipe.output_canvas().side
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(2)]
+        mask = np.zeros((s, s), dtype=np.uint8)
+        mask[s // 2 :, : s // 2] = 255  # the lower-left quarter
+        kwargs = dict(mask_image=mask, output_type="tokens")
+        batch = self.call(pipe, prompt=[PROMPT_A, PROMPT_B], image=images, num_images_per_prompt=2, **kwargs).tokens
+        pixel_mask = preprocess_mask(mask, d)
+        c = d // g
+        region = (pixel_mask.reshape(g, c, g, c).amax(dim=(1, 3)) > 0.5).reshape(-1)
+        assert region.any() and not region.all()
+        for i, (prompt, image) in enumerate([(PROMPT_A, images[0])] * 2 + [(PROMPT_B, images[1])] * 2):
+            base = pipe.encode_images(preprocess(image, s))[0]
+            got = batch[i].reshape(-1, m)
+            assert torch.equal(got[~region], base[~region]), f"image {i}: the kept cells"
+            assert not torch.equal(got[region], base[region]), f"image {i}: the masked cells are regenerated"
+            single = self.call(pipe, prompt=prompt, image=image, **kwargs).tokens[0]
+            assert torch.equal(batch[i], single), f"image {i} of [A, B] x 2"
 
     # ------------------------------------------------------------------ callbacks
     def test_callback_sees_every_step_and_its_tokens_replace_the_pipelines(self):

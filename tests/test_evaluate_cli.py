@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,23 +24,67 @@ needs_eval_assets = pytest.mark.skipif(
 HEADS = ("articleType", "baseColour", "gender")
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _scipy_fid(real: np.ndarray, fake: np.ndarray) -> float:
+    """The textbook FID: ||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)), unbiased covariances, scipy's sqrtm."""
+    from scipy import linalg
+
+    mu1, mu2 = real.mean(0), fake.mean(0)
+    s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean).real)
+
+
+def test_frechet_distance_matches_a_scipy_reference():
+    """The published FID (metrics.frechet_distance, used by `m6-fashion evaluate`) and the public compute_fid equal
+    the textbook formula on small random features, with fewer images than dimensions (n < d) and more (n > d)."""
+    from m6_fashion.evaluation.metrics import compute_fid, feature_stats, fid_kid, frechet_distance
+
+    rng = np.random.default_rng(0)
+    d = 16
+    real = rng.normal(0.3, 1.5, size=(120, d))
+    mix = np.eye(d) + 0.2 * rng.normal(size=(d, d))
+    for n in (6, 40):
+        fake = rng.normal(size=(n, d)) @ mix + 0.1
+        expected = _scipy_fid(real, fake)
+        stats = feature_stats(torch.from_numpy(real))
+        assert frechet_distance(stats, torch.from_numpy(fake)) == pytest.approx(expected, rel=1e-6)
+        assert fid_kid(torch.from_numpy(real), torch.from_numpy(fake))["fid_inception"] == pytest.approx(expected, rel=1e-6)
+        # compute_fid on "images" whose features are the vectors themselves: the same number
+        identity = torch.nn.Flatten()
+        as_images = lambda a: torch.from_numpy(a).view(-1, 1, 1, d)  # noqa: E731
+        assert compute_fid(as_images(real), as_images(fake), feature=identity, batch_size=7) == pytest.approx(expected, rel=1e-6)
+
+
+def test_evaluate_commands_use_the_public_metrics():
+    """No private copy of a published figure: both modes score with the functions of metrics.py."""
+    from m6_fashion.evaluation import evaluate, evaluate_hr, metrics
+
+    for name in ("frechet_distance", "feature_stats", "fid_kid", "inception_features"):
+        assert getattr(evaluate, name) is getattr(metrics, name), name
+    assert evaluate.is_classifier is metrics.classifier_inception_score
+    assert evaluate_hr.fid_kid is metrics.fid_kid and evaluate_hr.sharpness is metrics.sharpness
+
+
+def test_evaluation_paths_are_not_tied_to_the_repository():
+    """The classifier is package data; no default resolves into the checkout beside the package."""
+    import m6_fashion
+    from m6_fashion.evaluation import attribute_classifier, common, default_classifier_path, evaluate, evaluate_hr
+
+    assert default_classifier_path() == Path(m6_fashion.__file__).parent / "pretrained" / "attribute-classifier"
+    for module in (attribute_classifier, common, evaluate, evaluate_hr):
+        source = Path(module.__file__).read_text()
+        assert "parents[" not in source, module.__name__
 
 
 def test_frechet_distance_matches_torchmetrics():
     """The eigh-based FID equals torchmetrics' FrechetInceptionDistance, for n < d and n > d."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    from m6_fashion.evaluation.evaluate import PrecomputedFeatures, feature_stats, fid_kid, frechet_distance
+    from m6_fashion.evaluation.metrics import PrecomputedFeatures, feature_stats, fid_kid, frechet_distance
 
     g = torch.Generator().manual_seed(0)
     d = 32

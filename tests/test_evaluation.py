@@ -56,15 +56,6 @@ def real64(test_split):
     return test_split["images"][:256].float().div(127.5).sub(1.0)
 
 
-@pytest.fixture
-def one_thread():
-    """Runs a CPU-heavy test on one thread (faster than two contended ones on a shared 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def classifier():
     path = default_classifier_path()
@@ -216,6 +207,7 @@ def test_reconstruction_metrics_accumulate_over_pass(real64):
     assert out["num_images"] == 32
     assert out["psnr"] == pytest.approx(psnr(y, x).item(), abs=1e-4)
     assert out["ssim"] == pytest.approx(ssim(y, x).item(), abs=1e-5)
+    torch.testing.assert_close(meter.psnr_values, psnr(y, x, reduction="none"))  # every image's PSNR, in order
 
 
 def test_reconstruction_metrics_reject_bad_input(real64):
@@ -371,3 +363,35 @@ def test_attribute_hit_rate_known_case():
     assert attribute_hit_rate(per_head, prompts) == out
     with pytest.raises(ValueError, match="predictions but"):
         attribute_hit_rate(preds[:2], prompts)
+
+
+# ------------------------------------------------------------------------------------------------
+# the figures m6-fashion evaluate publishes (metrics.py)
+
+
+def test_majority_rate_and_sharpness():
+    from m6_fashion.evaluation import laplacian_variance, majority_rate, sharpness
+
+    assert majority_rate(["Men", None, "Women", "Men"]) == {"rate": 2 / 3, "label": "Men"}
+    assert math.isnan(majority_rate([None, None])["rate"])
+    images = torch.randint(0, 256, (5, 3, 24, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    s = sharpness(images, batch_size=2)
+    torch.testing.assert_close(s["sharpness_values"], laplacian_variance(images).double())
+    assert s["sharpness"] == pytest.approx(float(s["sharpness_values"].mean()))
+
+
+def test_evaluation_progress_follows_quiet():
+    """Progress goes to the diffusers.m6_fashion.evaluation logger; tqdm bars show exactly when INFO does."""
+    import logging
+
+    from m6_fashion.evaluation.common import logger, progress_bar, set_quiet
+
+    level = logger.level
+    try:
+        set_quiet(True)
+        assert not logger.isEnabledFor(logging.INFO) and progress_bar(3, "x").disable
+        set_quiet(False)
+        assert logger.isEnabledFor(logging.INFO) and not progress_bar(3, "x").disable
+        assert logger.name.startswith("diffusers.")
+    finally:
+        logger.setLevel(level)

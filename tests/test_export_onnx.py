@@ -15,79 +15,44 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FASHION_TEST = REPO_ROOT.parent / "shared" / "data" / "fashion-product-images" / "test.parquet"
-if str(REPO_ROOT) not in sys.path:
+if str(REPO_ROOT) not in sys.path:  # the TensorRT builder lives in conversion/ beside the package
     sys.path.insert(0, str(REPO_ROOT))
 
-from conftest import (  # noqa: E402,F401 - the tiny pipeline and bundles are shared fixtures' helpers (tests/conftest.py)
-    build_tiny_decoder_hr, build_tiny_pipeline, tiny_bundle_dir, tiny_hr_bundle_dir,
-)
 from conversion import build_tensorrt as bt  # noqa: E402
 from m6_fashion.export import export_onnx as ex  # noqa: E402
 
-requires_test_split = pytest.mark.skipif(not FASHION_TEST.is_file(), reason="fashion-product-images test split not found beside the repo")
-
-
-# ---------------------------------------------------------------------------------------------- shared helpers
-def shipped_bundle_dir(tmp_path_factory, pipe=None) -> Path:
-    """The shipped model's bundle (float32 + int8), exported once per test session (no parity check here)."""
-    path = tmp_path_factory.getbasetemp() / "m6_shipped_bundle"
-    if not (path / ex.BUNDLE_JSON).is_file():
-        ex.export_bundle(None, str(path), int8=True, parity=False, pipe=pipe, log=lambda *a: None)
-    return path
-
-
-def real_test_rows(count: int):
-    import datasets
-
-    ds = datasets.load_dataset("parquet", data_files={"test": str(FASHION_TEST)}, split="test")
-    return [ds[i] for i in range(count)]
-
-
-# ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def tiny_pipe():
-    return build_tiny_pipeline()
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    return tiny_bundle_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def tiny_hr_bundle(tmp_path_factory):
-    return tiny_hr_bundle_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def test_rows():
-    if not FASHION_TEST.is_file():
-        pytest.skip("fashion-product-images test split not found beside the repo")
-    return real_test_rows(8)
+# The tiny pipeline (`tiny_onnx_pipeline`), its bundles (`tiny_onnx_bundle`, `tiny_onnx_hr_bundle`), the shipped
+# model's bundle (`shipped_onnx_bundle`) and the real test-split rows (`real_images`) are fixtures of conftest.py.
 
 
 # ---------------------------------------------------------------------------------------------- tiny pipeline
-def test_exported_graphs_have_dynamic_axes_and_pass_checker(tiny_bundle):
+def cfg_grid_max(bundle) -> int:
+    return json.loads((bundle / ex.BUNDLE_JSON).read_text())["image_grid_max"]
+
+
+def test_exported_graphs_have_dynamic_axes_and_pass_checker(tiny_onnx_bundle):
     import onnx
 
     transformer_axes = {name: [0, 1] for name in ex.TRANSFORMER_INPUTS}
     shapes = {
-        "image_encoder": ex.check_onnx_file(str(tiny_bundle / ex.FILES["image_encoder"]), {"pixel_values": [0]}, {"tokens": [0]}),
-        "image_decoder": ex.check_onnx_file(str(tiny_bundle / ex.FILES["image_decoder"]), {"tokens": [0]}, {"pixel_values": [0]}),
-        "transformer": ex.check_onnx_file(str(tiny_bundle / ex.FILES["transformer"]), transformer_axes, {"logits": [0]}),
+        "image_encoder": ex.check_onnx_file(str(tiny_onnx_bundle / ex.FILES["image_encoder"]), {"pixel_values": [0]}, {"tokens": [0]}),
+        "image_decoder": ex.check_onnx_file(str(tiny_onnx_bundle / ex.FILES["image_decoder"]), {"tokens": [0]}, {"pixel_values": [0]}),
+        "transformer": ex.check_onnx_file(str(tiny_onnx_bundle / ex.FILES["transformer"]), transformer_axes, {"logits": [0]}),
     }
-    # everything but the batch (and sequence) axes is fixed to the model's geometry
-    assert shapes["image_encoder"]["pixel_values"][1:] == [3, 32, 32]
-    assert shapes["image_encoder"]["tokens"][1:] == [8, 8, 4]
-    assert shapes["image_decoder"]["pixel_values"][1:] == [3, 32, 32]
+    # the image graphs' grid sides are free too (wide outpainting canvases, bundle format 4): pixels are whole cells
+    # of the grid sides (4 px each here); channels and codes per cell are fixed to the model's geometry
+    enc, dec = shapes["image_encoder"], shapes["image_decoder"]
+    assert enc["pixel_values"][1:] == [3, "4*grid_rows", "4*grid_cols"] and dec["tokens"][1:] == ["grid_rows", "grid_cols", 4]
+    assert dec["pixel_values"][1:] == [3, "4*grid_rows", "4*grid_cols"]
+    assert all(isinstance(d, str) for d in enc["tokens"][1:3]) and enc["tokens"][3] == 4
+    assert cfg_grid_max(tiny_onnx_bundle) == 16  # 2x the 8x8 grid
     assert shapes["transformer"]["logits"][1:] == [64, 4, 32]
     assert shapes["transformer"]["image_codes"][2] == 4
-    cfg = json.loads((tiny_bundle / ex.BUNDLE_JSON).read_text())
+    cfg = json.loads((tiny_onnx_bundle / ex.BUNDLE_JSON).read_text())
     for key, name in cfg["files"].items():
         if not name.endswith(".onnx"):
             continue
-        model = onnx.load(str(tiny_bundle / name), load_external_data=False)
+        model = onnx.load(str(tiny_onnx_bundle / name), load_external_data=False)
         assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
         locations = {e.value for init in model.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL
                      for e in init.external_data if e.key == "location"}
@@ -95,39 +60,40 @@ def test_exported_graphs_have_dynamic_axes_and_pass_checker(tiny_bundle):
             assert locations == {ex.INT8_WEIGHTS_FILE if key.endswith("int8") else ex.WEIGHTS_FILE}, key
         else:  # the image graphs keep their weights inside
             assert not locations, key
-    assert not [p for p in os.listdir(tiny_bundle) if p.endswith(".data") or p.endswith(".tmp")]
+    assert not [p for p in os.listdir(tiny_onnx_bundle) if p.endswith(".data") or p.endswith(".tmp")]
 
 
-def test_split_graphs_share_the_weights_and_have_dynamic_axes(tiny_bundle):
+def test_split_graphs_share_the_weights_and_have_dynamic_axes(tiny_onnx_pipeline, tiny_onnx_bundle):
     """transformer_prefix/target (the pass split at the prefix) read one copy of the weights of transformer.onnx."""
-    cfg = json.loads((tiny_bundle / ex.BUNDLE_JSON).read_text())
+    cfg = json.loads((tiny_onnx_bundle / ex.BUNDLE_JSON).read_text())
     assert {"transformer_prefix", "transformer_target", "transformer_target_int8", "transformer_weights",
             "transformer_int8_weights"} <= set(cfg["files"])
-    prefix = ex.check_onnx_file(str(tiny_bundle / ex.SPLIT_FILES["transformer_prefix"]),
+    prefix = ex.check_onnx_file(str(tiny_onnx_bundle / ex.SPLIT_FILES["transformer_prefix"]),
                                 {name: [0, 1] for name in ex.TRANSFORMER_INPUTS}, {"prefix_keys": [1, 3], "prefix_values": [1, 3]})
-    target = ex.check_onnx_file(str(tiny_bundle / ex.SPLIT_FILES["transformer_target"]),
+    target = ex.check_onnx_file(str(tiny_onnx_bundle / ex.SPLIT_FILES["transformer_target"]),
                                 {"image_codes": [0], "prefix_keys": [1, 3], "prefix_mask": [0, 1]}, {"log_probs": [0]})
     assert prefix["prefix_keys"][0] == 2 and prefix["prefix_keys"][2] == 2  # layers, heads of the tiny model
     assert target["log_probs"][1:] == [64, 4, 32] and target["image_codes"][1:] == [64, 4]
-    graphs = sum(os.path.getsize(tiny_bundle / cfg["files"][k]) for k in ("transformer", "transformer_prefix", "transformer_target"))
-    weights = os.path.getsize(tiny_bundle / ex.WEIGHTS_FILE)
-    full_alone = sum(p.numel() * 4 for p in build_tiny_pipeline().transformer.parameters())
+    graphs = sum(os.path.getsize(tiny_onnx_bundle / cfg["files"][k]) for k in ("transformer", "transformer_prefix", "transformer_target"))
+    weights = os.path.getsize(tiny_onnx_bundle / ex.WEIGHTS_FILE)
+    full_alone = sum(p.numel() * 4 for p in tiny_onnx_pipeline.transformer.parameters())
     assert weights < 1.3 * full_alone and graphs < weights, (graphs, weights, full_alone)
 
 
-def test_split_graphs_refuse_a_prefix_that_attends_to_the_target(tiny_pipe):
+def test_split_graphs_refuse_a_prefix_that_attends_to_the_target(tiny_onnx_pipeline):
     import copy
 
-    full = copy.deepcopy(tiny_pipe.transformer)
+    full = copy.deepcopy(tiny_onnx_pipeline.transformer)
     full.config.prefix_attention = "full"
     with pytest.raises(ValueError, match="prefix_attention='isolated'"):
         ex.TransformerTargetGraph(full)
 
 
-@requires_test_split
-def test_parity_with_pytorch_at_two_batch_sizes_on_real_images(tiny_pipe, tiny_bundle, test_rows):
-    images = [r["image"] for r in test_rows]
-    parity = ex.run_parity(tiny_pipe, str(tiny_bundle), images, batches=(1, 5), prompts=[r["text"] for r in test_rows], strict=False)
+def test_parity_with_pytorch_at_two_batch_sizes_on_real_images(tiny_onnx_pipeline, tiny_onnx_bundle, real_images):
+    rows = real_images[:8]
+    images = [r["image"] for r in rows]
+    parity = ex.run_parity(tiny_onnx_pipeline, str(tiny_onnx_bundle), images, batches=(1, 5), prompts=[r["text"] for r in rows],
+                           strict=False)
     assert [r["batch"] for r in parity["image_encoder"]] == [1, 5]
     for r in parity["image_encoder"]:
         assert r["token_match"] >= ex.TOKEN_MATCH_MIN, r
@@ -138,21 +104,22 @@ def test_parity_with_pytorch_at_two_batch_sizes_on_real_images(tiny_pipe, tiny_b
     assert [r["batch"] for r in parity["transformer_split"]] == [1, 5]
 
 
-def test_transformer_parity_at_another_sequence_length(tiny_pipe, tiny_bundle):
+def test_transformer_parity_at_another_sequence_length(tiny_onnx_pipeline, tiny_onnx_bundle):
     """No condition segment: the shortest layout (the export example had a 3-token condition)."""
     import torch
 
     from m6_fashion.models.sequence_layout import build_model_inputs
 
-    cfg = tiny_pipe.transformer.config
+    cfg = tiny_onnx_pipeline.transformer.config
     gen = torch.Generator().manual_seed(3)
     codes = torch.randint(0, cfg.codebook_size + 1, (4, cfg.num_image_tokens, cfg.num_groups), generator=gen)
-    inputs = build_model_inputs(cfg, tiny_pipe.encode_prompt(["men shirt", "", "women red dress", "shoes"]), codes)
+    inputs = build_model_inputs(cfg, tiny_onnx_pipeline.encode_prompt(["men shirt", "", "women red dress", "shoes"]), codes)
     assert inputs["input_ids"].shape[1] == cfg.max_text_length + 2 + cfg.num_image_tokens
-    r = ex.parity_transformer(str(tiny_bundle / ex.FILES["transformer"]), tiny_pipe.transformer, inputs)
+    r = ex.parity_transformer(str(tiny_onnx_bundle / ex.FILES["transformer"]), tiny_onnx_pipeline.transformer, inputs)
     assert r["logit_max_abs_diff"] <= ex.LOGIT_TOLERANCE and r["argmax_match"] >= ex.ARGMAX_MATCH_MIN, r
-    split = ex.parity_transformer_split(str(tiny_bundle / ex.SPLIT_FILES["transformer_prefix"]),
-                                        str(tiny_bundle / ex.SPLIT_FILES["transformer_target"]), tiny_pipe.transformer, inputs)
+    split = ex.parity_transformer_split(str(tiny_onnx_bundle / ex.SPLIT_FILES["transformer_prefix"]),
+                                        str(tiny_onnx_bundle / ex.SPLIT_FILES["transformer_target"]), tiny_onnx_pipeline.transformer,
+                                        inputs)
     assert split["logit_max_abs_diff"] <= ex.LOGIT_TOLERANCE and split["argmax_match"] >= ex.ARGMAX_MATCH_MIN, split
 
 
@@ -172,12 +139,12 @@ def test_check_onnx_file_catches_a_batch_fixed_by_the_exporter(tmp_path):
         ex._export(Net(), (torch.ones(2, 3),), str(tmp_path / "old.onnx"), ["x"], ["y"], None, 17)
 
 
-def test_bundle_json_and_tokenizer(tiny_pipe, tiny_bundle):
+def test_bundle_json_and_tokenizer(tiny_onnx_pipeline, tiny_onnx_bundle):
     from tokenizers import Tokenizer
 
-    cfg = json.loads((tiny_bundle / ex.BUNDLE_JSON).read_text())
+    cfg = json.loads((tiny_onnx_bundle / ex.BUNDLE_JSON).read_text())
     assert cfg["format"] == ex.BUNDLE_FORMAT and cfg["format_version"] == ex.BUNDLE_FORMAT_VERSION
-    tcfg = tiny_pipe.transformer.config
+    tcfg = tiny_onnx_pipeline.transformer.config
     assert cfg["geometry"] == {
         "sample_size": 32, "grid_size": 8, "num_groups": 4, "codebook_size": 32, "num_image_tokens": 64,
         "max_text_length": tcfg.max_text_length, "max_condition_tokens": 16,
@@ -191,28 +158,28 @@ def test_bundle_json_and_tokenizer(tiny_pipe, tiny_bundle):
                                  "transformer_weights", "transformer_int8_weights"}
     assert cfg["canvases"] == {"image_decoder": 32} and cfg["default_size"] == {"height": 32, "width": 32}
     for key, name in cfg["files"].items():
-        assert ex._sha256(str(tiny_bundle / name)) == cfg["sha256"][key]
-    tok = Tokenizer.from_file(str(tiny_bundle / cfg["files"]["tokenizer"]))
+        assert ex._sha256(str(tiny_onnx_bundle / name)) == cfg["sha256"][key]
+    tok = Tokenizer.from_file(str(tiny_onnx_bundle / cfg["files"]["tokenizer"]))
     captions = ["Turtle Check Men Navy Blue Shirt", "Puma Men Ferrari Vintage Black Polo T-shirt", "  ÉTÉ zzqx  ", ""]
-    assert [e.ids for e in tok.encode_batch(captions, add_special_tokens=False)] == tiny_pipe.tokenizer(captions, add_special_tokens=False)["input_ids"]
+    expected = tiny_onnx_pipeline.tokenizer(captions, add_special_tokens=False)["input_ids"]
+    assert [e.ids for e in tok.encode_batch(captions, add_special_tokens=False)] == expected
 
 
-def test_hr_decoder_graph_is_dynamic_and_recorded_in_bundle_json(tiny_hr_bundle):
-    shapes = ex.check_onnx_file(str(tiny_hr_bundle / ex.HR_DECODER_FILE), {"tokens": [0]}, {"pixel_values": [0]})
-    assert shapes["tokens"][1:] == [8, 8, 4] and shapes["pixel_values"][1:] == [3, 128, 128]
-    cfg = json.loads((tiny_hr_bundle / ex.BUNDLE_JSON).read_text())
+def test_hr_decoder_graph_is_dynamic_and_recorded_in_bundle_json(tiny_onnx_hr_bundle):
+    shapes = ex.check_onnx_file(str(tiny_onnx_hr_bundle / ex.HR_DECODER_FILE), {"tokens": [0]}, {"pixel_values": [0]})
+    assert shapes["tokens"][1:] == ["grid_rows", "grid_cols", 4] and shapes["pixel_values"][1:] == [3, "16*grid_rows", "16*grid_cols"]
+    cfg = json.loads((tiny_onnx_hr_bundle / ex.BUNDLE_JSON).read_text())
     assert cfg["files"][ex.HR_DECODER] == ex.HR_DECODER_FILE
     assert cfg["canvases"] == {"image_decoder": 32, "image_decoder_hr": 128}
     assert cfg["default_size"] == {"height": 128, "width": 96}  # the tiny model's 192x256
     assert cfg["geometry"]["grid_size"] == 8 and cfg["geometry"]["sample_size"] == 32
-    assert ex._sha256(str(tiny_hr_bundle / ex.HR_DECODER_FILE)) == cfg["sha256"][ex.HR_DECODER]
+    assert ex._sha256(str(tiny_onnx_hr_bundle / ex.HR_DECODER_FILE)) == cfg["sha256"][ex.HR_DECODER]
 
 
-@requires_test_split
-def test_hr_decoder_parity_at_two_batch_sizes_on_real_images(tiny_hr_bundle, test_rows):
-    pipe = build_tiny_pipeline(hr=True)
-    images = [r["image"] for r in test_rows]
-    parity = ex.run_parity(pipe, str(tiny_hr_bundle), images, batches=(1, 5), strict=True)
+def test_hr_decoder_parity_at_two_batch_sizes_on_real_images(tiny_onnx_pipeline, tiny_onnx_hr_bundle, real_images, make_tiny_decoder_hr):
+    pipe = ex.with_decoder_hr(tiny_onnx_pipeline, make_tiny_decoder_hr())  # its own decoder_hr: changed below
+    images = [r["image"] for r in real_images[:8]]
+    parity = ex.run_parity(pipe, str(tiny_onnx_hr_bundle), images, batches=(1, 5), strict=True)
     assert [r["batch"] for r in parity[ex.HR_DECODER]] == [1, 5]
     for r in parity[ex.HR_DECODER]:
         assert r["pixel_max_abs_diff"] <= ex.PIXEL_TOLERANCE, r
@@ -224,52 +191,52 @@ def test_hr_decoder_parity_at_two_batch_sizes_on_real_images(tiny_hr_bundle, tes
         for p in pipe.decoder_hr.parameters():
             p.add_(0.5)
     with pytest.raises(AssertionError, match="image_decoder_hr max abs diff"):
-        ex.run_parity(pipe, str(tiny_hr_bundle), images, batches=(1,), strict=True)
+        ex.run_parity(pipe, str(tiny_onnx_hr_bundle), images, batches=(1,), strict=True)
 
 
-def test_with_decoder_hr_uses_the_pipelines_own_or_the_given_one(tiny_pipe, tmp_path):
+def test_with_decoder_hr_uses_the_pipelines_own_or_the_given_one(tiny_onnx_pipeline, make_tiny_decoder_hr, tmp_path):
     from m6_fashion import StyleDecoder
 
-    assert ex.with_decoder_hr(tiny_pipe) is tiny_pipe  # none to export
-    hr = build_tiny_decoder_hr()
-    given = ex.with_decoder_hr(tiny_pipe, hr)
-    assert given.decoder_hr is hr and given.transformer is tiny_pipe.transformer and given.default_size == (128, 96)
+    assert ex.with_decoder_hr(tiny_onnx_pipeline) is tiny_onnx_pipeline  # none to export
+    hr = make_tiny_decoder_hr()
+    given = ex.with_decoder_hr(tiny_onnx_pipeline, hr)
+    assert given.decoder_hr is hr and given.transformer is tiny_onnx_pipeline.transformer and given.default_size == (128, 96)
     assert ex.with_decoder_hr(given) is given  # the pipeline's own
     assert ex.with_decoder_hr(given, include_hr=False).decoder_hr is None  # left out
     hr.save_pretrained(str(tmp_path / "decoder_hr"))
-    loaded = ex.with_decoder_hr(tiny_pipe, str(tmp_path / "decoder_hr")).decoder_hr
+    loaded = ex.with_decoder_hr(tiny_onnx_pipeline, str(tmp_path / "decoder_hr")).decoder_hr
     assert loaded.config.sample_size == 128
     with pytest.raises(FileNotFoundError, match="not a StyleDecoder folder"):
-        ex.with_decoder_hr(tiny_pipe, str(tmp_path))
+        ex.with_decoder_hr(tiny_onnx_pipeline, str(tmp_path))
     with pytest.raises(ValueError, match="not both"):
-        ex.with_decoder_hr(tiny_pipe, hr, include_hr=False)
+        ex.with_decoder_hr(tiny_onnx_pipeline, hr, include_hr=False)
     wrong = StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8, 8), layers_per_block=1, sample_size=128)
     with pytest.raises(ValueError, match="decoder_hr sample_size=128 but it paints 64"):
-        ex.with_decoder_hr(tiny_pipe, wrong)
+        ex.with_decoder_hr(tiny_onnx_pipeline, wrong)
     # bundle.json canvases follow the exported graphs; a mismatch is refused
     assert ex.bundle_canvases(given, {**ex.FILES, ex.HR_DECODER: ex.HR_DECODER_FILE}) == {"image_decoder": 32, "image_decoder_hr": 128}
     with pytest.raises(ValueError, match="disagree"):
         ex.bundle_canvases(given, dict(ex.FILES))
 
 
-def test_int8_transformer_is_dynamic_and_close(tiny_pipe, tiny_bundle):
-    path = str(tiny_bundle / ex.INT8_FILE)
+def test_int8_transformer_is_dynamic_and_close(tiny_onnx_pipeline, tiny_onnx_bundle):
+    path = str(tiny_onnx_bundle / ex.INT8_FILE)
     ex.check_onnx_file(path, {name: [0, 1] for name in ex.TRANSFORMER_INPUTS}, {"logits": [0]})
-    assert os.path.getsize(path) < os.path.getsize(tiny_bundle / ex.FILES["transformer"])
+    assert os.path.getsize(path) < os.path.getsize(tiny_onnx_bundle / ex.FILES["transformer"])
     import torch
 
     pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    inputs = ex.transformer_parity_inputs(tiny_pipe, tiny_pipe.image_tokenizer.encode(pixels), ["men shirt", "women bag", "shoes"])
-    r = ex.parity_transformer(path, tiny_pipe.transformer, inputs)
+    inputs = ex.transformer_parity_inputs(tiny_onnx_pipeline, tiny_onnx_pipeline.image_tokenizer.encode(pixels), ["men shirt", "women bag", "shoes"])
+    r = ex.parity_transformer(path, tiny_onnx_pipeline.transformer, inputs)
     assert r["batch"] == 3
     assert r["argmax_match"] >= 0.5, r  # int8 is approximate; the shipped model's agreement is measured by the benchmark
 
 
-def test_fp16_encoder_export_for_strongly_typed_tensorrt(tiny_pipe, tmp_path):
+def test_fp16_encoder_export_for_strongly_typed_tensorrt(tiny_onnx_pipeline, tmp_path):
     """TensorRT >= 11 needs float16 graphs: the encoder CNN in half precision, the codebook search in float32."""
     import onnx
 
-    paths = ex.export_fp16_graphs(tiny_pipe, str(tmp_path), components=["image_encoder"])
+    paths = ex.export_fp16_graphs(tiny_onnx_pipeline, str(tmp_path), components=["image_encoder"])
     assert set(paths) == {"image_encoder"}
     model = onnx.load(paths["image_encoder"])
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 pixels in
@@ -280,9 +247,9 @@ def test_fp16_encoder_export_for_strongly_typed_tensorrt(tiny_pipe, tmp_path):
     codebook = [i for i in model.graph.initializer if sorted(i.dims) == [4, 4, 32]]
     assert codebook and all(i.data_type == onnx.TensorProto.FLOAT for i in codebook)
     # the original pipeline is untouched (float32)
-    assert tiny_pipe.transformer.dtype == tiny_pipe.decoder.dtype == tiny_pipe.image_tokenizer.dtype
+    assert tiny_onnx_pipeline.transformer.dtype == tiny_onnx_pipeline.decoder.dtype == tiny_onnx_pipeline.image_tokenizer.dtype
     with pytest.raises(ValueError, match="unknown components"):
-        ex.export_fp16_graphs(tiny_pipe, str(tmp_path), components=["vae"])
+        ex.export_fp16_graphs(tiny_onnx_pipeline, str(tmp_path), components=["vae"])
 
 
 def test_export_cli_errors(tmp_path, capsys):
@@ -303,15 +270,15 @@ def test_export_cli_errors(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------- shipped model
 @pytest.mark.slow
-@requires_test_split
-def test_shipped_model_export_and_parity(tmp_path_factory, test_rows):
+def test_shipped_model_export_and_parity(shipped_onnx_bundle, real_images):
     from m6_fashion import M6FashionPipeline
 
     pipe = M6FashionPipeline.from_pretrained()
     pipe.set_progress_bar_config(disable=True)
-    bundle = shipped_bundle_dir(tmp_path_factory, pipe)
-    images = [r["image"] for r in test_rows]
-    parity = ex.run_parity(pipe, str(bundle), images, batches=(1, 5), prompts=[r["text"] for r in test_rows], strict=False)
+    bundle = shipped_onnx_bundle
+    rows = real_images[:8]
+    images = [r["image"] for r in rows]
+    parity = ex.run_parity(pipe, str(bundle), images, batches=(1, 5), prompts=[r["text"] for r in rows], strict=False)
     for r in parity["image_encoder"]:
         assert r["token_match"] >= ex.TOKEN_MATCH_MIN, r
     for r in parity["image_decoder"]:
@@ -337,8 +304,8 @@ def _tensorrt_missing() -> bool:
 TENSORRT_SKIP = "TensorRT is not installed (needs an NVIDIA GPU and `pip install tensorrt`); engines cannot be built on CPU machines"
 
 
-def test_tensorrt_profiles_follow_the_bundle_geometry(tiny_bundle):
-    cfg = json.loads((tiny_bundle / ex.BUNDLE_JSON).read_text())
+def test_tensorrt_profiles_follow_the_bundle_geometry(tiny_onnx_bundle):
+    cfg = json.loads((tiny_onnx_bundle / ex.BUNDLE_JSON).read_text())
     p = bt.profiles_for(cfg, 1, 4, 16)
     assert p["image_encoder"]["pixel_values"] == ((1, 3, 32, 32), (4, 3, 32, 32), (16, 3, 32, 32))
     short = cfg["geometry"]["max_text_length"] + 2 + 64
@@ -348,23 +315,23 @@ def test_tensorrt_profiles_follow_the_bundle_geometry(tiny_bundle):
 
 
 @pytest.mark.skipif(not _tensorrt_missing(), reason="tensorrt is installed: the missing-TensorRT message cannot be shown")
-def test_build_tensorrt_fails_clearly_without_tensorrt(tiny_bundle):
+def test_build_tensorrt_fails_clearly_without_tensorrt(tiny_onnx_bundle):
     with pytest.raises(SystemExit, match="TensorRT is not installed"):
-        bt.main(["--bundle", str(tiny_bundle)])
+        bt.main(["--bundle", str(tiny_onnx_bundle)])
 
 
 @pytest.mark.skipif(_tensorrt_missing(), reason=TENSORRT_SKIP)
-def test_build_tensorrt_engines_and_parity(tiny_pipe, tiny_bundle, tmp_path):
+def test_build_tensorrt_engines_and_parity(tiny_onnx_pipeline, tiny_onnx_bundle, fashion_test_parquet, tmp_path):
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("TensorRT is installed but no CUDA device is visible")
     model_dir = tmp_path / "pipe"
-    tiny_pipe.save_pretrained(str(model_dir))
-    args = ["--bundle", str(tiny_bundle), "--model", str(model_dir), "--out", str(tmp_path / "trt"), "--max-batch", "8",
+    tiny_onnx_pipeline.save_pretrained(str(model_dir))
+    args = ["--bundle", str(tiny_onnx_bundle), "--model", str(model_dir), "--out", str(tmp_path / "trt"), "--max-batch", "8",
             "--opt-batch", "4", "--parity-batches", "1", "5"]
-    if FASHION_TEST.is_file():
-        args += ["--parity-data", str(FASHION_TEST)]
+    if fashion_test_parquet is not None:
+        args += ["--parity-data", str(fashion_test_parquet)]
     report = bt.main(args)
     assert set(report["engines"]) == {"image_encoder", "image_decoder", "transformer"}
     for r in report["parity"]["image_encoder"]:

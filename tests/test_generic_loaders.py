@@ -148,3 +148,12 @@ def test_hub_id_loads_with_both_generic_loaders_from_the_hub_cache(tiny_pipeline
         print(json.dumps({{"pipe": type(pipe).__name__, "model": type(model).__name__, "dtype": str(model.dtype)}}))
     """)
     assert _last_json(proc) == {"pipe": "M6FashionPipeline", "model": "M6FashionTransformer", "dtype": "torch.float32"}
+
+
+def test_shipped_entry_points_are_the_package_source():
+    """The shipped folder's entry files hold `m6_fashion/hub_entry.py` (in the repository they link to it), as
+    `save_pretrained` writes them; they cannot drift."""
+    from m6_fashion import hub_entry
+
+    for copy in (os.path.join(SHIPPED, "m6_fashion_pipeline.py"), os.path.join(SHIPPED, "transformer", "modeling_m6fashion.py")):
+        assert open(hub_entry.__file__, "rb").read() == open(copy, "rb").read(), f"{copy} differs: re-save the shipped model"

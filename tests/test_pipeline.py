@@ -55,14 +55,24 @@ def test_inpainting_keeps_tokens_and_pixels_outside_mask(tiny_pipeline, real_ima
 
 
 def test_outpainting_extends_the_canvas(tiny_pipeline, real_images):
-    box = (16, 16, 48, 48)
-    out = tiny_pipeline(image=real_images[1]["image"], image_box=box, generator=_g(), output_type="tokens")
+    from m6_fashion.image_processing import fit_onto
+
+    image, box = real_images[1]["image"], (16, 16, 48, 48)
+    out = tiny_pipeline(image=image, image_box=box, generator=_g(), output_type="pt")
     assert out.tokens.shape == (1, 16, 16, 4)
-    # the placed image's cells are kept: encode the same canvas and compare inside the box
+    # the placed image's cells are kept: the image fitted into the box of a white canvas, encoded, inside the box
     top, left, h, w = tiny_pipeline.box_to_cells(box)
+    c = tiny_pipeline.cell
+    sheet = PIL.Image.new("RGB", (64, 64), (255, 255, 255))
+    sheet.paste(fit_onto(image, w * c, h * c), (left * c, top * c))
     inside = torch.zeros(16, 16, dtype=torch.bool)
     inside[top : top + h, left : left + w] = True
-    assert (out.tokens[0][~inside] < 256).all()
+    assert torch.equal(out.tokens[0][inside], _tokens_of(tiny_pipeline, sheet).reshape(16, 16, 4)[inside])
+    assert (out.tokens[0][~inside] < 256).all()  # everything around it is sampled
+    assert not torch.equal(out.tokens[0][~inside], _tokens_of(tiny_pipeline, sheet).reshape(16, 16, 4)[~inside])
+    # and its pixels are pasted back
+    pixels = preprocess(sheet, 64)[0][:, top * c : (top + h) * c, left * c : (left + w) * c]
+    assert torch.allclose(out.images[0][:, top * c : (top + h) * c, left * c : (left + w) * c], pixels, atol=1e-6)
 
 
 def test_local_editing_with_reference_patches(tiny_pipeline, real_images):
@@ -90,11 +100,49 @@ def test_style_mixing_takes_regions_from_both(tiny_pipeline, real_images):
     assert torch.equal(got[region & ~seam], tb[region & ~seam])
 
 
-def test_classifier_free_guidance_and_callback(tiny_pipeline):
-    seen = []
-    out = tiny_pipeline("Women Pink Handbag", guidance_scale=3.0, num_inference_steps=4, generator=_g(),
-                        callback_on_step_end=lambda p, i, t, kw: seen.append(i) or kw, output_type="tokens")
-    assert seen == [0, 1, 2, 3] and out.tokens.shape == (1, 16, 16, 4)
+def _text_reading_pipeline(tiny_pipeline):
+    """`tiny_pipeline` with a transformer of the same config initialised at `initializer_range=0.5`: at the default
+    0.02 a tiny random model hardly reads the text (conditional and unconditional logits differ by about 1e-4, so
+    guidance changes at most a few of 1024 codes), at 0.5 the prompt visibly changes its predictions."""
+    from m6_fashion import M6FashionConfig, M6FashionTransformer
+
+    config = M6FashionConfig.from_dict({**tiny_pipeline.transformer.config.to_dict(), "initializer_range": 0.5})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = M6FashionTransformer(config).eval()
+    pipe = M6FashionPipeline(**{**tiny_pipeline.components, "transformer": transformer})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_classifier_free_guidance_and_callback(tiny_pipeline, real_images):
+    """guidance_scale > 1 runs an unconditional pass beside every conditional one, and changes the tokens against
+    guidance 1.0 with the same seed; the callback sees every pass and its last tokens are the output."""
+    pipe = _text_reading_pipeline(tiny_pipeline)
+    prompt = real_images[2]["text"]
+    forwards = []  # the logits of the sampling passes (prefix encodings return none: shape (B, 0, M, K))
+
+    def keep(module, args, output):
+        if output.logits.shape[1]:
+            forwards.append(output.logits)
+
+    hook = pipe.transformer.register_forward_hook(keep)
+    try:
+        plain = pipe(prompt, guidance_scale=1.0, num_inference_steps=4, generator=_g(), output_type="tokens").tokens
+        assert len(forwards) == 4  # no unconditional pass at 1.0
+        forwards.clear()
+        seen = []
+        out = pipe(prompt, guidance_scale=3.0, num_inference_steps=4, generator=_g(),
+                   callback_on_step_end=lambda p, i, t, kw: seen.append((i, kw["tokens"].clone())) or kw,
+                   output_type="tokens")
+    finally:
+        hook.remove()
+    assert len(forwards) == 8  # a conditional and an unconditional pass per step
+    assert not torch.allclose(forwards[0], forwards[1])  # the unconditional pass does not see the prompt
+    assert [i for i, _ in seen] == [0, 1, 2, 3] and out.tokens.shape == (1, 16, 16, 4)
+    assert torch.equal(seen[-1][1].reshape(out.tokens.shape), out.tokens)
+    changed = (out.tokens != plain).float().mean().item()
+    assert changed > 0.5, changed  # same seed, only the guidance differs (measured: about 90% of the codes)
 
 
 def test_save_load_round_trip_identical(tiny_pipeline, tmp_path):

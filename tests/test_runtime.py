@@ -22,46 +22,18 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_DIR = REPO_ROOT / "runtime"
 RUNTIME_SRC = RUNTIME_DIR / "src"
-for p in (str(RUNTIME_SRC), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if str(RUNTIME_SRC) not in sys.path:
+    sys.path.insert(0, str(RUNTIME_SRC))
 
 import m6_fashion_runtime as mrt  # noqa: E402
 from m6_fashion_runtime.layout import build_model_inputs as np_build_model_inputs  # noqa: E402
 from m6_fashion_runtime.scheduler import SMARTSampler  # noqa: E402
-from conftest import build_tiny_pipeline, tiny_bundle_dir, tiny_hr_bundle_dir  # noqa: E402
-from test_export_onnx import FASHION_TEST, real_test_rows, shipped_bundle_dir  # noqa: E402
 
 FORBIDDEN = ("torch", "m6_fashion", "transformers", "diffusers", "accelerate", "safetensors")
-requires_test_split = pytest.mark.skipif(not FASHION_TEST.is_file(), reason="fashion-product-images test split not found beside the repo")
 
-
-@pytest.fixture(scope="module")
-def tiny_pipe():
-    return build_tiny_pipeline(deterministic=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    return tiny_bundle_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def tiny_hr_pipe():
-    """The tiny pipeline with its decoder_hr (128-px canvas, 16 px cells): default output 96x128."""
-    return build_tiny_pipeline(deterministic=True, hr=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_hr_bundle(tmp_path_factory):
-    return tiny_hr_bundle_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def test_rows():
-    if not FASHION_TEST.is_file():
-        pytest.skip("fashion-product-images test split not found beside the repo")
-    return real_test_rows(6)
+# The tiny pipelines (`tiny_onnx_pipeline`, `tiny_onnx_hr_pipeline`: deterministic SMART sampler), their bundles
+# (`tiny_onnx_bundle`, `tiny_onnx_hr_bundle`), the shipped model's bundle (`shipped_onnx_bundle`) and the real
+# test-split rows (`real_images`) are fixtures of conftest.py.
 
 
 def _half_mask(size):
@@ -102,13 +74,13 @@ def test_runtime_pyproject_declares_only_the_small_dependencies():
 
 
 # ---------------------------------------------------------------------------------------------- numpy mirrors
-def test_numpy_layout_matches_sequence_layout(tiny_pipe, tiny_bundle):
+def test_numpy_layout_matches_sequence_layout(tiny_onnx_pipeline, tiny_onnx_bundle):
     import torch
 
     from m6_fashion.models.sequence_layout import build_model_inputs, crop_patch
 
-    bundle = mrt.load_bundle(str(tiny_bundle))
-    cfg = tiny_pipe.transformer.config
+    bundle = mrt.load_bundle(str(tiny_onnx_bundle))
+    cfg = tiny_onnx_pipeline.transformer.config
     rng = np.random.default_rng(0)
     grid = torch.from_numpy(rng.integers(0, 32, (8, 8, 4)))
     cases = [
@@ -189,15 +161,15 @@ def _agreement(a, b) -> str:
     return f"token agreement {np.mean(np.asarray(a) == np.asarray(b)):.4%}"
 
 
-def test_runtime_matches_pipeline_tokens_text_to_image(tiny_pipe, tiny_bundle):
-    rt = mrt.M6FashionRuntime(str(tiny_bundle))
+def test_runtime_matches_pipeline_tokens_text_to_image(tiny_onnx_pipeline, tiny_onnx_bundle):
+    rt = mrt.M6FashionRuntime(str(tiny_onnx_bundle))
     prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes"]
     for kwargs in ({"num_inference_steps": 10}, {"num_inference_steps": 4, "num_images_per_prompt": 2}, {"num_inference_steps": 3, "guidance_scale": 2.0}):
-        ref = tiny_pipe(prompts, output_type="tokens", **kwargs).tokens.numpy()
+        ref = tiny_onnx_pipeline(prompts, output_type="tokens", **kwargs).tokens.numpy()
         got = rt(prompts, output_type="tokens", **kwargs).tokens
         assert got.shape == ref.shape
         assert (got == ref).all(), f"{kwargs}: {_agreement(got, ref)}"
-    ref = tiny_pipe(None, output_type="tokens", num_inference_steps=5).tokens.numpy()
+    ref = tiny_onnx_pipeline(None, output_type="tokens", num_inference_steps=5).tokens.numpy()
     assert (rt(None, output_type="tokens", num_inference_steps=5).tokens == ref).all()
 
 
@@ -212,11 +184,11 @@ def _without_split(src: Path, dst: Path) -> Path:
     return b
 
 
-def test_prefix_cached_passes_give_the_full_pass_tokens(tiny_bundle, tmp_path):
+def test_prefix_cached_passes_give_the_full_pass_tokens(tiny_onnx_bundle, tmp_path):
     """The split graphs (prefix once, target every pass) and the full-pass graph make the same tokens, with and
     without guidance, with a reference patch (a longer prefix) and in sampling mode at one seed."""
-    split = mrt.M6FashionRuntime(str(tiny_bundle))
-    full = mrt.M6FashionRuntime(str(_without_split(tiny_bundle, tmp_path / "full")))
+    split = mrt.M6FashionRuntime(str(tiny_onnx_bundle))
+    full = mrt.M6FashionRuntime(str(_without_split(tiny_onnx_bundle, tmp_path / "full")))
     assert split.uses_prefix_cache and not full.uses_prefix_cache
     prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes"]
     patch = Image.new("RGB", (16, 16), (200, 30, 30))
@@ -227,44 +199,44 @@ def test_prefix_cached_passes_give_the_full_pass_tokens(tiny_bundle, tmp_path):
         b = full(prompts, output_type="tokens", **kwargs).tokens
         assert (a == b).all(), f"{kwargs}: {_agreement(a, b)}"
     # the int8 target graph runs too (its tokens differ from float32 by quantisation)
-    int8 = mrt.M6FashionRuntime(str(tiny_bundle), int8=True)
+    int8 = mrt.M6FashionRuntime(str(tiny_onnx_bundle), int8=True)
     assert int8(prompts[:1], output_type="tokens", num_inference_steps=3).tokens.shape == (1, 8, 8, 4)
 
 
-@requires_test_split
-def test_runtime_matches_pipeline_inpainting_on_real_images(tiny_pipe, tiny_bundle, test_rows):
-    rt = mrt.M6FashionRuntime(str(tiny_bundle))
-    images = [r["image"] for r in test_rows[:3]]
+def test_runtime_matches_pipeline_inpainting_on_real_images(tiny_onnx_pipeline, tiny_onnx_bundle, real_images):
+    rt = mrt.M6FashionRuntime(str(tiny_onnx_bundle))
+    images = [r["image"] for r in real_images[:3]]
     masks = [_half_mask(im.size) for im in images]
-    prompts = [r["text"] for r in test_rows[:3]]
-    ref = tiny_pipe(prompts, image=images, mask_image=masks, output_type="np", num_inference_steps=6)
+    prompts = [r["text"] for r in real_images[:3]]
+    ref = tiny_onnx_pipeline(prompts, image=images, mask_image=masks, output_type="np", num_inference_steps=6)
     got = rt(prompts, image=images, mask_image=masks, output_type="np", num_inference_steps=6)
     assert (got.tokens == ref.tokens.numpy()).all(), _agreement(got.tokens, ref.tokens.numpy())
     diff = np.abs(got.images.astype(int) - ref.images.astype(int))
     assert diff.max() <= 1, f"pixel uint8 max diff {diff.max()}"
     # outpainting: the image shrunk into a box, the rest generated
-    ref = tiny_pipe(prompts[0], image=images[0], image_box=(8, 8, 24, 24), output_type="tokens", num_inference_steps=4).tokens.numpy()
+    ref = tiny_onnx_pipeline(prompts[0], image=images[0], image_box=(8, 8, 24, 24), output_type="tokens",
+                             num_inference_steps=4).tokens.numpy()
     got = rt(prompts[0], image=images[0], image_box=(8, 8, 24, 24), output_type="tokens", num_inference_steps=4).tokens
     assert (got == ref).all(), _agreement(got, ref)
 
 
-@requires_test_split
-def test_runtime_matches_pipeline_local_editing_and_style_mixing(tiny_pipe, tiny_bundle, test_rows):
-    rt = mrt.M6FashionRuntime(str(tiny_bundle))
-    a, b, c = (r["image"] for r in test_rows[:3])
+def test_runtime_matches_pipeline_local_editing_and_style_mixing(tiny_onnx_pipeline, tiny_onnx_bundle, real_images):
+    rt = mrt.M6FashionRuntime(str(tiny_onnx_bundle))
+    a, b, c = (r["image"] for r in real_images[:3])
     # local editing, text-guided, with one and with two reference patches (several visual conditions)
     for refs, prompt in (([(b, (0, 0, 16, 16))], "Men Black Shoes"), ([(a, (0, 0, 8, 16)), (c, (16, 8, 24, 16))], None)):
-        ref = tiny_pipe(prompt, reference_images=refs, output_type="tokens", num_inference_steps=5).tokens.numpy()
+        ref = tiny_onnx_pipeline(prompt, reference_images=refs, output_type="tokens", num_inference_steps=5).tokens.numpy()
         got = rt(prompt, reference_images=refs, output_type="tokens", num_inference_steps=5).tokens
         assert (got == ref).all(), _agreement(got, ref)
     # local editing inside a masked region of an image
-    ref = tiny_pipe(image=a, mask_image=_half_mask(a.size), reference_images=[(b, (0, 16, 16, 32))], output_type="tokens",
+    ref = tiny_onnx_pipeline(image=a, mask_image=_half_mask(a.size), reference_images=[(b, (0, 16, 16, 32))], output_type="tokens",
                     num_inference_steps=4).tokens.numpy()
     got = rt(image=a, mask_image=_half_mask(a.size), reference_images=[(b, (0, 16, 16, 32))], output_type="tokens",
              num_inference_steps=4).tokens
     assert (got == ref).all(), _agreement(got, ref)
     # style mixing: the seam only (refine_ratio=0 has no random part, so both sides re-sample the same cells)
-    ref = tiny_pipe(image=a, style_image=b, mask_image=_half_mask(a.size), refine_ratio=0.0, output_type="np", num_inference_steps=4)
+    ref = tiny_onnx_pipeline(image=a, style_image=b, mask_image=_half_mask(a.size), refine_ratio=0.0, output_type="np",
+                             num_inference_steps=4)
     got = rt(image=a, style_image=b, mask_image=_half_mask(a.size), refine_ratio=0.0, output_type="np", num_inference_steps=4)
     assert (got.tokens == ref.tokens.numpy()).all(), _agreement(got.tokens, ref.tokens.numpy())
     assert np.abs(got.images.astype(int) - ref.images.astype(int)).max() <= 1
@@ -278,7 +250,7 @@ def test_runtime_matches_pipeline_local_editing_and_style_mixing(tiny_pipe, tiny
     assert kept.sum() >= 32 and (got.tokens.reshape(1, 64, -1)[kept] == expected[kept]).all()
 
 
-def test_numpy_seam_matches_the_pipeline_seam(tiny_pipe):
+def test_numpy_seam_matches_the_pipeline_seam(tiny_onnx_pipeline):
     import torch
 
     from m6_fashion_runtime.pipeline import seam
@@ -286,52 +258,51 @@ def test_numpy_seam_matches_the_pipeline_seam(tiny_pipe):
     region = np.zeros((2, 64), dtype=bool)
     region[0, 32:] = True  # lower half
     region[1, [9, 10, 17, 18, 63]] = True  # a block and a corner cell
-    ref = tiny_pipe._seam(torch.from_numpy(region), 0.0, None).numpy()
+    ref = tiny_onnx_pipeline._seam(torch.from_numpy(region), 0.0, None).numpy()
     got = seam(region, 8, 0.0, np.random.default_rng(0))
     assert (got == ref).all()
     assert got[0].reshape(8, 8)[3:5].all() and not got[0].reshape(8, 8)[[0, 1, 2, 5, 6, 7]].any()
 
 
-def test_runtime_cli_edit_and_mix(tiny_bundle, test_rows, tmp_path):
+def test_runtime_cli_edit_and_mix(tiny_onnx_bundle, real_images, tmp_path):
     from m6_fashion_runtime.cli import main
 
-    a, b = test_rows[0]["image"], test_rows[1]["image"]
+    a, b = real_images[0]["image"], real_images[1]["image"]
     a.save(tmp_path / "a.png")
     b.save(tmp_path / "b.png")
     _half_mask(a.size).save(tmp_path / "m.png")
-    main(["edit", "--bundle", str(tiny_bundle), "--reference", str(tmp_path / "b.png"), "--box", "0", "0", "16", "16",
+    main(["edit", "--bundle", str(tiny_onnx_bundle), "--reference", str(tmp_path / "b.png"), "--box", "0", "0", "16", "16",
           "--prompt", "Men Black Shoes", "--steps", "2", "--out", str(tmp_path / "edit.png")])
-    main(["mix", "--bundle", str(tiny_bundle), "--image", str(tmp_path / "a.png"), "--style-image", str(tmp_path / "b.png"),
+    main(["mix", "--bundle", str(tiny_onnx_bundle), "--image", str(tmp_path / "a.png"), "--style-image", str(tmp_path / "b.png"),
           "--mask", str(tmp_path / "m.png"), "--steps", "2", "--out", str(tmp_path / "mix.png")])
     from PIL import Image
 
     assert Image.open(tmp_path / "edit.png").size == (32, 32) and Image.open(tmp_path / "mix.png").size == (32, 32)
     with pytest.raises(SystemExit, match="one --box per --reference"):
-        main(["edit", "--bundle", str(tiny_bundle), "--reference", str(tmp_path / "b.png"), "--box", "0", "0", "16", "16",
+        main(["edit", "--bundle", str(tiny_onnx_bundle), "--reference", str(tmp_path / "b.png"), "--box", "0", "0", "16", "16",
               "--box", "0", "0", "8", "8", "--out", str(tmp_path / "x.png")])
 
 
 @pytest.mark.slow
-@requires_test_split
-def test_runtime_matches_shipped_pipeline_tokens(tmp_path_factory, test_rows):
+def test_runtime_matches_shipped_pipeline_tokens(shipped_onnx_bundle, real_images):
     from m6_fashion import M6FashionPipeline, SMARTScheduler
 
-    bundle = shipped_bundle_dir(tmp_path_factory)
+    bundle = shipped_onnx_bundle
     pipe = M6FashionPipeline.from_pretrained()
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = SMARTScheduler.from_config(pipe.scheduler.config, deterministic=True)
     rt = mrt.M6FashionRuntime(str(bundle))
-    prompts = [r["text"] for r in test_rows[:2]]
+    prompts = [r["text"] for r in real_images[:2]]
     ref = pipe(prompts, output_type="tokens", num_inference_steps=8).tokens.numpy()
     got = rt(prompts, deterministic=True, output_type="tokens", num_inference_steps=8).tokens
     assert (got == ref).all(), f"text-to-image: {_agreement(got, ref)}"
-    image = test_rows[2]["image"]
+    image = real_images[2]["image"]
     ref = pipe(prompts[0], image=image, mask_image=_half_mask(image.size), output_type="tokens", num_inference_steps=4).tokens.numpy()
     got = rt(prompts[0], image=image, mask_image=_half_mask(image.size), deterministic=True, output_type="tokens", num_inference_steps=4).tokens
     assert (got == ref).all(), f"inpainting: {_agreement(got, ref)}"
     # a reference patch on the default 192x256 output (boxes shift by the 32-px crop margin on the 256-px canvas)
     assert rt.default_size == pipe.default_size == (256, 192)
-    refs = [(test_rows[3]["image"], (0, 0, 96, 128))]
+    refs = [(real_images[3]["image"], (0, 0, 96, 128))]
     ref = pipe(prompts[0], reference_images=refs, output_type="tokens", num_inference_steps=4).tokens.numpy()
     got = rt(prompts[0], reference_images=refs, deterministic=True, output_type="tokens", num_inference_steps=4).tokens
     assert (got == ref).all(), f"reference patch: {_agreement(got, ref)}"
@@ -354,8 +325,9 @@ def _canvas_or_error(fn, height, width):
 
 
 @pytest.mark.parametrize("hr", [False, True], ids=["sample_size only", "with decoder_hr"])
-def test_runtime_sizes_defaults_and_errors_are_the_pipelines(hr, tiny_pipe, tiny_hr_pipe, tiny_bundle, tiny_hr_bundle):
-    pipe, bundle = (tiny_hr_pipe, tiny_hr_bundle) if hr else (tiny_pipe, tiny_bundle)
+def test_runtime_sizes_defaults_and_errors_are_the_pipelines(hr, tiny_onnx_pipeline, tiny_onnx_hr_pipeline, tiny_onnx_bundle,
+                                                             tiny_onnx_hr_bundle):
+    pipe, bundle = (tiny_onnx_hr_pipeline, tiny_onnx_hr_bundle) if hr else (tiny_onnx_pipeline, tiny_onnx_bundle)
     rt = mrt.M6FashionRuntime(str(bundle))
     assert rt.default_size == pipe.default_size == ((128, 96) if hr else (32, 32))
     assert rt.canvas_sides() == pipe.canvas_sides()
@@ -369,11 +341,11 @@ def test_runtime_sizes_defaults_and_errors_are_the_pipelines(hr, tiny_pipe, tiny
             assert got_canvas.box_to_cells(box) == ref_canvas.box_to_cells(box), (height, width, box)
 
 
-def test_runtime_matches_pipeline_text_to_image_at_the_portrait_size(tiny_hr_pipe, tiny_hr_bundle):
-    rt = mrt.M6FashionRuntime(str(tiny_hr_bundle))
+def test_runtime_matches_pipeline_text_to_image_at_the_portrait_size(tiny_onnx_hr_pipeline, tiny_onnx_hr_bundle):
+    rt = mrt.M6FashionRuntime(str(tiny_onnx_hr_bundle))
     prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag"]
     for size in ({}, {"height": 64, "width": 128}, {"height": 32, "width": 24}):
-        ref = tiny_hr_pipe(prompts, output_type="np", num_inference_steps=4, **size)
+        ref = tiny_onnx_hr_pipeline(prompts, output_type="np", num_inference_steps=4, **size)
         got = rt(prompts, output_type="np", num_inference_steps=4, **size)
         assert (got.tokens == ref.tokens.numpy()).all(), f"{size}: {_agreement(got.tokens, ref.tokens.numpy())}"
         assert got.images.shape == ref.images.shape
@@ -383,11 +355,10 @@ def test_runtime_matches_pipeline_text_to_image_at_the_portrait_size(tiny_hr_pip
     assert rt(prompts[0], num_inference_steps=2, height=64, width=128).images[0].size == (128, 64)
 
 
-@requires_test_split
-def test_runtime_matches_pipeline_boxes_and_masks_on_a_portrait_output(tiny_hr_pipe, tiny_hr_bundle, test_rows):
+def test_runtime_matches_pipeline_boxes_and_masks_on_a_portrait_output(tiny_onnx_hr_pipeline, tiny_onnx_hr_bundle, real_images):
     """Boxes on the 96x128 output sit one 16-px cell right of the canvas' left edge; every task at that size."""
-    rt = mrt.M6FashionRuntime(str(tiny_hr_bundle))
-    a, b, c = (r["image"] for r in test_rows[:3])
+    rt = mrt.M6FashionRuntime(str(tiny_onnx_hr_bundle))
+    a, b, c = (r["image"] for r in real_images[:3])
     cases = {
         "outpainting": dict(prompt="Men Navy Blue Shirt", image=a, image_box=(16, 16, 80, 112)),
         "reference patch": dict(prompt="Men Black Shoes", reference_images=[(b, (0, 0, 48, 64))]),
@@ -398,7 +369,7 @@ def test_runtime_matches_pipeline_boxes_and_masks_on_a_portrait_output(tiny_hr_p
         "outpainting at 64x128": dict(image=c, image_box=(30, 0, 90, 64), height=64, width=128),
     }
     for name, kwargs in cases.items():
-        ref = tiny_hr_pipe(output_type="np", num_inference_steps=4, **kwargs)
+        ref = tiny_onnx_hr_pipeline(output_type="np", num_inference_steps=4, **kwargs)
         got = rt(output_type="np", num_inference_steps=4, **kwargs)
         assert (got.tokens == ref.tokens.numpy()).all(), f"{name}: {_agreement(got.tokens, ref.tokens.numpy())}"
         assert got.images.shape == ref.images.shape == (ref.tokens.shape[0], kwargs.get("height", 128), kwargs.get("width", 96), 3), name
@@ -413,12 +384,12 @@ def test_runtime_matches_pipeline_boxes_and_masks_on_a_portrait_output(tiny_hr_p
     assert kept.sum() == 64 - 12 and (got.tokens.reshape(1, 64, -1)[kept] == base[kept]).all()
 
 
-def test_runtime_refuses_sizes_and_boxes_it_cannot_make(tiny_bundle, tiny_hr_bundle, tmp_path):
+def test_runtime_refuses_sizes_and_boxes_it_cannot_make(tiny_onnx_bundle, tiny_onnx_hr_bundle, tmp_path):
     from PIL import Image
 
     from m6_fashion_runtime.cli import main
 
-    rt = mrt.M6FashionRuntime(str(tiny_hr_bundle))
+    rt = mrt.M6FashionRuntime(str(tiny_onnx_hr_bundle))
     with pytest.raises(ValueError, match=r"cannot make a 96x100 \(width x height\) image; accepted: 32x32 canvas: height and "
                                          r"width each in \[16, 24, 32\]; 128x128 canvas \(decoder_hr\): height and width each in \[64, 96, 128\]$"):
         rt("x", height=100, width=96)
@@ -431,40 +402,41 @@ def test_runtime_refuses_sizes_and_boxes_it_cannot_make(tiny_bundle, tiny_hr_bun
     with pytest.raises(ValueError, match="cover 24 token cells.*at most 16"):
         rt("x", reference_images=[(Image.new("RGB", (8, 8)), (0, 0, 96, 64))])
     with pytest.raises(ValueError, match=r"accepted: 32x32 canvas: height and width each in \[16, 24, 32\] \(this bundle has no decoder_hr"):
-        mrt.M6FashionRuntime(str(tiny_bundle))("x", height=128, width=96)
+        mrt.M6FashionRuntime(str(tiny_onnx_bundle))("x", height=128, width=96)
     with pytest.raises(SystemExit, match=r"error: this model cannot make a 100x100"):
-        main(["generate", "--bundle", str(tiny_hr_bundle), "--height", "100", "--width", "100", "--out", str(tmp_path / "x.png")])
+        main(["generate", "--bundle", str(tiny_onnx_hr_bundle), "--height", "100", "--width", "100", "--out", str(tmp_path / "x.png")])
     assert not (tmp_path / "x.png").exists()
 
 
-def test_runtime_cli_height_width_and_info(tiny_hr_bundle, tmp_path, capsys):
+def test_runtime_cli_height_width_and_info(tiny_onnx_hr_bundle, tmp_path, capsys):
     from PIL import Image
 
     from m6_fashion_runtime.cli import main
 
-    main(["generate", "--bundle", str(tiny_hr_bundle), "--prompt", "Men Navy Blue Shirt", "--steps", "1", "--out", str(tmp_path / "d.png")])
+    main(["generate", "--bundle", str(tiny_onnx_hr_bundle), "--prompt", "Men Navy Blue Shirt", "--steps", "1",
+          "--out", str(tmp_path / "d.png")])
     assert Image.open(tmp_path / "d.png").size == (96, 128)
-    main(["generate", "--bundle", str(tiny_hr_bundle), "--steps", "1", "--height", "32", "--out", str(tmp_path / "h.png")])
+    main(["generate", "--bundle", str(tiny_onnx_hr_bundle), "--steps", "1", "--height", "32", "--out", str(tmp_path / "h.png")])
     assert Image.open(tmp_path / "h.png").size == (24, 32)  # one side keeps the default 3:4 aspect (on the 32-px canvas)
     Image.new("RGB", (60, 80), (200, 30, 30)).save(tmp_path / "in.png")
-    main(["outpaint", "--bundle", str(tiny_hr_bundle), "--image", str(tmp_path / "in.png"), "--box", "16", "16", "112", "112",
+    main(["outpaint", "--bundle", str(tiny_onnx_hr_bundle), "--image", str(tmp_path / "in.png"), "--box", "16", "16", "112", "112",
           "--height", "128", "--width", "128", "--steps", "1", "--out", str(tmp_path / "o.png")])
     assert Image.open(tmp_path / "o.png").size == (128, 128)
-    main(["edit", "--bundle", str(tiny_hr_bundle), "--image", str(tmp_path / "in.png"), "--reference", str(tmp_path / "in.png"),
+    main(["edit", "--bundle", str(tiny_onnx_hr_bundle), "--image", str(tmp_path / "in.png"), "--reference", str(tmp_path / "in.png"),
           "--box", "40", "60", "80", "100", "--steps", "1", "--out", str(tmp_path / "e.png")])  # the box of --image is edited
     assert Image.open(tmp_path / "e.png").size == (96, 128)
     with pytest.raises(SystemExit, match="--mask needs --image"):
-        main(["edit", "--bundle", str(tiny_hr_bundle), "--mask", str(tmp_path / "in.png"), "--reference", str(tmp_path / "in.png"),
+        main(["edit", "--bundle", str(tiny_onnx_hr_bundle), "--mask", str(tmp_path / "in.png"), "--reference", str(tmp_path / "in.png"),
               "--box", "0", "0", "8", "8", "--out", str(tmp_path / "x.png")])
     capsys.readouterr()
-    main(["info", "--bundle", str(tiny_hr_bundle), "--verify"])
+    main(["info", "--bundle", str(tiny_onnx_hr_bundle), "--verify"])
     info = json.loads(capsys.readouterr().out)
-    assert info["format_version"] == 3 and info["canvases"] == {"image_decoder": 32, "image_decoder_hr": 128}
+    assert info["format_version"] == 4 and info["canvases"] == {"image_decoder": 32, "image_decoder_hr": 128}
     assert info["default_size"] == {"height": 128, "width": 96} and "96x128" in info["output_sizes"] and "24x32" in info["output_sizes"]
 
 
-def test_bundle_canvases_are_checked_and_version_1_bundles_still_load(tiny_bundle, tiny_hr_bundle, tmp_path):
-    b = _copy_bundle(tiny_bundle, tmp_path / "v1")
+def test_bundle_canvases_are_checked_and_version_1_bundles_still_load(tiny_onnx_bundle, tiny_onnx_hr_bundle, tmp_path):
+    b = _copy_bundle(tiny_onnx_bundle, tmp_path / "v1")
     cfg = json.loads((b / "bundle.json").read_text())
     cfg["format_version"] = 1
     del cfg["canvases"], cfg["default_size"]
@@ -474,7 +446,7 @@ def test_bundle_canvases_are_checked_and_version_1_bundles_still_load(tiny_bundl
     assert rt("x", num_inference_steps=1).images[0].size == (32, 32)
 
     def broken(name, edit):
-        d = _copy_bundle(tiny_hr_bundle, tmp_path / name)
+        d = _copy_bundle(tiny_onnx_hr_bundle, tmp_path / name)
         cfg = json.loads((d / "bundle.json").read_text())
         edit(cfg)
         (d / "bundle.json").write_text(json.dumps(cfg))
@@ -488,7 +460,7 @@ def test_bundle_canvases_are_checked_and_version_1_bundles_still_load(tiny_bundl
         mrt.load_bundle(broken("bad_default", lambda c: c["default_size"].update(width=128)))
     with pytest.raises(mrt.BundleError, match="canvases names 'image_decoder_xl' but files has no such entry"):
         mrt.load_bundle(broken("unknown", lambda c: c["canvases"].update(image_decoder_xl=256)))
-    d = _copy_bundle(tiny_hr_bundle, tmp_path / "no_hr_file")
+    d = _copy_bundle(tiny_onnx_hr_bundle, tmp_path / "no_hr_file")
     (d / "image_decoder_hr.onnx").unlink()
     with pytest.raises(FileNotFoundError, match=r"image_decoder_hr\.onnx \(image_decoder_hr\) is missing"):
         mrt.load_bundle(str(d))
@@ -509,7 +481,7 @@ def _no_torch_env(tmp_path) -> dict:
     return env
 
 
-def test_runtime_cli_runs_where_torch_cannot_be_imported(tiny_bundle, tmp_path):
+def test_runtime_cli_runs_where_torch_cannot_be_imported(tiny_onnx_bundle, tmp_path):
     from PIL import Image
 
     env = _no_torch_env(tmp_path)
@@ -518,7 +490,7 @@ def test_runtime_cli_runs_where_torch_cannot_be_imported(tiny_bundle, tmp_path):
 
     script = (
         "import sys, m6_fashion_runtime as m\n"
-        f"rt = m.M6FashionRuntime({str(tiny_bundle)!r}, num_threads=1)\n"
+        f"rt = m.M6FashionRuntime({str(tiny_onnx_bundle)!r}, num_threads=1)\n"
         "out = rt('men navy blue shirt', num_inference_steps=3, seed=0)\n"
         "assert out.images[0].size == (32, 32)\n"
         "assert not any(k.split('.')[0] in ('torch', 'm6_fashion') and sys.modules[k] is not None for k in sys.modules)\n"
@@ -529,7 +501,7 @@ def test_runtime_cli_runs_where_torch_cannot_be_imported(tiny_bundle, tmp_path):
 
     cli = [sys.executable, "-m", "m6_fashion_runtime", ]
     out = tmp_path / "gen.png"
-    res = subprocess.run(cli + ["generate", "--bundle", str(tiny_bundle), "--prompt", "Women Pink Handbag", "--steps", "3",
+    res = subprocess.run(cli + ["generate", "--bundle", str(tiny_onnx_bundle), "--prompt", "Women Pink Handbag", "--steps", "3",
                                 "--num-images", "2", "--out", str(out), "--threads", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert out.is_file() and (tmp_path / "gen-1.png").is_file()
@@ -538,13 +510,13 @@ def test_runtime_cli_runs_where_torch_cannot_be_imported(tiny_bundle, tmp_path):
     src = tmp_path / "in.png"
     Image.new("RGB", (30, 40), (200, 30, 30)).save(src)
     _half_mask((30, 40)).save(tmp_path / "mask.png")
-    res = subprocess.run(cli + ["inpaint", "--bundle", str(tiny_bundle), "--image", str(src), "--mask", str(tmp_path / "mask.png"),
+    res = subprocess.run(cli + ["inpaint", "--bundle", str(tiny_onnx_bundle), "--image", str(src), "--mask", str(tmp_path / "mask.png"),
                                 "--prompt", "red dress", "--steps", "3", "--deterministic", "--int8", "--out", str(tmp_path / "inp.png")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert Image.open(tmp_path / "inp.png").size == (32, 32)
 
-    res = subprocess.run(cli + ["inpaint", "--bundle", str(tiny_bundle), "--image", str(tmp_path / "nope.png"), "--mask", str(src),
+    res = subprocess.run(cli + ["inpaint", "--bundle", str(tiny_onnx_bundle), "--image", str(tmp_path / "nope.png"), "--mask", str(src),
                                 "--out", str(tmp_path / "x.png")], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "does not exist" in res.stderr
 
@@ -555,21 +527,21 @@ def _copy_bundle(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_bad_bundles_give_clear_errors(tiny_bundle, tmp_path):
+def test_bad_bundles_give_clear_errors(tiny_onnx_bundle, tmp_path):
     with pytest.raises(mrt.BundleFileNotFoundError, match="does not exist"):
         mrt.load_bundle(str(tmp_path / "missing"))
 
-    b = _copy_bundle(tiny_bundle, tmp_path / "no_transformer")
+    b = _copy_bundle(tiny_onnx_bundle, tmp_path / "no_transformer")
     (b / "transformer.onnx").unlink()
     with pytest.raises(FileNotFoundError, match=r"transformer\.onnx \(transformer\) is missing.*m6-fashion export onnx"):
         mrt.M6FashionRuntime(str(b))
 
-    b = _copy_bundle(tiny_bundle, tmp_path / "no_json")
+    b = _copy_bundle(tiny_onnx_bundle, tmp_path / "no_json")
     (b / "bundle.json").unlink()
     with pytest.raises(FileNotFoundError, match="bundle.json is missing"):
         mrt.load_bundle(str(b))
 
-    b = _copy_bundle(tiny_bundle, tmp_path / "future")
+    b = _copy_bundle(tiny_onnx_bundle, tmp_path / "future")
     cfg = json.loads((b / "bundle.json").read_text())
     cfg["format_version"] = 99
     (b / "bundle.json").write_text(json.dumps(cfg))
@@ -580,26 +552,26 @@ def test_bad_bundles_give_clear_errors(tiny_bundle, tmp_path):
     with pytest.raises(mrt.BundleError, match="not valid JSON"):
         mrt.load_bundle(str(b))
 
-    b = _copy_bundle(tiny_bundle, tmp_path / "no_int8")
+    b = _copy_bundle(tiny_onnx_bundle, tmp_path / "no_int8")
     cfg = json.loads((b / "bundle.json").read_text())
     del cfg["files"]["transformer_int8"], cfg["files"]["transformer_target_int8"]
     (b / "bundle.json").write_text(json.dumps(cfg))
     with pytest.raises(FileNotFoundError, match="no int8 transformer.*--int8"):
         mrt.M6FashionRuntime(str(b), int8=True)
 
-    b = _copy_bundle(tiny_bundle, tmp_path / "half_split")
+    b = _copy_bundle(tiny_onnx_bundle, tmp_path / "half_split")
     cfg = json.loads((b / "bundle.json").read_text())
     del cfg["files"]["transformer_prefix"]
     (b / "bundle.json").write_text(json.dumps(cfg))
     with pytest.raises(mrt.BundleError, match="only one of.*transformer_prefix"):
         mrt.load_bundle(str(b))
 
-    b = _copy_bundle(tiny_bundle, tmp_path / "no_weights")
+    b = _copy_bundle(tiny_onnx_bundle, tmp_path / "no_weights")
     (b / "transformer.weights").unlink()
     with pytest.raises(FileNotFoundError, match=r"transformer\.weights \(transformer_weights\) is missing"):
         mrt.load_bundle(str(b))
 
-    b = _copy_bundle(tiny_bundle, tmp_path / "corrupt")
+    b = _copy_bundle(tiny_onnx_bundle, tmp_path / "corrupt")
     with open(b / "image_decoder.onnx", "ab") as f:
         f.write(b"\0")
     bundle = mrt.load_bundle(str(b))
@@ -609,16 +581,16 @@ def test_bad_bundles_give_clear_errors(tiny_bundle, tmp_path):
     from m6_fashion_runtime.cli import main
 
     with pytest.raises(SystemExit, match="format version 99"):
-        cfg = json.loads((tiny_bundle / "bundle.json").read_text())
+        cfg = json.loads((tiny_onnx_bundle / "bundle.json").read_text())
         cfg["format_version"] = 99
         (tmp_path / "future" / "bundle.json").write_text(json.dumps(cfg))
         main(["generate", "--bundle", str(tmp_path / "future"), "--out", str(tmp_path / "x.png")])
 
 
-def test_runtime_rejects_bad_inputs(tiny_bundle):
+def test_runtime_rejects_bad_inputs(tiny_onnx_bundle):
     from PIL import Image
 
-    rt = mrt.M6FashionRuntime(str(tiny_bundle))
+    rt = mrt.M6FashionRuntime(str(tiny_onnx_bundle))
     img = Image.new("RGB", (32, 32))
     with pytest.raises(ValueError, match="mask_image needs an image"):
         rt("x", mask_image=img)

@@ -1,5 +1,13 @@
 """SMARTScheduler: the re-masking schedule, editable regions, determinism."""
 
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -116,3 +124,84 @@ def test_categorical_sampling_matches_the_probabilities():
     freq = torch.stack([torch.bincount(draws[:, r], minlength=4).float() / 20000 for r in range(2)])
     assert torch.allclose(freq, probs, atol=0.015), freq
     assert (freq[:, 1] == 0).all() and (draws[:, 1] == 3).all()  # zero-probability tokens are never drawn
+
+
+# ---------------------------------------------------------------------------------------------- one schedule for both samplers
+RUNTIME_SRC = Path(__file__).resolve().parents[1] / "runtime" / "src"
+SHIPPED_SCHEDULER = Path(__file__).resolve().parents[1] / "src" / "m6_fashion" / "pretrained" / "m6-fashion-64" / "scheduler"
+
+
+def _runtime_scheduler():
+    if str(RUNTIME_SRC) not in sys.path:
+        sys.path.insert(0, str(RUNTIME_SRC))
+    import m6_fashion_runtime.scheduler as rsm
+
+    return rsm
+
+
+def test_sampling_core_imports_no_torch():
+    code = "import sys, m6_fashion_core.sampling; sys.exit('torch' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(RUNTIME_SRC), os.environ.get("PYTHONPATH", "")]))
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
+
+
+def test_config_keys_are_the_schedulers_and_the_saved_ones():
+    import inspect
+
+    from m6_fashion_core.sampling import SMART_CONFIG_KEYS
+
+    assert tuple(inspect.signature(SMARTScheduler.__init__).parameters)[1:] == SMART_CONFIG_KEYS
+    assert tuple(inspect.signature(_runtime_scheduler().SMARTSampler.__init__).parameters)[1:] == SMART_CONFIG_KEYS
+    saved = json.loads((SHIPPED_SCHEDULER / "scheduler_config.json").read_text())
+    assert {k for k in saved if not k.startswith("_")} == set(SMART_CONFIG_KEYS)
+
+
+def test_both_samplers_share_limits_checks_and_schedules():
+    import m6_fashion_core.sampling as core
+    from m6_fashion.schedulers import scheduling_smart as sm
+
+    rsm = _runtime_scheduler()
+    assert sm.check_temperature is rsm.check_temperature is core.check_temperature
+    assert (sm.MAX_INFERENCE_STEPS, sm.MAX_TEMPERATURE, sm.MASK_SCHEDULES) == (
+        rsm.MAX_INFERENCE_STEPS, rsm.MAX_TEMPERATURE, rsm.MASK_SCHEDULES)
+    for kw in (dict(mask_schedule="linear"), dict(alpha=0.1, beta=0.5), dict(temperature=0.0), dict(temperature_end=101),
+               dict(mask_token_id=0), dict(mask_token_id=True)):
+        with pytest.raises(ValueError) as torch_err:
+            SMARTScheduler(**{"mask_token_id": 8, **kw})
+        with pytest.raises(ValueError) as numpy_err:
+            rsm.SMARTSampler(**{"mask_token_id": 8, **kw})
+        assert str(torch_err.value) == str(numpy_err.value), kw
+    for cfg in (dict(), dict(mask_schedule="cosine"), dict(alpha=0.6, beta=0.3, temperature=2.0, temperature_end=0.5)):
+        s, r = SMARTScheduler(mask_token_id=8, **cfg), rsm.SMARTSampler(mask_token_id=8, **cfg)
+        for T in (1, 2, 3, 10):
+            s.set_timesteps(T)
+            assert r.set_timesteps(T).tolist() == s.timesteps.tolist() == list(range(T))
+            assert [s.remask_ratio(i) for i in range(T)] == [r.remask_ratio(i) for i in range(T)]
+            assert [s.temperature_at(i) for i in range(T)] == [r.temperature_at(i) for i in range(T)]
+
+
+def test_remasked_count_is_the_float32_product_torch_takes():
+    from m6_fashion_core.sampling import num_remasked
+
+    n = torch.arange(0, 5000)
+    for ratio in (0.65, 0.8, 0.2, 0.5, 1 / 3):
+        expected = torch.floor(n.float() * ratio).long().numpy()
+        np.testing.assert_array_equal(num_remasked(n.numpy(), ratio), expected)
+    assert int(num_remasked(180, 0.65)) == 116  # float64 would give 117
+
+
+def test_mask_code_has_one_name_in_both_samplers():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # diffusers warns on config attributes read off the object; this is a property
+        s = SMARTScheduler(mask_token_id=255)
+        assert s.mask_token_id == s.config.mask_token_id == 255
+    assert _runtime_scheduler().SMARTSampler.from_config(dict(s.config)).mask_token_id == 255
+
+
+def test_numpy_numbers_are_accepted_and_saved_as_python_numbers(tmp_path):
+    s = SMARTScheduler(mask_token_id=np.int64(8), temperature=np.float32(0.5), alpha=np.float32(0.75))
+    s.set_timesteps(np.int64(3), temperature=np.float32(2.0))
+    assert s.num_inference_steps == 3 and s.temperature_at(0) == 2.0
+    s.save_config(tmp_path)
+    saved = json.loads((tmp_path / "scheduler_config.json").read_text())
+    assert (saved["mask_token_id"], saved["temperature"], saved["alpha"]) == (8, 0.5, 0.75)

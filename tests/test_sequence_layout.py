@@ -101,3 +101,55 @@ def test_layout_errors(cfg):
         build_model_inputs(cfg, [[9]], zeros, [None, None])
     with pytest.raises(ValueError, match="does not fit"):
         crop_patch(zeros[0], (3, 3, 2, 2), G)
+
+
+def test_one_layout_for_torch_and_runtime(cfg):
+    """The torch module and the runtime call the numpy layout of ``m6_fashion_core``."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime" / "src"))
+    from m6_fashion_core import layout as core
+    from m6_fashion_runtime import layout as runtime_layout
+    from m6_fashion_runtime.bundle import Geometry
+
+    from m6_fashion.models import sequence_layout
+
+    for name in ("grid_shape", "check_box", "condition_segment_length", "split_prefix_and_target"):
+        assert getattr(sequence_layout, name) is getattr(core, name)
+    for name in ("box_to_positions", "condition_segment_length", "crop_patch", "grid_shape", "check_box"):
+        assert getattr(runtime_layout, name) is getattr(core, name)
+    assert runtime_layout.Patch is core.Patch
+    # the same batch through the torch wrapper, the core (config ids) and the runtime (bundle geometry + ids)
+    codes = torch.randint(0, K, (2, N, M), generator=torch.Generator().manual_seed(1))
+    patch = crop_patch(codes[0], (1, 1, 2, 2), G)
+    ref = build_model_inputs(cfg, [[9, 10], []], codes, [[patch], None])
+    np_patch = (patch[0].numpy(), patch[1].numpy())
+    got = core.build_model_inputs(cfg, [[9, 10], []], codes.numpy(), [[np_patch], None])
+    geo = Geometry(sample_size=4 * G, grid_size=G, num_groups=M, codebook_size=K, num_image_tokens=N, max_text_length=T,
+                   max_condition_tokens=10, max_position_embeddings=64, vocab_size=30)
+    special = {key: getattr(cfg, f"{key}_token_id") for key in ("pad", "unk", "sep", "eov", "eot", "img", "mask")}
+    runtime = runtime_layout.build_model_inputs(geo, special, [[9, 10], []], codes.numpy(), [[np_patch], None])
+    for key, value in ref.items():
+        assert value.dtype == torch.long and value.device.type == "cpu"
+        np.testing.assert_array_equal(got[key], value.numpy(), err_msg=key)
+        np.testing.assert_array_equal(runtime[key], value.numpy(), err_msg=key)
+    assert core.crop_patch(codes[0].numpy(), (1, 1, 2, 2), G)[1].tolist() == patch[1].tolist()
+    with pytest.raises(ValueError, match="no MASK in conditions"):
+        runtime_layout.build_model_inputs(geo, special, [[9]], None, [[(np.full((1, M), K), np.array([0]))]])
+
+
+def test_tensor_text_with_attention_mask(cfg):
+    text = torch.tensor([[9, 10, 11], [12, 0, 13]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 1]])
+    out = build_model_inputs(cfg, text, None, None, mask)
+    t0 = 1  # no conditions: EOV at 0, text from 1
+    assert out["input_ids"][0, t0 : t0 + 3].tolist() == [9, 10, cfg.pad_token_id]
+    assert out["input_ids"][1, t0 : t0 + 3].tolist() == [12, 13, cfg.pad_token_id]
+    assert out["attention_mask"][:, t0 : t0 + T].tolist() == [[1, 1, 0, 0, 0]] * 2
+    with pytest.raises(ValueError, match="text_attention_mask must have the shape"):
+        build_model_inputs(cfg, text, None, None, mask[:, :2])
+    with pytest.raises(TypeError, match="integer tensor"):
+        build_model_inputs(cfg, [[9]], torch.zeros(1, N, M))

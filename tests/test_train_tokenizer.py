@@ -74,15 +74,21 @@ def test_bad_data_is_refused(tmp_path, fashion_subset_dir):
 
 
 @pytest.mark.slow
-def test_two_process_torchrun_run(fashion_subset_dir, tmp_path):
-    """The same script runs data-parallel under torchrun (gloo on CPU) and saves loadable models."""
+@pytest.mark.parametrize("launcher", [
+    ["-m", "torch.distributed.run", "--nproc_per_node", "2"],
+    # accelerate's own launcher: --multi_gpu starts 2 gloo processes on CPU (the README's command; --cpu would start one)
+    ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+     "--mixed_precision", "no", "--dynamo_backend", "no"],
+], ids=["torchrun", "accelerate-launch"])
+def test_two_process_run(launcher, fashion_subset_dir, tmp_path):
+    """The same script runs data-parallel under torchrun and `accelerate launch` (gloo on CPU) and saves loadable models."""
     import subprocess
     import sys
 
     from conftest import subprocess_env
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "m6_fashion.training.train_tokenizer",
+    cmd = [sys.executable, *launcher, "-m", "m6_fashion.training.train_tokenizer",
            "--data", str(fashion_subset_dir), "--output_dir", str(out), "--max_train_steps", "4", "--train_batch_size", "4",
            "--encoder_channels", "8", "16", "16", "--decoder_channels", "16", "8", "8", "--latent_channels", "16",
            "--style_channels", "8", "--adv_start_step", "2", "--r1_every", "2", "--eval_every", "100",

@@ -18,53 +18,56 @@ inside the functions that run a command (the forwarded commands' modules import 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from typing import List, Optional
 
+from m6_fashion_core import cli as core
+from m6_fashion_core.cli import (  # noqa: F401 - the limits, importable from this module as before
+    MAX_GUIDANCE_SCALE,
+    MAX_NUM_IMAGES,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+)
+
 BOX_HELP = ("pixel box LEFT TOP RIGHT BOTTOM on the output image (e.g. 0 0 96 128, the top-left quarter of the "
             "default 192x256 output)")
+MAX_SIZE = core.MAX_SIDE  # --size, --height, --width: pixels per side
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+
+_Parser = core.OneLineErrorParser
+_positive_int = core.positive_int
+_output_paths = core.output_paths
 
 
 def _add_common(p: argparse.ArgumentParser, with_prompt: bool = True) -> None:
     p.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the shipped model)")
-    if with_prompt:
-        p.add_argument("--prompt", default=None, help="caption, e.g. 'Women Pink Handbag' (default: none)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same image)")
-    p.add_argument("--steps", type=_positive_int, default=10, help="SMART passes T (default 10)")
-    p.add_argument("--num-images", type=_positive_int, default=1, help="images to write (out.png, out-1.png, ...)")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1.0 = off)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the scheduler's)")
+    core.add_sampling_arguments(p, seed_help="random seed (same seed, same image)", steps_help="SMART passes T (default 10)",
+                                temperature_help="sampling temperature (default: the scheduler's)", with_prompt=with_prompt)
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="the transformer's dtype; auto (default): bfloat16 on CPUs with AVX512-BF16 or AMX (1.76x "
                         "faster per call on an AVX512-BF16 EPYC, same measured quality), float32 elsewhere (bfloat16 "
                         "is ~6x slower without them); tokenizer and decoder stay float32")
     p.add_argument("--bf16", action="store_true", help="same as --dtype bfloat16")
-    p.add_argument("--height", type=_positive_int, default=None,
-                   help="output height in pixels (default: the model's, 256 for the shipped model)")
-    p.add_argument("--width", type=_positive_int, default=None,
-                   help="output width in pixels (default: the model's, 192 for the shipped model); sizes the model "
-                        "cannot make are refused with the list of accepted ones")
+    core.add_size_arguments(
+        p, height_help="output height in pixels (default: the model's, 256 for the shipped model)",
+        width_help="output width in pixels (default: the model's, 192 for the shipped model); sizes the model "
+                   "cannot make are refused with the list of accepted ones")
     p.add_argument("--size", type=_positive_int, default=None,
                    help="resize the written PNG (bicubic) so that its longer side has this many pixels, aspect kept")
-    p.add_argument("--out", required=True, help="output PNG path (with --num-images N: out.png, out-1.png, ...)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files (refused otherwise)")
+    core.add_output_arguments(p)
+
+
+def _read_image(path: str):
+    import PIL.Image
+
+    im = PIL.Image.open(path)
+    im.load()
+    return im
 
 
 def _open_image(path: str, what: str):
-    import PIL.Image
-
-    if os.path.isdir(path):
-        raise SystemExit(f"error: {what} {path!r} is a folder, not an image file")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: {what} {path!r} does not exist")
-    try:
-        im = PIL.Image.open(path)
-        im.load()
-        return im
-    except Exception as e:  # noqa: BLE001 - reported to the user
-        raise SystemExit(f"error: cannot read {what} {path!r}: {e}")
+    return core.open_input(path, what, _read_image)
 
 
 def _write(images, out: str, size: Optional[int]) -> List[str]:
@@ -80,77 +83,34 @@ def _write(images, out: str, size: Optional[int]) -> List[str]:
     return paths
 
 
-MAX_SIZE = 4096  # --size, --height, --width: pixels per side
-MAX_NUM_IMAGES = 64  # the pipeline's limit per call
-# the pipeline's and the scheduler's limits, repeated here so that parsing imports nothing heavy (a test checks they agree)
-MAX_STEPS = 1000  # scheduling_smart.MAX_INFERENCE_STEPS
-MAX_GUIDANCE_SCALE = 50.0  # pipeline_m6fashion.MAX_GUIDANCE_SCALE
-MAX_TEMPERATURE = 100.0  # scheduling_smart.MAX_TEMPERATURE
-SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
-
-
-def _output_paths(out: str, n: int) -> List[str]:
-    root, ext = os.path.splitext(out)
-    ext = ext or ".png"
-    return [f"{root}{ext}" if i == 0 else f"{root}-{i}{ext}" for i in range(n)]
-
-
 def _check_output_args(args) -> None:
     """--out, --size, --height, --width and --num-images are checked before any model is loaded: nothing is lost or wasted."""
-    if not args.out or args.out.endswith(("/", os.sep)) or os.path.isdir(args.out):
-        raise SystemExit(f"error: --out {args.out!r} is not a file path; give a path ending in .png")
-    ext = os.path.splitext(args.out)[1].lower()
-    if ext not in ("", ".png"):
-        raise SystemExit(f"error: --out {args.out!r}: the output is a PNG; give a path ending in .png")
-    for flag in ("size", "height", "width"):
-        value = getattr(args, flag, None)
-        if value is not None and value > MAX_SIZE:
-            raise SystemExit(f"error: --{flag} {value} is too large; at most {MAX_SIZE} pixels")
-    if args.num_images > MAX_NUM_IMAGES:
-        raise SystemExit(f"error: --num-images {args.num_images} is too many; at most {MAX_NUM_IMAGES} per call")
+    core.check_out_name(args.out)
+    core.check_sides(args, ("size", "height", "width"))
+    core.check_num_images(args.num_images)
     _check_numbers(args)
-    folder = os.path.dirname(os.path.abspath(args.out))
-    existing = folder
-    while not os.path.isdir(existing):
-        if os.path.exists(existing):
-            raise SystemExit(f"error: --out {args.out!r}: {existing!r} is a file, not a folder")
-        existing = os.path.dirname(existing)
-    if not os.access(existing, os.W_OK):
-        raise SystemExit(f"error: --out {args.out!r}: cannot write into {existing!r} (permission denied)")
-    taken = [p for p in _output_paths(args.out, args.num_images) if os.path.exists(p)]
-    if taken and not args.overwrite:
-        raise SystemExit(f"error: {', '.join(taken)} already exist(s); pass --overwrite to replace, or choose another --out")
+    core.check_out_folder(args.out, args.num_images, args.overwrite)
 
 
 def _check_numbers(args) -> None:
     """--steps, --guidance-scale, --temperature, --seed and --box, checked before any model is loaded."""
-    if args.steps > MAX_STEPS:
-        raise SystemExit(f"error: --steps {args.steps} is too many; at most {MAX_STEPS}")
-    if not (math.isfinite(args.guidance_scale) and 1.0 <= args.guidance_scale <= MAX_GUIDANCE_SCALE):
-        raise SystemExit(f"error: --guidance-scale must be a finite number in [1, {MAX_GUIDANCE_SCALE:g}] (1.0 = off); got {args.guidance_scale}")
-    if args.temperature is not None and not (math.isfinite(args.temperature) and 0 < args.temperature <= MAX_TEMPERATURE):
-        raise SystemExit(f"error: --temperature must be a finite number in (0, {MAX_TEMPERATURE:g}]; got {args.temperature}")
+    core.check_steps(args.steps)
+    core.check_guidance_scale(args.guidance_scale)
+    core.check_temperature(args.temperature)
     if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
         raise SystemExit(f"error: --seed {args.seed} is out of range; use an integer from 0 to 2^64-1")
-    boxes = getattr(args, "box", None) or []
-    for box in boxes if boxes and isinstance(boxes[0], list) else [boxes] if boxes else []:
-        left, top, right, bottom = box
-        if not (0 <= left < right and 0 <= top < bottom):
-            raise SystemExit(f"error: --box {left} {top} {right} {bottom} is empty or negative; give LEFT TOP RIGHT BOTTOM "
-                             "with 0 <= LEFT < RIGHT and 0 <= TOP < BOTTOM (pixels on the output)")
+    core.check_boxes(args)
 
 
 def _check_mask(mask, image, what: str = "--mask") -> None:
     """The mask has the image's size and selects at least one pixel: checked before the model is loaded."""
-    if image is not None and mask.size != image.size:
-        raise SystemExit(f"error: {what} is {mask.size[0]}x{mask.size[1]} but --image is {image.size[0]}x{image.size[1]}; "
-                         "give a mask of the same size as the image")
+    core.check_mask_size(mask.size, None if image is None else image.size, what)
     try:
         grey = mask.convert("L") if mask.mode not in ("I;16", "I;16L", "I;16B", "I", "F") else None
     except ValueError as e:
         raise SystemExit(f"error: cannot read {what} as a mask: {e}")
     if grey is not None and grey.getextrema()[1] < 128:
-        raise SystemExit(f"error: {what} selects no pixel (all black after thresholding at 0.5): white marks the region to regenerate")
+        raise core.empty_mask_error(what)
 
 
 def _check_model_arg(model: Optional[str]) -> None:
@@ -188,14 +148,12 @@ def _run_pipeline(args, **kwargs) -> None:
         first_line = (str(e).strip().splitlines() or [""])[0]
         raise SystemExit(f"error: cannot load --model {args.model!r}: {type(e).__name__}: {first_line}")
     generator = torch.Generator().manual_seed(args.seed)
-    try:
+    with core.errors_exit():
         out = pipe(
             prompt=args.prompt, num_inference_steps=args.steps, num_images_per_prompt=args.num_images,
             guidance_scale=args.guidance_scale, temperature=args.temperature, generator=generator,
             height=args.height, width=args.width, **kwargs,
         )
-    except (ValueError, TypeError) as e:
-        raise SystemExit(f"error: {e}")
     for path in _write(out.images, args.out, args.size):
         print(path)
 
@@ -242,13 +200,6 @@ GROUPS = {
 PIPELINE_COMMANDS = ("generate", "inpaint", "outpaint", "edit", "mix")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``error: MESSAGE (see 'PROG --help')`` on stderr, exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
-
-
 class _CommandListFormatter(argparse.HelpFormatter):
     """Keeps each command of the list on one line: argparse measures the command names one indent
     level short, so a long name (train-transformer) would push its description to the next line."""
@@ -286,14 +237,20 @@ def version() -> str:
         return __version__
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _add_task_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """The inputs of an image command besides the common options (generate has none)."""
+    if command == "inpaint":
+        core.add_inpaint_arguments(p)
+    elif command == "outpaint":
+        p.add_argument("--image", required=True)
+        core.add_box_argument(p, help=BOX_HELP)
+    elif command == "edit":
+        p.add_argument("--reference", action="append", required=True, help="reference patch image (repeat for several)")
+        core.add_box_argument(p, help=BOX_HELP + "; one per --reference", repeated=True)
+        p.add_argument("--image", default=None, help="optional canvas image; with --mask only its white region changes")
+        p.add_argument("--mask", default=None, help="optional mask for --image (white = may change)")
+    elif command == "mix":
+        core.add_mix_arguments(p, style_help="garment that supplies the masked region", mask_help="white = take from --style-image")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,22 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                 gsub.add_parser(sname, help=ssummary, description=ssummary, add_help=False)
             continue
         _add_common(p)
-        if name == "inpaint":
-            p.add_argument("--image", required=True, help="image to edit")
-            p.add_argument("--mask", required=True, help="mask image, same size as --image; white = regenerate")
-        elif name == "outpaint":
-            p.add_argument("--image", required=True)
-            p.add_argument("--box", type=int, nargs=4, required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"), help=BOX_HELP)
-        elif name == "edit":
-            p.add_argument("--reference", action="append", required=True, help="reference patch image (repeat for several)")
-            p.add_argument("--box", type=int, nargs=4, action="append", required=True, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
-                           help=BOX_HELP + "; one per --reference")
-            p.add_argument("--image", default=None, help="optional canvas image; with --mask only its white region changes")
-            p.add_argument("--mask", default=None, help="optional mask for --image (white = may change)")
-        elif name == "mix":
-            p.add_argument("--image", required=True, help="base garment")
-            p.add_argument("--style-image", required=True, help="garment that supplies the masked region")
-            p.add_argument("--mask", required=True, help="white = take from --style-image")
+        _add_task_arguments(p, name)
     return parser
 
 
@@ -363,6 +305,55 @@ def _subparser(parser: argparse.ArgumentParser, *names: str) -> argparse.Argumen
     return parser
 
 
+def _run_forwarded(command: str, args: List[str]) -> None:
+    """A training / evaluation / studio command: its own parser reads `args`; usage errors and `BadInput` are one line."""
+    import importlib
+
+    module, func = FORWARDED[command]
+    with _one_line_usage_errors(f"m6-fashion {command}"):
+        from .errors import BadInput
+
+        try:
+            getattr(importlib.import_module(module), func)(args)
+        except BadInput as e:  # a bad argument or data set, found before any work: one line, no traceback
+            raise SystemExit(f"error: {e} (see 'm6-fashion {command} --help')")
+
+
+def _edit(args) -> None:
+    """`edit`: one --box per --reference; an optional --image (and its --mask) to edit."""
+    if len(args.reference) != len(args.box):
+        raise SystemExit(f"error: give one --box per --reference (got {len(args.reference)} references, {len(args.box)} boxes)")
+    if args.mask and not args.image:
+        raise SystemExit("error: --mask needs --image (the image it masks)")
+    refs = [(_open_image(r, "--reference"), tuple(b)) for r, b in zip(args.reference, args.box)]
+    kwargs = {"reference_images": refs}
+    if args.image:
+        kwargs["image"] = _open_image(args.image, "--image")
+        if args.mask:
+            kwargs["mask_image"] = _open_image(args.mask, "--mask")
+            _check_mask(kwargs["mask_image"], kwargs["image"])
+    _run_pipeline(args, **kwargs)
+
+
+def _run_image_command(args) -> None:
+    """generate / inpaint / outpaint / edit / mix: the inputs are opened and checked, then the pipeline runs."""
+    if args.command == "generate":
+        _run_pipeline(args)
+    elif args.command == "inpaint":
+        image, mask = _open_image(args.image, "--image"), _open_image(args.mask, "--mask")
+        _check_mask(mask, image)
+        _run_pipeline(args, image=image, mask_image=mask)
+    elif args.command == "outpaint":
+        _run_pipeline(args, image=_open_image(args.image, "--image"), image_box=tuple(args.box))
+    elif args.command == "edit":
+        _edit(args)
+    elif args.command == "mix":
+        image, style, mask = (_open_image(args.image, "--image"), _open_image(args.style_image, "--style-image"),
+                              _open_image(args.mask, "--mask"))
+        _check_mask(mask, image)
+        _run_pipeline(args, image=image, style_image=style, mask_image=mask)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     from .cpu import apply_thread_defaults
 
@@ -370,16 +361,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     # training / evaluation / studio commands forward their arguments untouched to their own parsers
     if argv and argv[0] in FORWARDED:
-        import importlib
-
-        module, func = FORWARDED[argv[0]]
-        with _one_line_usage_errors(f"m6-fashion {argv[0]}"):
-            from .errors import BadInput
-
-            try:
-                getattr(importlib.import_module(module), func)(argv[1:])
-            except BadInput as e:  # a bad argument or data set, found before any work: one line, no traceback
-                raise SystemExit(f"error: {e} (see 'm6-fashion {argv[0]} --help')")
+        _run_forwarded(argv[0], argv[1:])
         return
     if argv[:2] == ["export", "onnx"]:
         with _one_line_usage_errors("m6-fashion export onnx"):
@@ -397,32 +379,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     _check_model_arg(args.model)
     _check_output_args(args)
-    if args.command == "generate":
-        _run_pipeline(args)
-    elif args.command == "inpaint":
-        image, mask = _open_image(args.image, "--image"), _open_image(args.mask, "--mask")
-        _check_mask(mask, image)
-        _run_pipeline(args, image=image, mask_image=mask)
-    elif args.command == "outpaint":
-        _run_pipeline(args, image=_open_image(args.image, "--image"), image_box=tuple(args.box))
-    elif args.command == "edit":
-        if len(args.reference) != len(args.box):
-            raise SystemExit(f"error: give one --box per --reference (got {len(args.reference)} references, {len(args.box)} boxes)")
-        if args.mask and not args.image:
-            raise SystemExit("error: --mask needs --image (the image it masks)")
-        refs = [(_open_image(r, "--reference"), tuple(b)) for r, b in zip(args.reference, args.box)]
-        kwargs = {"reference_images": refs}
-        if args.image:
-            kwargs["image"] = _open_image(args.image, "--image")
-            if args.mask:
-                kwargs["mask_image"] = _open_image(args.mask, "--mask")
-                _check_mask(kwargs["mask_image"], kwargs["image"])
-        _run_pipeline(args, **kwargs)
-    elif args.command == "mix":
-        image, style, mask = (_open_image(args.image, "--image"), _open_image(args.style_image, "--style-image"),
-                              _open_image(args.mask, "--mask"))
-        _check_mask(mask, image)
-        _run_pipeline(args, image=image, style_image=style, mask_image=mask)
+    _run_image_command(args)
 
 
 if __name__ == "__main__":

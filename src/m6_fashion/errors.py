@@ -36,3 +36,22 @@ def parse_dataclasses(parser, argv=None):
         return parser.parse_args_into_dataclasses(args=argv)
     except ValueError as e:
         raise as_bad_input(e) from e
+
+
+def parse_arguments(parser, argv=None):
+    """The dataclasses of an `HfArgumentParser`, read from `argv` (default: the command line) with argparse's
+    usage errors (usage line, `PROG: error: MESSAGE`, exit status 2).
+
+    Two cases that `parse_args_into_dataclasses` would raise as `ValueError` stay usage errors, as with a plain
+    `argparse` parser: an option the parser does not know (`unrecognized arguments: ...`, argparse's wording), and
+    a `ValueError` of a dataclass's `__post_init__`, which checks what one option cannot check alone (two options
+    that exclude each other, a range that depends on another value). No `.args` file is read.
+    """
+    try:
+        *outputs, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,
+                                                               look_for_args_file=False)
+    except ValueError as e:
+        parser.error(str(e))
+    if unknown:
+        parser.error("unrecognized arguments: " + " ".join(unknown))
+    return tuple(outputs)

@@ -36,7 +36,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -769,207 +770,274 @@ def _editor(label: str, elem_id: str, canvas: Tuple[int, int]):
     ))
 
 
-def build_app(pipe=None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, batch_wait: float = DEFAULT_BATCH_WAIT) -> "gr.Blocks":
-    """The studio page around `pipe` (the shipped default model when None). Up to `max_batch_size` text-to-image
-    requests share a pipeline call (1 = one request per call, as other tabs); see `Studio` for `batch_wait`."""
-    max_batch_size, batch_wait = check_batch_settings(max_batch_size, batch_wait)  # before a model is loaded
+class _Examples:
+    """The bundled example images as ``gr.Examples`` rows: a row whose image is missing is dropped (a checkout or
+    install without ``studio_examples`` still builds the page); boxes are given as fractions of the output."""
+
+    MISSING = object()
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self.captions = load_examples()
+        self.paths = {e["name"]: e["path"] for e in self.captions}
+        if os.path.isdir(EXAMPLES_DIR) and hasattr(gr, "set_static_paths"):
+            gr.set_static_paths(paths=[EXAMPLES_DIR])
+
+    def image(self, name: Optional[str], optional: bool = False):
+        """Path of a bundled example image; `MISSING` (row dropped) when absent, None for an intentionally empty input."""
+        if name is None and optional:
+            return None
+        path = self.paths.get(name) or os.path.join(EXAMPLES_DIR, f"{name}.png")
+        return path if os.path.isfile(path) else self.MISSING
+
+    def rows(self, rows: List[list]) -> List[list]:
+        return [r for r in rows if all(v is not self.MISSING for v in r)]
+
+    def box(self, *fractions: float) -> List[int]:
+        return list(fraction_box(fractions, self.width, self.height))
+
+    def add(self, rows: List[list], inputs: list) -> None:
+        """A ``gr.Examples`` block of the rows whose images exist (none when no row is left)."""
+        rows = self.rows(rows)
+        if rows:
+            gr.Examples(rows, inputs=inputs, label="Test-split examples")
+
+
+def _load_studio(pipe, max_batch_size: int, batch_wait: float) -> Studio:
+    """The handlers around `pipe` (the shipped default model when None); the settings are checked before a model loads."""
+    max_batch_size, batch_wait = check_batch_settings(max_batch_size, batch_wait)
     if pipe is None:
         from .pipelines import M6FashionPipeline
 
         pipe = M6FashionPipeline.from_pretrained()
     pipe.set_progress_bar_config(disable=True)
-    studio = Studio(pipe, max_batch_size=max_batch_size, batch_wait=batch_wait)
+    return Studio(pipe, max_batch_size=max_batch_size, batch_wait=batch_wait)
+
+
+def _intro(studio: Studio, display: Tuple[int, int]):
+    """The page title and what the model makes: output size, display scale, boxes widened to the model's cells."""
     width, height = studio.width, studio.height
-    display = display_size(width, height)
-    examples = load_examples()
-    paths = {e["name"]: e["path"] for e in examples}
-    if os.path.isdir(EXAMPLES_DIR) and hasattr(gr, "set_static_paths"):
-        gr.set_static_paths(paths=[EXAMPLES_DIR])
-    missing = object()
-
-    def ex(name, optional: bool = False):
-        """Path of a bundled example image; `missing` (row dropped) when absent, None for an intentionally empty input."""
-        if name is None and optional:
-            return None
-        path = paths.get(name) or os.path.join(EXAMPLES_DIR, f"{name}.png")
-        return path if os.path.isfile(path) else missing
-
-    def example_rows(rows):
-        return [r for r in rows if all(v is not missing for v in r)]
-
-    def box(*fractions):
-        return list(fraction_box(fractions, width, height))
-
     shown = ("results are shown at their real size" if display == (width, height)
              else f"results are upscaled to {display[0]}x{display[1]} for display")
+    return gr.Markdown(
+        "# M6-Fashion studio\n"
+        f"Generate and edit garments with M6-Fashion (KDD'22). The model makes **{width}x{height}** images "
+        f"(width x height); {shown}. Masks and boxes are on the {width}x{height} image; boxes are pixels "
+        f"(left, top, right, bottom), widened by the model to its {studio.canvas.cell}-px cells. Uploads are "
+        "fitted to the image's shape on white, as the model pads photos. Each SMART step re-predicts the least "
+        "confident tokens."
+    )
+
+
+def _text_to_image_tab(examples: _Examples) -> SimpleNamespace:
+    """Tab "Text to image": prompt, seed, steps, number of images; buttons send the selected result to the edit tabs."""
+    with gr.Tab("Text to image", id="t2i"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                prompt = gr.Textbox(label="Description", placeholder="Men Navy Blue Casual Shirt", elem_id="t2i-prompt")
+                seed, steps = _seed_steps("t2i")
+                num = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images", elem_id="t2i-num")
+                run = gr.Button("Generate", variant="primary", elem_id="t2i-run")
+                if examples.captions:
+                    gr.Examples([[e["caption"]] for e in examples.captions], inputs=[prompt], label="Captions from the test split")
+            with gr.Column(scale=2):
+                gallery = _result_gallery(label="Results", columns=4, height="auto", elem_id="t2i-gallery")
+                with gr.Row():
+                    to_inpaint = gr.Button("Edit selected in inpainting", size="sm", elem_id="t2i-to-inpaint")
+                    to_mix = gr.Button("Use selected as style-mixing base", size="sm", elem_id="t2i-to-mix")
+                    to_outpaint = gr.Button("Use selected for outpainting", size="sm", elem_id="t2i-to-outpaint")
+    return SimpleNamespace(prompt=prompt, seed=seed, steps=steps, num=num, run=run, gallery=gallery,
+                           to_inpaint=to_inpaint, to_mix=to_mix, to_outpaint=to_outpaint)
+
+
+def _inpaint_tab(examples: _Examples, display: Tuple[int, int]) -> SimpleNamespace:
+    """Tab "Inpainting": a painted (or preset) region of the image is regenerated, optionally text-guided."""
+    with gr.Tab("Inpainting", id="inpaint"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                editor = _editor("Image: paint the region to regenerate", "inpaint-editor", display)
+                prompt = gr.Textbox(label="Description of the new region (optional: text-guided editing)",
+                                    placeholder="Men Red Casual Shirt", elem_id="inpaint-prompt")
+                preset = gr.Radio(list(MASK_PRESETS), value="painted", label="Region", elem_id="inpaint-preset")
+                seed, steps = _seed_steps("inpaint")
+                run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
+            with gr.Column(scale=1):
+                gallery = _result_gallery(label="Edited", columns=2, height="auto", elem_id="inpaint-gallery")
+        examples.add([[examples.image("red_tshirt"), "Basics Men Navy Blue T-shirt", "lower half"],
+                      [examples.image("navy_top"), "Women Pink Top", "upper half"]], [editor, prompt, preset])
+    return SimpleNamespace(editor=editor, prompt=prompt, preset=preset, seed=seed, steps=steps, run=run, gallery=gallery)
+
+
+def _preview_and_results(prefix: str, preview_label: str, results_label: str):
+    """The right column of the box tabs: where the image goes (updated live) and the results gallery."""
+    with gr.Column(scale=1):
+        preview = gr.Image(label=preview_label, interactive=False, format=IMAGE_FORMAT, elem_id=f"{prefix}-preview")
+        gallery = _result_gallery(label=results_label, columns=2, height="auto", elem_id=f"{prefix}-gallery")
+    return preview, gallery
+
+
+def _reference_tab(examples: _Examples) -> SimpleNamespace:
+    """Tab "Reference patch": a patch placed at a pixel box, on a new garment or on an uploaded one."""
+    with gr.Tab("Reference patch", id="reference"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                patch = _image_input(label="Reference patch", elem_id="ref-patch")
+                box = _box_inputs(examples.width, examples.height, "chest", prefix="ref-box")
+                prompt = gr.Textbox(label="Description (optional)", elem_id="ref-prompt")
+                base = _image_input(label="Garment to edit (optional: only the box changes)", elem_id="ref-base")
+                seed, steps = _seed_steps("ref")
+                run = gr.Button("Edit with the patch", variant="primary", elem_id="ref-run")
+            preview, gallery = _preview_and_results("ref", "Where the patch goes (the box widened to the model's cells)", "Edited")
+        examples.add([
+            [examples.image("checked_patch"), *examples.box(0.25, 0.375, 0.75, 0.75), "Lee Men Checks Brown Shirt",
+             examples.image(None, optional=True)],
+            [examples.image("stripe_patch"), *examples.box(0.375, 0.375, 0.625, 0.75), "Men Striped T-shirt",
+             examples.image("red_tshirt")],
+        ], [patch, *box, prompt, base])
+    return SimpleNamespace(patch=patch, box=box, prompt=prompt, base=base, seed=seed, steps=steps, run=run,
+                           preview=preview, gallery=gallery)
+
+
+def _mix_tab(examples: _Examples, display: Tuple[int, int]) -> SimpleNamespace:
+    """Tab "Style mixing": a painted (or preset) region of the base garment is taken from a second garment."""
+    with gr.Tab("Style mixing", id="mix"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                base = _editor("Base garment: paint the region to take from the second garment", "mix-base", display)
+                style = _image_input(label="Second garment", elem_id="mix-style")
+                preset = gr.Radio(list(MASK_PRESETS), value="lower half", label="Region taken from the second garment")
+                seed, steps = _seed_steps("mix")
+                run = gr.Button("Mix", variant="primary", elem_id="mix-run")
+            with gr.Column(scale=1):
+                gallery = _result_gallery(label="Mixed", columns=2, height="auto", elem_id="mix-gallery")
+        examples.add([[examples.image("red_tshirt"), examples.image("striped_polo"), "lower half"],
+                      [examples.image("pink_tshirt"), examples.image("navy_top"), "left half"]], [base, style, preset])
+    return SimpleNamespace(base=base, style=style, preset=preset, seed=seed, steps=steps, run=run, gallery=gallery)
+
+
+def _outpaint_tab(examples: _Examples) -> SimpleNamespace:
+    """Tab "Outpainting": the image is placed in a pixel box of the output and the rest is generated."""
+    with gr.Tab("Outpainting", id="outpaint"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = _image_input(label="Image to extend", elem_id="out-image")
+                box = _box_inputs(examples.width, examples.height, "centre", prefix="out-box")
+                prompt = gr.Textbox(label="Description (optional)", elem_id="out-prompt")
+                seed, steps = _seed_steps("out")
+                run = gr.Button("Outpaint", variant="primary", elem_id="out-run")
+            preview, gallery = _preview_and_results(
+                "out", "Where the image goes (the box widened to the model's cells; the rest is generated)", "Extended")
+        examples.add([[examples.image("shoes"), *examples.box(0.25, 0.25, 0.75, 0.75), "Puma Men Graffiti FX Shoes"],
+                      [examples.image("capri"), *examples.box(0, 0.25, 0.5, 1), "Women Black Capri"]], [image, *box, prompt])
+    return SimpleNamespace(image=image, box=box, prompt=prompt, seed=seed, steps=steps, run=run, preview=preview, gallery=gallery)
+
+
+def _connect_text_to_image(studio: Studio, t2i: SimpleNamespace, last, selected, tabs, targets: Dict[str, Any]) -> None:
+    """Generate (button or Enter), remember the selected result, and send it to the tab `targets[tab id]`."""
+    inputs = [t2i.prompt, t2i.seed, t2i.steps, t2i.num]
+    # with batching, up to two batches of requests may be in the handler at once (one running, one gathering:
+    # Studio's queue forms the batches); without, text-to-image takes turns with the other tabs as they do
+    queue = ({"concurrency_id": "text_to_image", "concurrency_limit": 2 * studio.max_batch_size}
+             if studio.max_batch_size > 1 else {"concurrency_id": "pipeline"})
+    t2i.run.click(studio.text_to_image, inputs, [t2i.gallery, last], api_name="text_to_image", **queue)
+    t2i.prompt.submit(studio.text_to_image, inputs, [t2i.gallery, last], api_visibility="undocumented", **queue)
+    t2i.run.click(lambda: 0, None, selected)
+
+    def on_select(evt: gr.SelectData):
+        return evt.index if isinstance(evt.index, int) else 0
+
+    t2i.gallery.select(on_select, None, selected)
+
+    def pick(images, index, target):
+        if not images:
+            raise gr.Error("Generate an image first.")
+        image = for_display(images[min(int(index or 0), len(images) - 1)])
+        return image, gr.Tabs(selected=target)
+
+    t2i.to_inpaint.click(lambda im, i: pick(im, i, "inpaint"), [last, selected], [targets["inpaint"], tabs])
+    t2i.to_mix.click(lambda im, i: pick(im, i, "mix"), [last, selected], [targets["mix"], tabs])
+    t2i.to_outpaint.click(lambda im, i: pick(im, i, "outpaint"), [last, selected], [targets["outpaint"], tabs])
+
+
+def _connect_edits(studio: Studio, inp: SimpleNamespace, ref: SimpleNamespace, mix: SimpleNamespace,
+                   out: SimpleNamespace, scratch) -> None:
+    """The edit tabs' buttons (one pipeline call at a time, shared with each other) and the live box previews."""
+    inp.run.click(studio.inpaint, [inp.editor, inp.prompt, inp.preset, inp.seed, inp.steps], [inp.gallery, scratch],
+                  concurrency_id="pipeline")
+
+    ref_inputs = [ref.patch, *ref.box, ref.prompt, ref.base, ref.seed, ref.steps]
+    ref.run.click(studio.reference_edit, ref_inputs, [ref.gallery, scratch], concurrency_id="pipeline")
+    gr.on([c.change for c in (ref.patch, ref.base, *ref.box)], studio.preview_reference, [ref.patch, *ref.box, ref.base],
+          ref.preview, show_progress="hidden", trigger_mode="always_last")
+
+    mix.run.click(studio.style_mix, [mix.base, mix.style, mix.preset, mix.seed, mix.steps], [mix.gallery, scratch],
+                  concurrency_id="pipeline")
+
+    out.run.click(studio.outpaint, [out.image, *out.box, out.prompt, out.seed, out.steps], [out.gallery, scratch],
+                  concurrency_id="pipeline")
+    gr.on([c.change for c in (out.image, *out.box)], studio.preview_outpaint, [out.image, *out.box], out.preview,
+          show_progress="hidden", trigger_mode="always_last")
+
+
+def build_app(pipe=None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, batch_wait: float = DEFAULT_BATCH_WAIT) -> "gr.Blocks":
+    """The studio page around `pipe` (the shipped default model when None). Up to `max_batch_size` text-to-image
+    requests share a pipeline call (1 = one request per call, as other tabs); see `Studio` for `batch_wait`."""
+    studio = _load_studio(pipe, max_batch_size, batch_wait)
+    display = display_size(studio.width, studio.height)
+    examples = _Examples(studio.width, studio.height)
 
     with gr.Blocks(title="M6-Fashion studio") as demo:
-        gr.Markdown(
-            "# M6-Fashion studio\n"
-            f"Generate and edit garments with M6-Fashion (KDD'22). The model makes **{width}x{height}** images "
-            f"(width x height); {shown}. Masks and boxes are on the {width}x{height} image; boxes are pixels "
-            f"(left, top, right, bottom), widened by the model to its {studio.canvas.cell}-px cells. Uploads are "
-            "fitted to the image's shape on white, as the model pads photos. Each SMART step re-predicts the least "
-            "confident tokens."
-        )
+        _intro(studio, display)
         last = gr.State([])  # images (output size) of the latest text-to-image result
         selected = gr.State(0)
         scratch = gr.State([])  # images (output size) of the latest edit
 
         with gr.Tabs() as tabs:
-            # ---------------------------------------------------------------- text to image
-            with gr.Tab("Text to image", id="t2i"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        t2i_prompt = gr.Textbox(label="Description", placeholder="Men Navy Blue Casual Shirt", elem_id="t2i-prompt")
-                        t2i_seed, t2i_steps = _seed_steps("t2i")
-                        t2i_n = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images", elem_id="t2i-num")
-                        t2i_run = gr.Button("Generate", variant="primary", elem_id="t2i-run")
-                        if examples:
-                            gr.Examples([[e["caption"]] for e in examples], inputs=[t2i_prompt], label="Captions from the test split")
-                    with gr.Column(scale=2):
-                        t2i_gallery = _result_gallery(label="Results", columns=4, height="auto", elem_id="t2i-gallery")
-                        with gr.Row():
-                            to_inpaint = gr.Button("Edit selected in inpainting", size="sm", elem_id="t2i-to-inpaint")
-                            to_mix = gr.Button("Use selected as style-mixing base", size="sm", elem_id="t2i-to-mix")
-                            to_outpaint = gr.Button("Use selected for outpainting", size="sm", elem_id="t2i-to-outpaint")
+            t2i = _text_to_image_tab(examples)
+            inp = _inpaint_tab(examples, display)
+            ref = _reference_tab(examples)
+            mix = _mix_tab(examples, display)
+            out = _outpaint_tab(examples)
 
-            # ---------------------------------------------------------------- inpainting
-            with gr.Tab("Inpainting", id="inpaint"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        inp_editor = _editor("Image: paint the region to regenerate", "inpaint-editor", display)
-                        inp_prompt = gr.Textbox(label="Description of the new region (optional: text-guided editing)",
-                                                placeholder="Men Red Casual Shirt", elem_id="inpaint-prompt")
-                        inp_preset = gr.Radio(list(MASK_PRESETS), value="painted", label="Region", elem_id="inpaint-preset")
-                        inp_seed, inp_steps = _seed_steps("inpaint")
-                        inp_run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
-                    with gr.Column(scale=1):
-                        inp_gallery = _result_gallery(label="Edited", columns=2, height="auto", elem_id="inpaint-gallery")
-                rows = example_rows([[ex("red_tshirt"), "Basics Men Navy Blue T-shirt", "lower half"],
-                                     [ex("navy_top"), "Women Pink Top", "upper half"]])
-                if rows:
-                    gr.Examples(rows, inputs=[inp_editor, inp_prompt, inp_preset], label="Test-split examples")
+        _page_style(studio.width, studio.height)  # last: its (empty) block adds no gap above the page
 
-            # ---------------------------------------------------------------- reference patch
-            with gr.Tab("Reference patch", id="reference"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        ref_patch = _image_input(label="Reference patch", elem_id="ref-patch")
-                        ref_box = _box_inputs(width, height, "chest", prefix="ref-box")
-                        ref_prompt = gr.Textbox(label="Description (optional)", elem_id="ref-prompt")
-                        ref_base = _image_input(label="Garment to edit (optional: only the box changes)", elem_id="ref-base")
-                        ref_seed, ref_steps = _seed_steps("ref")
-                        ref_run = gr.Button("Edit with the patch", variant="primary", elem_id="ref-run")
-                    with gr.Column(scale=1):
-                        ref_preview = gr.Image(label="Where the patch goes (the box widened to the model's cells)",
-                                               interactive=False, format=IMAGE_FORMAT, elem_id="ref-preview")
-                        ref_gallery = _result_gallery(label="Edited", columns=2, height="auto", elem_id="ref-gallery")
-                rows = example_rows([
-                    [ex("checked_patch"), *box(0.25, 0.375, 0.75, 0.75), "Lee Men Checks Brown Shirt", ex(None, optional=True)],
-                    [ex("stripe_patch"), *box(0.375, 0.375, 0.625, 0.75), "Men Striped T-shirt", ex("red_tshirt")],
-                ])
-                if rows:
-                    gr.Examples(rows, inputs=[ref_patch, *ref_box, ref_prompt, ref_base], label="Test-split examples")
-
-            # ---------------------------------------------------------------- style mixing
-            with gr.Tab("Style mixing", id="mix"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        mix_base = _editor("Base garment: paint the region to take from the second garment", "mix-base", display)
-                        mix_style = _image_input(label="Second garment", elem_id="mix-style")
-                        mix_preset = gr.Radio(list(MASK_PRESETS), value="lower half", label="Region taken from the second garment")
-                        mix_seed, mix_steps = _seed_steps("mix")
-                        mix_run = gr.Button("Mix", variant="primary", elem_id="mix-run")
-                    with gr.Column(scale=1):
-                        mix_gallery = _result_gallery(label="Mixed", columns=2, height="auto", elem_id="mix-gallery")
-                rows = example_rows([[ex("red_tshirt"), ex("striped_polo"), "lower half"],
-                                     [ex("pink_tshirt"), ex("navy_top"), "left half"]])
-                if rows:
-                    gr.Examples(rows, inputs=[mix_base, mix_style, mix_preset], label="Test-split examples")
-
-            # ---------------------------------------------------------------- outpainting
-            with gr.Tab("Outpainting", id="outpaint"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        out_image = _image_input(label="Image to extend", elem_id="out-image")
-                        out_box = _box_inputs(width, height, "centre", prefix="out-box")
-                        out_prompt = gr.Textbox(label="Description (optional)", elem_id="out-prompt")
-                        out_seed, out_steps = _seed_steps("out")
-                        out_run = gr.Button("Outpaint", variant="primary", elem_id="out-run")
-                    with gr.Column(scale=1):
-                        out_preview = gr.Image(label="Where the image goes (the box widened to the model's cells; the rest is generated)",
-                                               interactive=False, format=IMAGE_FORMAT, elem_id="out-preview")
-                        out_gallery = _result_gallery(label="Extended", columns=2, height="auto", elem_id="out-gallery")
-                rows = example_rows([[ex("shoes"), *box(0.25, 0.25, 0.75, 0.75), "Puma Men Graffiti FX Shoes"],
-                                     [ex("capri"), *box(0, 0.25, 0.5, 1), "Women Black Capri"]])
-                if rows:
-                    gr.Examples(rows, inputs=[out_image, *out_box, out_prompt], label="Test-split examples")
-
-        _page_style(width, height)  # last: its (empty) block adds no gap above the page
-
-        # ---------------------------------------------------------------- events
-        t2i_inputs = [t2i_prompt, t2i_seed, t2i_steps, t2i_n]
-        # with batching, up to two batches of requests may be in the handler at once (one running, one gathering:
-        # Studio's queue forms the batches); without, text-to-image takes turns with the other tabs as they do
-        t2i_queue = ({"concurrency_id": "text_to_image", "concurrency_limit": 2 * studio.max_batch_size}
-                     if studio.max_batch_size > 1 else {"concurrency_id": "pipeline"})
-        t2i_run.click(studio.text_to_image, t2i_inputs, [t2i_gallery, last], api_name="text_to_image", **t2i_queue)
-        t2i_prompt.submit(studio.text_to_image, t2i_inputs, [t2i_gallery, last], api_visibility="undocumented", **t2i_queue)
-        t2i_run.click(lambda: 0, None, selected)
-
-        def on_select(evt: gr.SelectData):
-            return evt.index if isinstance(evt.index, int) else 0
-
-        t2i_gallery.select(on_select, None, selected)
-
-        def pick(images, index, target):
-            if not images:
-                raise gr.Error("Generate an image first.")
-            image = for_display(images[min(int(index or 0), len(images) - 1)])
-            return image, gr.Tabs(selected=target)
-
-        to_inpaint.click(lambda im, i: pick(im, i, "inpaint"), [last, selected], [inp_editor, tabs])
-        to_mix.click(lambda im, i: pick(im, i, "mix"), [last, selected], [mix_base, tabs])
-        to_outpaint.click(lambda im, i: pick(im, i, "outpaint"), [last, selected], [out_image, tabs])
-
-        inp_run.click(studio.inpaint, [inp_editor, inp_prompt, inp_preset, inp_seed, inp_steps], [inp_gallery, scratch],
-                      concurrency_id="pipeline")
-
-        ref_inputs = [ref_patch, *ref_box, ref_prompt, ref_base, ref_seed, ref_steps]
-        ref_run.click(studio.reference_edit, ref_inputs, [ref_gallery, scratch], concurrency_id="pipeline")
-        gr.on([c.change for c in (ref_patch, ref_base, *ref_box)], studio.preview_reference, [ref_patch, *ref_box, ref_base],
-              ref_preview, show_progress="hidden", trigger_mode="always_last")
-
-        mix_run.click(studio.style_mix, [mix_base, mix_style, mix_preset, mix_seed, mix_steps], [mix_gallery, scratch],
-                      concurrency_id="pipeline")
-
-        out_run.click(studio.outpaint, [out_image, *out_box, out_prompt, out_seed, out_steps], [out_gallery, scratch],
-                      concurrency_id="pipeline")
-        gr.on([c.change for c in (out_image, *out_box)], studio.preview_outpaint, [out_image, *out_box], out_preview,
-              show_progress="hidden", trigger_mode="always_last")
+        _connect_text_to_image(studio, t2i, last, selected, tabs, {"inpaint": inp.editor, "mix": mix.base, "outpaint": out.image})
+        _connect_edits(studio, inp, ref, mix, out, scratch)
 
     demo.queue(default_concurrency_limit=1)
     demo.studio = studio  # the handlers, for tests and scripting
     return demo
 
 
+@dataclass
+class StudioArguments:
+    """The options of ``m6-fashion studio``; the batch settings are checked as :func:`check_batch_settings` does."""
+
+    model: Optional[str] = field(default=None, metadata={
+        "help": "pipeline folder, Hub id or shipped name (default: m6-fashion-hr, 192x256; m6-fashion-64: 64x64)"})
+    port: int = field(default=7860, metadata={"help": "port on 127.0.0.1 (default 7860)"})
+    max_batch_size: int = field(default=DEFAULT_MAX_BATCH_SIZE, metadata={"help": (
+        f"text-to-image requests of several users that share one pipeline call (1 to {MAX_BATCH_SIZE}; "
+        f"1 = no batching; default {DEFAULT_MAX_BATCH_SIZE})")})
+    batch_wait: float = field(default=DEFAULT_BATCH_WAIT, metadata={"help": (
+        f"seconds a text-to-image batch that is not full waits for more requests while other users are "
+        f"active (0 to 10; default {DEFAULT_BATCH_WAIT:g}); a lone user never waits")})
+
+    def __post_init__(self):
+        try:
+            check_batch_settings(self.max_batch_size, self.batch_wait)
+        except ValueError as e:  # the same message, naming the options
+            raise ValueError(str(e).replace("max_batch_size", "--max-batch-size").replace("batch_wait", "--batch-wait")) from e
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="m6-fashion studio", description="Start the M6-Fashion studio (a local web page).")
-    parser.add_argument("--model", default=None,
-                        help="pipeline folder, Hub id or shipped name (default: m6-fashion-hr, 192x256; m6-fashion-64: 64x64)")
-    parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
-    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
-                        help=f"text-to-image requests of several users that share one pipeline call (1 to {MAX_BATCH_SIZE}; "
-                             f"1 = no batching; default {DEFAULT_MAX_BATCH_SIZE})")
-    parser.add_argument("--batch-wait", type=float, default=DEFAULT_BATCH_WAIT,
-                        help=f"seconds a text-to-image batch that is not full waits for more requests while other users are "
-                             f"active (0 to 10; default {DEFAULT_BATCH_WAIT:g}); a lone user never waits")
-    args = parser.parse_args(argv)
-    try:
-        check_batch_settings(args.max_batch_size, args.batch_wait)
-    except ValueError as e:
-        parser.error(str(e).replace("max_batch_size", "--max-batch-size").replace("batch_wait", "--batch-wait"))
+    from transformers import HfArgumentParser
+
+    from .errors import parse_arguments
+
+    parser = HfArgumentParser(StudioArguments, prog="m6-fashion studio", formatter_class=argparse.HelpFormatter,
+                              description="Start the M6-Fashion studio (a local web page).")
+    (args,) = parse_arguments(parser, argv)
     pipe = None
     if args.model:
         from .pipelines import M6FashionPipeline

@@ -19,6 +19,10 @@ A bundle (written by ``m6-fashion export onnx``) holds::
                            format 3: the weights the transformer graphs of one precision share
     tokenizer.json         caption tokenizer (``tokenizers`` library)
 
+Format 4 bundles also record ``image_grid_max``: the image encoder and decoders take token grids of any
+``rows`` x ``cols`` from ``grid_size`` to ``image_grid_max`` cells (pixels: 4x that at the encoder's cell), which
+outpainting onto a canvas larger than the decoder's square needs; older bundles take the square only (0).
+
 ``canvases`` maps each decoder's file key to the side of the square it paints (``{"image_decoder": 64,
 "image_decoder_hr": 256}``); ``default_size`` is ``{"height": ..., "width": ...}`` of the output made when none
 is given. Format version 1 bundles have neither: their only canvas is the ``sample_size`` square.
@@ -32,10 +36,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+from m6_fashion_core import validation
+
 from .canvas import default_size as canvas_default_size
 
 BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
-SUPPORTED_FORMAT_VERSIONS = (1, 2, 3)  # 2: canvases, default_size, image_decoder_hr; 3: split transformer, shared weights
+# 2: canvases, default_size, image_decoder_hr; 3: split transformer, shared weights; 4: image graphs with free grid
+# sides (image_grid_max) for outpainting beyond the canvas
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3, 4)
 BUNDLE_JSON = "bundle.json"
 REQUIRED_FILES = ("image_encoder", "image_decoder", "transformer", "tokenizer")
 SPLIT_KEYS = ("transformer_prefix", "transformer_target")
@@ -91,6 +99,7 @@ class Bundle:
     sha256: Dict[str, str] = field(default_factory=dict)
     canvases: Dict[str, int] = field(default_factory=dict)  # decoder file key -> canvas side, base decoder first
     default_size: Tuple[int, int] = (0, 0)  # (height, width)
+    image_grid_max: int = 0  # largest grid side the image graphs take (format 4); 0: only grid_size x grid_size
 
     def canvas_sides(self) -> List[int]:
         """Sides of the squares the bundle's decoders paint: ``sample_size`` first, then larger ones."""
@@ -176,18 +185,19 @@ def load_bundle(root: str) -> Bundle:
     if missing:
         raise BundleError(f"{cfg_path}: geometry lacks {missing}; {REEXPORT_HINT}")
     geometry = Geometry(**{k: _int(geo[k], f"geometry.{k}") for k in GEOMETRY_KEYS})
-    if geometry.grid_size < 1 or geometry.sample_size % geometry.grid_size:
-        raise BundleError(f"{cfg_path}: sample_size {geometry.sample_size} is not a multiple of grid_size {geometry.grid_size}")
-    if geometry.num_image_tokens != geometry.grid_size ** 2:
-        raise BundleError(f"{cfg_path}: num_image_tokens {geometry.num_image_tokens} != grid_size**2")
     special = cfg["special_token_ids"]
     missing = [k for k in SPECIAL_TOKENS if k not in special]
     if missing:
         raise BundleError(f"{cfg_path}: special_token_ids lacks {missing}")
     special = {k: _int(special[k], f"special_token_ids.{k}") for k in SPECIAL_TOKENS}
     scheduler = dict(cfg["scheduler"])
-    if scheduler.get("mask_token_id", geometry.codebook_size) != geometry.codebook_size:
-        raise BundleError(f"{cfg_path}: scheduler.mask_token_id {scheduler.get('mask_token_id')} != codebook_size {geometry.codebook_size}")
+    mismatches = validation.component_mismatches(
+        grid_size=geometry.grid_size, codebook_size=geometry.codebook_size, num_groups=geometry.num_groups,
+        vocab_size=geometry.vocab_size, mask_code=scheduler.get("mask_token_id"), sample_size=geometry.sample_size,
+        num_image_tokens=geometry.num_image_tokens, special_token_ids=special,
+    )
+    if mismatches:
+        raise BundleError(f"{cfg_path}: the model's parts do not fit together: {'; '.join(mismatches)}; {REEXPORT_HINT}")
     from .scheduler import SMARTSampler
 
     try:  # a bad schedule is refused here, naming the file, not at the first call
@@ -203,6 +213,9 @@ def load_bundle(root: str) -> Bundle:
     if any(k in files for k in SPLIT_KEYS) and not all(k in files for k in SPLIT_KEYS):
         raise BundleError(f"{cfg_path}: files lists only one of {list(SPLIT_KEYS)}; the split pass needs both; {REEXPORT_HINT}")
     canvases, default = _read_canvases(cfg, root, version, geometry, files)
+    grid_max = _int(cfg.get("image_grid_max", 0), "image_grid_max") if version >= 4 else 0
+    if grid_max and grid_max < geometry.grid_size:
+        raise BundleError(f"{cfg_path}: image_grid_max {grid_max} is below grid_size {geometry.grid_size}; {REEXPORT_HINT}")
     return Bundle(
         root=root,
         format_version=version,
@@ -213,6 +226,7 @@ def load_bundle(root: str) -> Bundle:
         sha256={k: str(v) for k, v in (cfg.get("sha256") or {}).items() if k in files},
         canvases=canvases,
         default_size=default,
+        image_grid_max=grid_max,
     )
 
 

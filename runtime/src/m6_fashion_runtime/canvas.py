@@ -1,163 +1,21 @@
-"""Output sizes and where an output image sits on the square a decoder paints (numpy mirror of the
-pipeline's ``OutputCanvas``, ``_crop_sides``, ``_portrait_width``, ``default_size``, ``output_sizes()`` and
-``output_canvas()`` in ``m6_fashion.pipelines.pipeline_m6fashion``).
+"""Output sizes and where an output image sits on the square a decoder paints (see ``m6_fashion_core.canvas``).
 
 Each decoder of a bundle paints a ``side`` x ``side`` canvas from the ``grid`` x ``grid`` token grid
 (``image_decoder``: the ``sample_size`` square; ``image_decoder_hr``, when present: a larger one). An output of
-``height`` x ``width`` pixels is the centred crop of the smallest canvas that can make it; both sides must be
-at least half the canvas side and leave margins of whole token cells. Boxes are pixel boxes
-``(left, top, right, bottom)`` on the output and map outwards to whole token cells of the canvas.
+``height`` x ``width`` pixels is the centred crop of the smallest canvas that can make it. The size errors name
+the bundle (``holder="bundle"``, the default of ``output_canvas``).
 """
 
-from __future__ import annotations
+from m6_fashion_core.canvas import (  # noqa: F401
+    Cells,
+    OutputCanvas,
+    complete_size as _complete_size,
+    check_side_type as _check_side_type,
+    crop_sides,
+    default_size,
+    output_canvas,
+    output_sizes,
+    portrait_width,
+)
 
-import math
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
-
-import numpy as np
-
-Cells = Tuple[int, int, int, int]  # (top, left, height, width) in grid cells
-
-
-def crop_sides(side: int, grid: int) -> List[int]:
-    """Output sides a ``side``-pixel canvas of ``grid`` cells can make, ascending: centred crops of at least
-    half the side whose margins are whole token cells (``[128, 160, 192, 224, 256]`` for 256 px, 16 cells)."""
-    step = 2 * (side // grid)
-    return sorted(range(side, side // 2 - 1, -step))
-
-
-def portrait_width(side: int, grid: int) -> int:
-    """The crop side nearest to 3/4 of ``side`` (the 3:4 portrait of a catalogue photo: 192 for 256)."""
-    return min(crop_sides(side, grid), key=lambda v: abs(v - 0.75 * side))
-
-
-def default_size(sides: Sequence[int], grid: int) -> Tuple[int, int]:
-    """``(height, width)`` made when none is given: the 3:4 portrait of the largest canvas when there is more
-    than one (a high-resolution decoder), else the square of the only one. ``sides[0]`` is ``sample_size``."""
-    side = max(sides)
-    if side == sides[0]:
-        return side, side
-    return side, portrait_width(side, grid)
-
-
-def output_sizes(sides: Sequence[int], grid: int) -> List[Tuple[int, int]]:
-    """Every ``(height, width)`` the canvases ``sides`` can make, sorted."""
-    sizes = set()
-    for side in sides:
-        cands = crop_sides(side, grid)
-        sizes.update((h, w) for h in cands for w in cands)
-    return sorted(sizes)
-
-
-@dataclass(frozen=True)
-class OutputCanvas:
-    """Where an output image sits on the square a decoder paints.
-
-    The decoder paints ``side`` x ``side`` pixels (``grid`` x ``grid`` token cells); the output is the centred
-    ``height`` x ``width`` crop. Boxes are pixel boxes on the output.
-    """
-
-    side: int
-    grid: int
-    height: int
-    width: int
-
-    @property
-    def cell(self) -> int:
-        """Pixels per token cell on this canvas."""
-        return self.side // self.grid
-
-    @property
-    def offset(self) -> Tuple[int, int]:
-        """``(top, left)`` of the output inside the canvas, in pixels."""
-        return (self.side - self.height) // 2, (self.side - self.width) // 2
-
-    def box_to_cells(self, box: Sequence[int], name: str = "box") -> Cells:
-        """Pixel box ``(left, top, right, bottom)`` on the output -> grid box ``(top, left, height, width)``,
-        rounded outwards; raises ``ValueError`` naming ``name`` for a malformed, empty or out-of-output box."""
-        try:
-            left, top, right, bottom = (int(round(float(v))) for v in box)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"{name} must be 4 finite numbers (left, top, right, bottom) in pixels; got {box!r}") from None
-        w, h = self.width, self.height
-        if not (0 <= left < right <= w and 0 <= top < bottom <= h):
-            raise ValueError(
-                f"{name} {box!r} is outside the {w}x{h} (width x height) output or empty; accepted: 0 <= left < right <= {w} "
-                f"and 0 <= top < bottom <= {h} (pixels, PIL's (left, top, right, bottom) order)"
-            )
-        y0, x0 = self.offset
-        c = self.cell
-        t, l = (top + y0) // c, (left + x0) // c
-        b, r = math.ceil((bottom + y0) / c), math.ceil((right + x0) / c)
-        return t, l, b - t, r - l
-
-    def cells_mask(self, cells: Sequence[Cells], value: float, batch: int) -> np.ndarray:
-        """float32 ``(batch, 1, side, side)`` filled with ``1 - value``, with ``value`` on the given grid boxes."""
-        m = np.full((batch, 1, self.side, self.side), 1.0 - value, dtype=np.float32)
-        c = self.cell
-        for top, left, h, w in cells:
-            m[:, :, top * c : (top + h) * c, left * c : (left + w) * c] = value
-        return m
-
-    def upsample_cells(self, cells: np.ndarray) -> np.ndarray:
-        """Cell mask ``(B, N)`` bool -> float32 pixel mask ``(B, 1, side, side)`` (each cell a ``cell`` x ``cell`` block)."""
-        b, c = cells.shape[0], self.cell
-        grid = cells.reshape(b, 1, self.grid, self.grid)
-        return grid.repeat(c, axis=2).repeat(c, axis=3).astype(np.float32)
-
-    def crop(self, pixels: np.ndarray) -> np.ndarray:
-        """``(B, C, side, side)`` -> ``(B, C, height, width)``, the centred crop."""
-        y0, x0 = self.offset
-        return pixels[..., y0 : y0 + self.height, x0 : x0 + self.width]
-
-
-def _check_side_type(name: str, value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-        raise TypeError(f"{name} must be an integer number of pixels; got {value!r}")
-
-
-def _complete_size(sides: Sequence[int], grid: int, height: Optional[int], width: Optional[int]) -> Tuple[Optional[int], Optional[int]]:
-    """Both sides of the output when at most one is given. None: the default size. One: on the smallest canvas
-    that has the given side, the other is the crop side nearest to the default aspect ratio (ties: the smaller);
-    ``(height, width)`` unchanged (one ``None``) when no canvas has the given side."""
-    dh, dw = default_size(sides, grid)
-    if height is None and width is None:
-        return dh, dw
-    if height is not None and width is not None:
-        return height, width
-    given, ratio = (height, dw / dh) if width is None else (width, dh / dw)
-    for side in sorted(sides):
-        cands = crop_sides(side, grid)
-        if given in cands:
-            other = min(cands, key=lambda v: abs(v - given * ratio))
-            return (given, other) if width is None else (other, given)
-    return height, width
-
-
-def output_canvas(sides: Sequence[int], grid: int, height: Optional[int] = None, width: Optional[int] = None) -> OutputCanvas:
-    """The canvas and crop for an output of ``height`` x ``width`` pixels.
-
-    ``sides``: canvas sides, ``sample_size`` first, then the high-resolution decoder's. Neither side given: the
-    default size; one given: see ``_complete_size``. Raises ``TypeError`` for a non-integer side and
-    ``ValueError`` naming the accepted sizes when no canvas can make the size.
-    """
-    _check_side_type("height", height)
-    _check_side_type("width", width)
-    height, width = _complete_size(sides, grid, height, width)
-    height = None if height is None else int(height)
-    width = None if width is None else int(width)
-    for side in sorted(sides):
-        cands = crop_sides(side, grid)
-        if height in cands and width in cands:
-            return OutputCanvas(side=side, grid=grid, height=height, width=width)
-    if height is not None and width is not None:
-        asked = f"{width}x{height} (width x height)"
-    else:
-        asked = f"height={height}" if width is None else f"width={width}"
-    listed = "; ".join(
-        f"{side}x{side} canvas{' (decoder_hr)' if side != sides[0] else ''}: height and width each in {crop_sides(side, grid)}"
-        for side in sides
-    )
-    hint = "" if len(sides) > 1 else " (this bundle has no decoder_hr; export a pipeline that has one for larger sizes)"
-    raise ValueError(f"this model cannot make a {asked} image; accepted: {listed}{hint}")
+__all__ = ["Cells", "OutputCanvas", "crop_sides", "default_size", "output_canvas", "output_sizes", "portrait_width"]

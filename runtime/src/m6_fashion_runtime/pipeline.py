@@ -21,16 +21,25 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
+from m6_fashion_core import image as core_image
+from m6_fashion_core import outpainting as core_outpainting
+from m6_fashion_core import validation
+
 from .bundle import Bundle, load_bundle
 from .canvas import OutputCanvas, output_canvas, output_sizes
 from .image import ImageInput, cell_mask, fit_onto, postprocess, preprocess, preprocess_mask, to_rgb
 from .layout import build_model_inputs
-from .scheduler import SMARTSampler, check_temperature
+from .scheduler import SMARTSampler
 
 TRANSFORMER_INPUTS = ("input_ids", "image_codes", "position_ids", "token_type_ids", "attention_mask")
-MAX_IMAGES_PER_CALL = 64  # prompts x num_images_per_prompt, as the pipeline
-MAX_GUIDANCE_SCALE = 50.0
-IMAGE_TYPES = (Image.Image, np.ndarray)
+# the limits and defaults of a call, shared with the pipeline (m6_fashion_core.validation)
+MAX_IMAGES_PER_CALL = validation.MAX_IMAGES_PER_CALL
+MAX_GUIDANCE_SCALE = validation.MAX_GUIDANCE_SCALE
+CONTEXT_DROPOUT_SHARE = validation.CONTEXT_DROPOUT_SHARE
+DEFAULT_REFINE_RATIO = validation.DEFAULT_REFINE_RATIO
+IMAGE_TYPES = (Image.Image, np.ndarray)  # what `image`, `mask_image`, `style_image` and patches may be
+IMAGE_KINDS = "a PIL image or a numpy array"
+OUTPUT_TYPES = ("pil", "np", "tokens")
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -102,6 +111,16 @@ class M6FashionRuntime:
         self.tokenizer.no_padding()
         self.geometry = self.bundle.geometry
         self.special = self.bundle.special_token_ids
+        geo = self.geometry
+        mismatches = validation.component_mismatches(  # load_bundle checked the rest; the tokenizer is read here
+            grid_size=geo.grid_size, codebook_size=geo.codebook_size, num_groups=geo.num_groups, vocab_size=geo.vocab_size,
+            text_vocab_size=self.tokenizer.get_vocab_size(),
+        )
+        if mismatches:
+            from .bundle import REEXPORT_HINT, BundleError
+
+            raise BundleError(f"{self.bundle.files['tokenizer']} in {self.bundle.root!r} does not fit the model: "
+                              f"{'; '.join(mismatches)}; {REEXPORT_HINT}")
 
     # ------------------------------------------------------------------ sessions
     def _session(self, key: str):
@@ -146,7 +165,8 @@ class M6FashionRuntime:
         """Pixels (B, 3, S, S) float32 in [-1, 1] -> tokens (B, N, M) int64."""
         s = self.sample_size
         if pixels.ndim != 4 or pixels.shape[1:] != (3, s, s):
-            raise ValueError(f"pixels must have shape (B, 3, {s}, {s}); got {pixels.shape}")
+            if not (pixels.ndim == 4 and pixels.shape[1] == 3 and self._wide_grid_fits(pixels.shape[2:], self.geometry.cell)):
+                raise ValueError(f"pixels must have shape (B, 3, {s}, {s}); got {pixels.shape}")
         tokens = self._session("image_encoder").run(None, {"pixel_values": pixels.astype(np.float32)})[0]
         return tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]).astype(np.int64)
 
@@ -161,11 +181,18 @@ class M6FashionRuntime:
         if tokens.ndim == 3:
             tokens = tokens.reshape(tokens.shape[0], g, g, tokens.shape[-1])
         if tokens.ndim != 4 or tokens.shape[1:] != (g, g, m):
-            raise ValueError(f"tokens must have shape (B, {g * g}, {m}) or (B, {g}, {g}, {m}); got {tokens.shape}")
+            if not (tokens.ndim == 4 and tokens.shape[-1] == m and self._wide_grid_fits(tokens.shape[1:3], 1)):
+                raise ValueError(f"tokens must have shape (B, {g * g}, {m}) or (B, {g}, {g}, {m}); got {tokens.shape}")
         if tokens.size and (tokens.min() < 0 or tokens.max() >= k):
             raise ValueError(f"token values must lie in [0, {k}) (no MASK left); got [{tokens.min()}, {tokens.max()}]")
         key = self.bundle.decoder_for(self.sample_size if side is None else side)
         return self._session(key).run(None, {"tokens": tokens.astype(np.int64)})[0]
+
+    def _wide_grid_fits(self, shape: Sequence[int], cell: int) -> bool:
+        """Whether a wide outpainting grid of `shape` (pixels of `cell`, or cells with `cell=1`) fits the bundle's
+        image graphs (format 4 exports them with free grid sides from `grid` to `image_grid_max`)."""
+        g, top = self.geometry.grid_size, self.bundle.image_grid_max
+        return top > 0 and all(v % cell == 0 and g <= v // cell <= top for v in shape)
 
     def transformer_logits(self, inputs: Dict[str, np.ndarray]) -> np.ndarray:
         """One SMART pass on the whole sequence: the layout tensors -> logits (B, N, M, K) float32."""
@@ -212,10 +239,28 @@ class M6FashionRuntime:
         aligned to whole token cells on both sides."""
         return output_sizes(self.canvas_sides(), self.geometry.grid_size)
 
-    def output_canvas(self, height: Optional[int] = None, width: Optional[int] = None) -> OutputCanvas:
+    def output_canvas(self, height: Optional[int] = None, width: Optional[int] = None, outpainting: bool = False) -> OutputCanvas:
         """The canvas and crop for an output of ``height`` x ``width`` pixels (default: ``default_size``; one side
-        alone keeps the default aspect ratio); raises ``ValueError`` naming the accepted sizes."""
-        return output_canvas(self.canvas_sides(), self.geometry.grid_size, height, width)
+        alone keeps the default aspect ratio); raises ``ValueError`` naming the accepted sizes. ``outpainting=True``
+        (an ``image`` with an ``image_box``) also accepts sizes larger than the largest canvas and returns a
+        ``WideCanvas`` for them, as the pipeline does (``m6_fashion_core.outpainting``)."""
+        sides, g = self.canvas_sides(), self.geometry.grid_size
+        if outpainting:
+            wide = core_outpainting.wide_canvas(sides, g, height, width)
+            if wide is not None:
+                if self.bundle.image_grid_max < max(wide.rows, wide.cols):
+                    raise ValueError(
+                        f"outpainting onto a {width}x{height} (width x height) canvas needs image graphs that take "
+                        f"{wide.rows}x{wide.cols} token grids; this bundle's take only {g}x{g} (bundle format "
+                        f"{self.bundle.format_version}): re-export it with `m6-fashion export onnx` (format 4)"
+                    )
+                return wide
+        try:
+            return output_canvas(sides, g, height, width)
+        except ValueError as error:
+            if not outpainting:
+                raise
+            raise ValueError(f"{error}; {core_outpainting.wide_sizes_hint(sides, g)}") from None
 
     def box_to_cells(self, box: Sequence[int], canvas: Optional[OutputCanvas] = None) -> Tuple[int, int, int, int]:
         """Pixel box (left, top, right, bottom) on the output image -> grid box (top, left, height, width),
@@ -253,43 +298,11 @@ class M6FashionRuntime:
         return preprocess(sheets, d), preprocess(sheets, self.sample_size), canvas.cells_mask([cells], 0.0, len(sheets))
 
     @staticmethod
-    def _mask_pixels(images: List[ImageInput], masks: List[ImageInput], side: int) -> np.ndarray:
-        """Masks (one per image, same size as it) -> float32 (B, 1, side, side) in {0, 1}; each must select a pixel."""
-        for im, mk in zip(images, masks):
-            if _size(im) is not None and _size(mk) is not None and _size(im) != _size(mk):
-                raise ValueError(f"mask_image size {_size(mk)} does not match image size {_size(im)}")
+    def _mask_pixels(masks: List[ImageInput], side: int) -> np.ndarray:
+        """Masks -> float32 (B, 1, side, side) in {0, 1}; each must select a pixel."""
         pixel_mask = np.stack([preprocess_mask(mk, side, "mask_image") for mk in masks])
-        if not pixel_mask.reshape(pixel_mask.shape[0], -1).max(axis=1).all():
-            raise ValueError(
-                "mask_image selects no pixel (all black after thresholding at 0.5): white (>= 128, or >= 0.5 "
-                "for float masks) marks the region to regenerate"
-            )
+        validation.check_masks_select_pixels(pixel_mask.reshape(pixel_mask.shape[0], -1).max(axis=1))
         return pixel_mask
-
-    def _check_boxes(self, canvas: OutputCanvas, image_box, reference_images) -> None:
-        """Boxes fit the output and the reference patches fit the condition segment (before anything is encoded)."""
-        if image_box is not None and canvas.box_to_cells(image_box, "image_box") == canvas.box_to_cells((0, 0, canvas.width, canvas.height)):
-            raise ValueError(f"image_box {tuple(image_box)!r} covers the whole {canvas.width}x{canvas.height} (width x height) output once "
-                             f"widened to whole {canvas.cell}-px token cells, so outpainting would generate nothing; leave at least one "
-                             "token cell of the output outside the box (or use mask_image to regenerate part of the image)")
-        if reference_images is None:
-            return
-        if not isinstance(reference_images, (list, tuple)) or len(reference_images) == 0:
-            raise ValueError("reference_images must be a non-empty list of (image, box) pairs")
-        cells = 0
-        for i, ref in enumerate(reference_images):
-            if not isinstance(ref, (list, tuple)) or len(ref) != 2:
-                raise ValueError(f"reference_images[{i}] must be a pair (image, box) with box = (left, top, right, bottom) in pixels")
-            if not isinstance(ref[0], IMAGE_TYPES):
-                raise TypeError(f"reference_images[{i}][0] must be a PIL image or a numpy array; got {type(ref[0]).__name__}")
-            _, _, h, w = canvas.box_to_cells(ref[1], f"reference_images[{i}] box")
-            cells += h * w + (1 if i else 0)
-        limit = self.geometry.max_condition_tokens
-        if cells > limit:
-            raise ValueError(
-                f"the {len(reference_images)} reference patch(es) cover {cells} token cells (one separator between "
-                f"two patches counts); the model takes at most {limit}: use fewer or smaller boxes"
-            )
 
     # ------------------------------------------------------------------ sampling
     def __call__(
@@ -339,101 +352,53 @@ class M6FashionRuntime:
         Returns ``images`` of ``width`` x ``height`` (PIL, or uint8 (B, height, width, 3) for ``"np"``) and
         ``tokens`` (B, h, w, M).
         """
-        canvas = self.output_canvas(height, width)
+        canvas = self.output_canvas(height, width, outpainting=image is not None and image_box is not None)
         geo = self.geometry
         g, n, m, k, s = geo.grid_size, geo.num_image_tokens, geo.num_groups, geo.codebook_size, geo.sample_size
         d = canvas.side  # pixels for blending live on the decoded canvas; the image encoder reads the S square
-        if prompt is not None and not isinstance(prompt, (str, list, tuple)):
-            raise TypeError(f"prompt must be a string or a list of strings; got {type(prompt).__name__}")
-        if isinstance(prompt, (list, tuple)) and (not prompt or not all(isinstance(p, str) for p in prompt)):
-            raise ValueError("prompt must be a non-empty list of strings (use '' for no text)")
-        num_inference_steps, num_images_per_prompt = _as_int(num_inference_steps), _as_int(num_images_per_prompt)
-        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be an integer >= 1; got {num_images_per_prompt!r}")
-        n_prompts = len(prompt) if isinstance(prompt, (list, tuple)) else len(image) if isinstance(image, (list, tuple)) else 1
-        if n_prompts * num_images_per_prompt > MAX_IMAGES_PER_CALL:
-            raise ValueError(
-                f"{n_prompts} prompt(s) x num_images_per_prompt={num_images_per_prompt} = {n_prompts * num_images_per_prompt} "
-                f"images; at most {MAX_IMAGES_PER_CALL} per call (call again for more)"
-            )
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.integer, np.floating)) or not (
-            np.isfinite(guidance_scale) and 1.0 <= guidance_scale <= MAX_GUIDANCE_SCALE
-        ):
-            raise ValueError(f"guidance_scale must be a finite number in [1, {MAX_GUIDANCE_SCALE:g}] (1.0 = off); got {guidance_scale!r}")
-        texts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-        if guidance_scale > 1.0 and reference_images is None and not any(t.strip() for t in texts):
-            raise ValueError(f"guidance_scale={guidance_scale:g} steers the image towards the prompt or the reference patches, and this "
-                             "call has neither (no prompt text, no reference_images), so it would change nothing; pass a prompt or "
-                             "reference_images, or leave guidance_scale at 1.0")
+        steps, r, guidance_scale, temperature, refine_ratio = validation.check_sampling_arguments(
+            prompt, image, style_image, reference_images, num_inference_steps, num_images_per_prompt, guidance_scale,
+            temperature, refine_ratio,
+        )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
-        if output_type not in ("pil", "np", "tokens"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'tokens'; got {output_type!r}")
-        if mask_image is not None and image is None:
-            raise ValueError("mask_image needs an image to edit: pass image=...")
-        if style_image is not None and (image is None or mask_image is None):
-            raise ValueError("style mixing needs image (the base garment), style_image and mask_image (region taken from style_image)")
-        if image is not None and mask_image is None and image_box is None and reference_images is None:
-            raise ValueError("an image needs mask_image (inpainting), image_box (outpainting), style_image + mask_image "
-                             "(style mixing) or reference_images (local editing)")
-        if image_box is not None and (image is None or mask_image is not None):
-            raise ValueError("image_box (outpainting) needs image and no mask_image")
-        if isinstance(refine_ratio, bool) or not isinstance(refine_ratio, (int, float, np.integer, np.floating)) or not (
-            0.0 <= refine_ratio <= 1.0
-        ):
-            raise ValueError(f"refine_ratio must be a number in [0, 1]; got {refine_ratio!r}")
-        if style_image is None and refine_ratio != 0.25:
-            raise ValueError(f"refine_ratio={refine_ratio!r} only acts in style mixing (image + style_image + mask_image: the share of "
-                             "the cells around the seam that are re-sampled); this call mixes no styles, so drop refine_ratio")
-        if not isinstance(blend_pixels, (bool, np.bool_)):
-            raise TypeError(f"blend_pixels must be True or False; got {blend_pixels!r}")
-        if not blend_pixels and (image is None or output_type == "tokens"):
-            raise ValueError("blend_pixels=False keeps the decoded pixels outside the edited region instead of pasting the pixels of "
-                             "image back; it needs an image to edit and decoded pixels (output_type 'pil' or 'np'), and this call has "
-                             + ("no image" if image is None else "output_type='tokens'") + ", so drop blend_pixels")
-        for name, value in (("image", image), ("mask_image", mask_image), ("style_image", style_image)):
-            for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
-                if value is not None and not isinstance(item, IMAGE_TYPES):
-                    where = f"{name}[{i}]" if isinstance(value, (list, tuple)) else name
-                    raise TypeError(f"{where} must be a PIL image or a numpy array (or a list of them); got {type(item).__name__}")
-        if isinstance(image, (list, tuple)) and not image:
-            raise ValueError("image is an empty list; pass at least one image")
-        self._check_boxes(canvas, image_box, reference_images)
-        if temperature is not None:
-            check_temperature(temperature, "temperature")
+        validation.check_output_type(output_type, OUTPUT_TYPES)
+        validation.check_blend_pixels(blend_pixels, image, output_type, OUTPUT_TYPES)
+        validation.check_images(image, mask_image, style_image, image_box, reference_images, IMAGE_TYPES, IMAGE_KINDS)
+        validation.check_boxes(canvas, image_box, reference_images, geo.max_condition_tokens, IMAGE_TYPES, IMAGE_KINDS)
+        context_dropout_steps = validation.context_dropout_steps(context_dropout_steps, steps, prompt, image, mask_image, style_image)
         sampler = SMARTSampler.from_config(self.bundle.scheduler, temperature=temperature, deterministic=deterministic)
-        sampler.set_timesteps(num_inference_steps)  # checks the number before any image is encoded
-        context_dropout_steps = _context_dropout(context_dropout_steps, num_inference_steps, prompt, image, mask_image, style_image)
         rng = np.random.default_rng(seed)
 
-        images_in = _as_list(image) if image is not None else []
-        if prompt is None:
-            prompts = [""] * max(1, len(images_in))
-        else:
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        n_prompts, r = len(prompts), num_images_per_prompt
-        prompts = [p for p in prompts for _ in range(r)]
+        images_in = validation.as_list(image) if image is not None else []
+        prompts = validation.batch_prompts(prompt, image, r)
         b = len(prompts)
+        n_prompts = b // r
+
+        if isinstance(canvas, core_outpainting.WideCanvas):
+            imgs = validation.expand_per_prompt(images_in, n_prompts, "image")
+            return self._outpaint_wide(canvas, prompts, imgs, image_box, r, sampler, rng, steps, guidance_scale,
+                                       output_type, blend_pixels)
 
         tokens = np.full((b, n, m), k, dtype=np.int64)
         editable = np.ones((b, n), dtype=bool)
         base_pixels = pixel_mask = None
         if image is not None:
-            imgs = _expand(images_in, n_prompts, "image")
+            imgs = validation.expand_per_prompt(images_in, n_prompts, "image")
             if image_box is not None:
                 base_pixels, token_pixels, pixel_mask = self._outpainting_sheets(imgs, canvas.box_to_cells(image_box, "image_box"), canvas)
             else:
                 base_pixels = preprocess(imgs, d)
                 token_pixels = base_pixels if d == s else preprocess(imgs, s)
                 if mask_image is not None:
-                    pixel_mask = self._mask_pixels(imgs, _expand(_as_list(mask_image), n_prompts, "mask_image"), d)
+                    pixel_mask = self._mask_pixels(validation.expand_per_prompt(validation.as_list(mask_image), n_prompts, "mask_image"), d)
                 else:  # reference patches inside an image without a mask: their boxes are the region to edit
                     cells = [canvas.box_to_cells(box) for _, box in reference_images]
                     pixel_mask = canvas.cells_mask(cells, 1.0, base_pixels.shape[0])
             base_pixels = np.repeat(base_pixels, r, axis=0)
             pixel_mask = np.repeat(pixel_mask, r, axis=0)
             if style_image is not None:  # read before anything is encoded: a bad style_image fails early
-                styles = _expand(_as_list(style_image), n_prompts, "style_image")
+                styles = validation.expand_per_prompt(validation.as_list(style_image), n_prompts, "style_image")
                 style_pixels = np.repeat(preprocess(styles, d, "style_image"), r, axis=0)
                 style_token_pixels = style_pixels if d == s else np.repeat(preprocess(styles, s, "style_image"), r, axis=0)
             base_tokens = self.encode_images(np.repeat(token_pixels, r, axis=0))
@@ -441,7 +406,7 @@ class M6FashionRuntime:
             if style_image is not None:
                 base_tokens = np.where(editable[..., None], self.encode_images(style_token_pixels), base_tokens)
                 base_pixels = np.where(pixel_mask.astype(bool), style_pixels, base_pixels)
-                editable = seam(editable, g, float(refine_ratio), rng)
+                editable = seam(editable, g, refine_ratio, rng)
                 pixel_mask = canvas.upsample_cells(editable)
             tokens = np.where(editable[..., None], k, base_tokens).astype(np.int64)
 
@@ -456,7 +421,22 @@ class M6FashionRuntime:
 
         cond = self.prepare(inputs)
         uncond = self.prepare(uncond) if uncond is not None else None
-        for i in sampler.set_timesteps(num_inference_steps):
+        tokens = self._sample(cond, uncond, tokens, editable, sampler, steps, rng, guidance_scale, context_dropout_steps)
+
+        grid_tokens = tokens.reshape(b, g, g, m)
+        if output_type == "tokens":
+            return RuntimeOutput(images=None, tokens=grid_tokens)
+        pixels = self.decode_tokens(tokens, side=d)
+        if base_pixels is not None and blend_pixels:
+            pixels = np.where(pixel_mask.astype(bool), pixels, base_pixels)
+        return _output(canvas.crop(pixels), grid_tokens, output_type)
+
+    def _sample(self, cond, uncond, tokens: np.ndarray, editable: np.ndarray, sampler: SMARTSampler, steps: int,
+                rng: np.random.Generator, guidance_scale: float, context_dropout_steps: int = 0) -> np.ndarray:
+        """The SMART loop: ``steps`` passes over ``tokens`` (B, N, M) (MASK = codebook_size where still to generate),
+        re-sampling only ``editable`` (B, N) cells; returns the final tokens."""
+        k = self.geometry.codebook_size
+        for i in sampler.set_timesteps(steps):
             if not (tokens == k).any():
                 continue
             # context dropout: the first passes see the kept tokens as MASK (the sampler still gets the true ones)
@@ -466,78 +446,58 @@ class M6FashionRuntime:
                 scores_u, _ = self.transformer_scores(uncond, seen)
                 scores, normalized = scores_u + np.float32(guidance_scale) * (scores - scores_u), False
             tokens = sampler.step(scores, int(i), tokens, editable=editable, rng=rng, normalized=normalized)
+        return tokens
 
-        grid_tokens = tokens.reshape(b, g, g, m)
+    def _outpaint_wide(self, canvas, prompts: List[str], images: List[ImageInput], image_box, r: int,
+                       sampler: SMARTSampler, rng: np.random.Generator, steps: int, guidance_scale: float,
+                       output_type: str, blend_pixels: bool) -> RuntimeOutput:
+        """Outpainting onto a canvas larger than the decoder's square, window by window, as the pipeline's
+        ``_outpaint_wide`` (``m6_fashion_core.outpainting``): the placed image is tokenised whole, the cells outside
+        its box are generated in ``grid`` x ``grid`` windows in ``plan_windows`` order, the whole grid is decoded
+        at once. Tokens are returned as (B, rows, cols, M)."""
+        geo = self.geometry
+        g, m, k, c_small = geo.grid_size, geo.num_groups, geo.codebook_size, geo.cell
+        b, rows, cols, c = len(prompts), canvas.rows, canvas.cols, canvas.cell
+        cells = canvas.box_to_cells(image_box, "image_box")
+        pils = [im if isinstance(im, Image.Image) else postprocess(preprocess(im, canvas.side))[0] for im in images]
+        base_pixels, token_pixels = core_image.outpainting_sheets(
+            pils, canvas.width, canvas.height, cells, c, (cols * c_small, rows * c_small)
+        )
+        grid = np.repeat(self.encode_images(token_pixels).reshape(-1, rows, cols, m), r, axis=0)
+        known = canvas.known_cells(cells)
+        grid = np.where(known[None, :, :, None], grid, k).astype(np.int64)
+        text_ids = self.encode_prompt(prompts)
+        for top, left in core_outpainting.plan_windows(known, g):
+            window = np.ascontiguousarray(grid[:, top : top + g, left : left + g]).reshape(b, g * g, m)
+            editable = (window == k).all(-1)
+            cond = self.prepare(build_model_inputs(geo, self.special, text_ids, window))
+            uncond = None
+            if guidance_scale > 1.0:
+                uncond = self.prepare(build_model_inputs(geo, self.special, [[] for _ in range(b)], window))
+            window = self._sample(cond, uncond, window, editable, sampler, steps, rng, guidance_scale)
+            grid[:, top : top + g, left : left + g] = window.reshape(b, g, g, m)
         if output_type == "tokens":
-            return RuntimeOutput(images=None, tokens=grid_tokens)
-        pixels = self.decode_tokens(tokens, side=d)
-        if base_pixels is not None and blend_pixels:
-            pixels = np.where(pixel_mask.astype(bool), pixels, base_pixels)
-        pixels = canvas.crop(pixels)
-        if output_type == "np":
-            arr = np.round((np.clip(pixels, -1, 1) + 1) * np.float32(127.5)).astype(np.uint8).transpose(0, 2, 3, 1)
-            return RuntimeOutput(images=arr, tokens=grid_tokens)
-        return RuntimeOutput(images=postprocess(pixels), tokens=grid_tokens)
+            return RuntimeOutput(images=None, tokens=grid)
+        pixels = self.decode_tokens(grid, side=canvas.side)
+        if blend_pixels:
+            generated = canvas.cells_mask([cells], 0.0, b).astype(bool)  # everything but the placed image
+            pixels = np.where(generated, pixels, np.repeat(base_pixels, r, axis=0))
+        return _output(pixels, grid, output_type)
 
 
-CONTEXT_DROPOUT_SHARE = 0.8  # as the pipeline's: share of the passes that hide the kept tokens in text-guided inpainting
-
-
-def _context_dropout(value, steps: int, prompt, image, mask_image, style_image) -> int:
-    """``context_dropout_steps`` checked and resolved (``None`` -> the pipeline's default), as ``M6FashionPipeline``."""
-    texts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-    text_guided = image is not None and mask_image is not None and style_image is None and any(t.strip() for t in texts)
-    if value is None:
-        return round(CONTEXT_DROPOUT_SHARE * steps) if text_guided else 0
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= steps:
-        raise ValueError(f"context_dropout_steps must be None (automatic) or a whole number in [0, num_inference_steps={steps}] "
-                         f"(the first SMART passes that hide the kept tokens from the model); got {value!r}")
-    if value and not text_guided:
-        raise ValueError(f"context_dropout_steps={value!r} only acts in text-guided inpainting (image + mask_image + a prompt, "
-                         "no style_image): it hides the kept tokens around the masked region from the model for the first "
-                         "passes so the region follows the text; this call is not one, so drop context_dropout_steps")
-    return int(value)
+def _output(pixels: np.ndarray, tokens: np.ndarray, output_type: str) -> RuntimeOutput:
+    """Pixels (B, 3, H, W) in [-1, 1] -> a ``RuntimeOutput`` with PIL images or a uint8 (B, H, W, 3) array."""
+    if output_type == "np":
+        arr = np.round((np.clip(pixels, -1, 1) + 1) * np.float32(127.5)).astype(np.uint8).transpose(0, 2, 3, 1)
+        return RuntimeOutput(images=arr, tokens=tokens)
+    return RuntimeOutput(images=postprocess(pixels), tokens=tokens)
 
 
 def seam(region: np.ndarray, grid_size: int, refine_ratio: float, rng: np.random.Generator) -> np.ndarray:
     """Cells on both sides of the border of ``region`` (B, N) bool, plus ``refine_ratio`` of the cells in and
-    next to the region, drawn at random: the part SMART refines after style mixing (as in the pipeline)."""
-    b = region.shape[0]
-    r = region.reshape(b, grid_size, grid_size)
-    grown = np.pad(r, ((0, 0), (1, 1), (1, 1)), constant_values=False)
-    shrunk = np.pad(r, ((0, 0), (1, 1), (1, 1)), constant_values=True)
-    windows = [(dy, dx) for dy in range(3) for dx in range(3)]
-    grown = np.logical_or.reduce([grown[:, dy : dy + grid_size, dx : dx + grid_size] for dy, dx in windows])
-    shrunk = np.logical_and.reduce([shrunk[:, dy : dy + grid_size, dx : dx + grid_size] for dy, dx in windows])
-    out = grown & ~shrunk
-    if refine_ratio > 0:
-        out |= (rng.random(r.shape) < refine_ratio) & grown
-    return out.reshape(b, -1)
-
-
-def _size(im) -> Optional[Tuple[int, int]]:
-    if isinstance(im, Image.Image):
-        return im.size
-    if isinstance(im, np.ndarray) and im.ndim >= 2:
-        return (im.shape[1], im.shape[0])
-    return None
-
-
-def _as_int(value):
-    """numpy integers as Python ints; anything else unchanged for the checks."""
-    return int(value) if isinstance(value, np.integer) else value
-
-
-def _as_list(x) -> list:
-    return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-def _expand(items: list, batch: int, name: str) -> list:
-    if len(items) == 1:
-        return items * batch
-    if len(items) != batch:
-        raise ValueError(f"{name} has {len(items)} entries but there are {batch} prompts; give one, or one per prompt")
-    return items
+    next to the region drawn with ``rng``: the part SMART refines after style mixing
+    (``m6_fashion_core.validation.seam_cells``, as in the pipeline)."""
+    return validation.seam_cells(region, grid_size, refine_ratio, rng.random)
 
 
 def save_images(images: List[Image.Image], out: str) -> List[str]:

@@ -12,102 +12,72 @@ Kept positions are drawn in proportion to confidence without replacement (Gumbel
 deterministic mode the lowest-confidence positions are re-masked (stable order on ties). Pass T fills
 every remaining mask. Non-editable positions never change.
 
-Deterministic mode reproduces the PyTorch scheduler's tokens given the same logits; sampling mode uses
-numpy's random generator, so it matches the PyTorch scheduler in distribution, not draw for draw.
+The schedules, limits and argument checks are ``m6_fashion_core.sampling``'s, shared with the PyTorch
+scheduler; this module adds the numpy ``step``. Deterministic mode reproduces the PyTorch scheduler's
+tokens given the same logits; sampling mode uses numpy's random generator, so it matches the PyTorch
+scheduler in distribution, not draw for draw.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 
-MASK_SCHEDULES = ("smart", "cosine")
-MAX_INFERENCE_STEPS = 1000  # as m6_fashion's scheduler: more passes only burn time
-MAX_TEMPERATURE = 100.0
+from m6_fashion_core import sampling as _smart
+from m6_fashion_core.sampling import (
+    MASK_SCHEDULES,
+    MAX_INFERENCE_STEPS,
+    MAX_TEMPERATURE,
+    SMART_CONFIG_KEYS,
+    SMARTConfig,
+    check_temperature,
+)
 
-
-def check_temperature(value, name: str = "temperature") -> float:
-    """``value`` as a float if it is a finite number in (0, MAX_TEMPERATURE]; raises ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value) or not (
-        0 < value <= MAX_TEMPERATURE
-    ):
-        raise ValueError(
-            f"{name} must be a finite number in (0, {MAX_TEMPERATURE:g}]; got {value!r} (use deterministic mode for argmax decoding)"
-        )
-    return float(value)
+__all__ = [
+    "MASK_SCHEDULES", "MAX_INFERENCE_STEPS", "MAX_TEMPERATURE", "SMART_CONFIG_KEYS", "SMARTConfig", "SMARTSampler",
+    "check_temperature", "log_softmax",
+]
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
+    """log p = x - logsumexp(x) over the last axis, in float32 (the shift by the max keeps exp from overflowing)."""
     x = x.astype(np.float32, copy=False)
     shifted = x - x.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
-class SMARTSampler:
-    """Numpy SMART sampler; construct from the bundle's ``scheduler`` section with :meth:`from_config`."""
+class SMARTSampler(SMARTConfig):
+    """Numpy SMART sampler; construct from the bundle's ``scheduler`` section with :meth:`from_config`.
 
-    def __init__(
-        self,
-        mask_token_id: int,
-        mask_schedule: str = "smart",
-        alpha: float = 0.8,
-        beta: float = 0.2,
-        temperature: float = 1.0,
-        temperature_end: Optional[float] = None,
-        deterministic: bool = False,
-    ):
-        if mask_schedule not in MASK_SCHEDULES:
-            raise ValueError(f"unknown mask_schedule {mask_schedule!r}; accepted: {', '.join(MASK_SCHEDULES)}")
-        if not 0.0 <= beta <= alpha <= 1.0:
-            raise ValueError(f"need 0 <= beta <= alpha <= 1; got alpha={alpha}, beta={beta}")
-        check_temperature(temperature, "temperature")
-        if temperature_end is not None:
-            check_temperature(temperature_end, "temperature_end")
-        self.mask_token_id = int(mask_token_id)
-        self.mask_schedule = mask_schedule
-        self.alpha, self.beta = float(alpha), float(beta)
-        self.temperature = float(temperature)
-        self.temperature_end = None if temperature_end is None else float(temperature_end)
-        self.deterministic = bool(deterministic)
+    Parameters are the fields of ``SMARTConfig`` (the keys of ``SMARTScheduler``'s config), checked on
+    construction; ``mask_token_id`` is the image MASK code (= K, the codebook size).
+    """
+
+    def __post_init__(self):
+        super().__post_init__()
         self.num_inference_steps: Optional[int] = None
 
     @classmethod
     def from_config(cls, config: dict, **overrides) -> "SMARTSampler":
-        keys = ("mask_token_id", "mask_schedule", "alpha", "beta", "temperature", "temperature_end", "deterministic")
-        kwargs = {k: config[k] for k in keys if k in config}
+        """A sampler from a scheduler config (other keys are ignored); ``overrides`` that are not None replace its values."""
+        kwargs = {k: config[k] for k in SMART_CONFIG_KEYS if k in config}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
 
     def set_timesteps(self, num_inference_steps: int) -> np.ndarray:
-        if isinstance(num_inference_steps, np.integer):
-            num_inference_steps = int(num_inference_steps)
-        if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or not (
-            1 <= num_inference_steps <= MAX_INFERENCE_STEPS
-        ):
-            raise ValueError(f"num_inference_steps must be an integer in [1, {MAX_INFERENCE_STEPS}]; got {num_inference_steps!r}")
-        self.num_inference_steps = num_inference_steps
-        return np.arange(num_inference_steps)
+        """Sets T; returns the pass indices ``0..T-1``."""
+        steps = _smart.timesteps(num_inference_steps)
+        self.num_inference_steps = len(steps)
+        return steps
 
     def remask_ratio(self, step: int) -> float:
-        T = self.num_inference_steps
-        if T is None:
-            raise RuntimeError("call set_timesteps before step")
-        i = step + 1
-        if i >= T:
-            return 0.0
-        if self.mask_schedule == "cosine":
-            return math.cos(math.pi / 2 * i / T)
-        if T == 2:
-            return self.alpha
-        return self.beta + (T - 1 - i) / (T - 2) * (self.alpha - self.beta)
+        """Fraction of editable positions re-masked after pass ``step`` (0-indexed); 0 after the last pass."""
+        return _smart.remask_ratio(step, self.num_inference_steps, self.mask_schedule, self.alpha, self.beta)
 
     def temperature_at(self, step: int) -> float:
-        t0, t1 = self.temperature, self.temperature_end
-        if t1 is None or self.num_inference_steps == 1:
-            return t0
-        return t0 + (t1 - t0) * step / (self.num_inference_steps - 1)
+        """Sampling temperature of pass ``step``: ``temperature``, moving linearly to ``temperature_end`` if set."""
+        return _smart.temperature_at(step, self.num_inference_steps, self.temperature, self.temperature_end)
 
     def step(self, logits: np.ndarray, step: int, sample: np.ndarray, editable: Optional[np.ndarray] = None,
              rng: Optional[np.random.Generator] = None, normalized: bool = False) -> np.ndarray:
@@ -116,8 +86,7 @@ class SMARTSampler:
         ``normalized``: ``logits`` already are log-probabilities (log-softmax over K, as the split target graph
         returns them), so they are not normalised again. New tokens are drawn at the masked positions only.
         """
-        if logits.ndim != 4 or sample.shape != logits.shape[:3]:
-            raise ValueError(f"logits must be (B, N, M, K) and sample (B, N, M); got {logits.shape} and {sample.shape}")
+        _smart.check_step_shapes(logits.shape, sample.shape, "logits")
         B, N, M, K = logits.shape
         if editable is None:
             editable = np.ones((B, N), dtype=bool)
@@ -141,13 +110,11 @@ class SMARTSampler:
 
         ratio = self.remask_ratio(step)
         if ratio > 0:
-            n_edit = editable.sum(-1)
-            # float32 product, as the PyTorch scheduler computes it
-            n_remask = np.floor(n_edit.astype(np.float32) * np.float32(ratio)).astype(np.int64)
+            n_remask = _smart.num_remasked(editable.sum(-1), ratio)  # (B,)
             scores = conf_log
             if not self.deterministic:
                 u = rng.random(conf_log.shape, dtype=np.float32)
-                u = np.clip(u, np.float32(1e-20), np.float32(1 - 1e-7))
+                u = np.clip(u, np.float32(_smart.GUMBEL_UNIFORM_MIN), np.float32(_smart.GUMBEL_UNIFORM_MAX))
                 scores = conf_log + (-np.log(-np.log(u)))
             scores = np.where(editable, scores, np.float32(np.inf))
             order = np.argsort(scores, axis=-1, kind="stable")

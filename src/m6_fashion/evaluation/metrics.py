@@ -39,6 +39,15 @@ formula (exp of the mean KL divergence between p(y|x) and p(y)) over the **artic
 attribute classifier** (141 classes of this dataset) and its result must be reported as
 "IS (articleType classifier)", never as Inception Score. See :data:`METRIC_NAMES`.
 
+Features, FID and KID
+---------------------
+Every published FID comes from :func:`frechet_distance` over float64 features (:func:`feature_stats` of the
+reference set, computed once and reused for every generated set): the torchmetrics formula, evaluated with a
+symmetric eigendecomposition (equal to ``torchmetrics.image.fid.FrechetInceptionDistance`` and to a
+``scipy.linalg.sqrtm`` reference up to rounding, checked in the tests). :func:`compute_fid` (images in) and
+:func:`fid_kid` (features in, as ``m6-fashion evaluate`` uses it) both go through it. KID is torchmetrics'
+``KernelInceptionDistance`` over the same features (:func:`kernel_inception_distance`).
+
 Image conventions
 -----------------
 All feature extractors here accept either ``uint8`` tensors ``(B, 3, H, W)`` in ``[0, 255]`` or float
@@ -52,7 +61,10 @@ import importlib.util
 import math
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import warnings
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +76,9 @@ INCEPTION_FILENAME = "default_1.pt"
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 INCEPTION_INPUT_SIZE = 299
 INCEPTION_NUM_FEATURES = 2048
+
+#: The attributes the classifier predicts and the hit rates compare (columns of fashion-product-images).
+HEADS: Tuple[str, ...] = ("articleType", "baseColour", "gender")
 
 #: Honest display names for each metric/feature combination.
 METRIC_NAMES = {
@@ -320,6 +335,127 @@ def _batches(images: Union[Tensor, Iterable[Tensor]], batch_size: int) -> Iterab
         yield from images
 
 
+@torch.no_grad()
+def extract_features(extractor: nn.Module, images: Union[Tensor, Iterable[Tensor]], batch_size: int = 50) -> Tensor:
+    """Images (a tensor ``(N, 3, H, W)`` or an iterable of batches) -> ``(N, num_features)`` float64 features on CPU.
+
+    ``extractor`` is any feature module of this file (:class:`InceptionFeatureExtractor`: 2048-d ``pool_3``).
+    An empty input gives a ``(0, 0)`` tensor.
+    """
+    feats = [extractor(batch).double().cpu() for batch in _batches(images, batch_size)]
+    return torch.cat(feats) if feats else torch.zeros(0, 0, dtype=torch.float64)
+
+
+def inception_features(extractor: nn.Module, images: Tensor, batch_size: int = 50) -> Tensor:
+    """uint8 ``(N, 3, H, W)`` or float [-1, 1] images -> ``(N, 2048)`` float64 Inception-v3 pool_3 features."""
+    return extract_features(extractor, images, batch_size)
+
+
+class PrecomputedFeatures(nn.Module):
+    """Identity "feature extractor" so torchmetrics FID/KID can run on features computed (and cached) elsewhere."""
+
+    def __init__(self, num_features: int = INCEPTION_NUM_FEATURES):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+def feature_stats(features: Tensor) -> Dict[str, Tensor]:
+    """Mean and unbiased covariance (float64) of ``(n, d)`` features, as torchmetrics' FID accumulates them.
+
+    ``cov = (F^T F - n mu mu^T) / (n - 1)``; returns ``{"mu": (d,), "cov": (d, d), "n": n}``.
+    """
+    f = features.double()
+    n = f.shape[0]
+    mu = f.mean(0)
+    cov = (f.t() @ f - n * torch.outer(mu, mu)) / (n - 1)
+    return {"mu": mu, "cov": cov, "n": n}
+
+
+def _sqrtm_psd(mat: Tensor) -> Tensor:
+    """Square root of a symmetric positive semi-definite matrix (negative rounding eigenvalues set to 0)."""
+    w, v = torch.linalg.eigh(mat)
+    return (v * w.clamp_min(0).sqrt()) @ v.t()
+
+
+def frechet_distance(real: Dict[str, Tensor], fake_features: Tensor) -> float:
+    """FID = ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)): the formula of torchmetrics' FID.
+
+    ``real`` comes from :func:`feature_stats`; S2 is the unbiased covariance of ``fake_features`` ``(n, d)``.
+    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2. With S2 = X^T X
+    (X = centred fake features / sqrt(n - 1)) these are the eigenvalues of the symmetric PSD n x n matrix
+    X S1 X^T (plus zeros), computed with ``eigvalsh``; when n > d the d x d matrix S1^(1/2) S2 S1^(1/2) is
+    used instead (S1^(1/2) is cached in ``real["sqrt_cov"]``). Equal to torchmetrics' ``eigvals`` route up to
+    rounding and much faster on CPU: a sweep scores many image sets against one cached reference
+    (2048-d Inception features: one n x n eigvalsh for n = 200 instead of a 2048 x 2048 ``eigvals``).
+    """
+    f = fake_features.double()
+    n, d = f.shape
+    mu2 = f.mean(0)
+    x = (f - mu2) / math.sqrt(n - 1)
+    if n <= d:
+        inner = x @ real["cov"] @ x.t()
+    else:
+        if "sqrt_cov" not in real:
+            real["sqrt_cov"] = _sqrtm_psd(real["cov"])
+        s1h = real["sqrt_cov"]
+        inner = s1h @ (x.t() @ x) @ s1h
+    tr_sqrt = torch.linalg.eigvalsh((inner + inner.t()) / 2).clamp_min(0).sqrt().sum()
+    diff = real["mu"] - mu2
+    return float(diff.dot(diff) + real["cov"].trace() + x.pow(2).sum() - 2 * tr_sqrt)
+
+
+def kernel_inception_distance(
+    real_features: Tensor, fake_features: Tensor, subset_size: Optional[int] = None, subsets: int = 100
+) -> Tuple[float, float]:
+    """torchmetrics KID (polynomial kernel, mean and std over ``subsets`` random subsets) of two feature sets.
+
+    ``subset_size`` defaults to ``min(100, n_real, n_fake)``. The subsets are drawn from torch's global generator.
+    """
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    n = min(real_features.shape[0], fake_features.shape[0])
+    subset_size = min(100, n) if subset_size is None else subset_size
+    if subset_size > n:
+        raise ValueError(f"subset_size {subset_size} exceeds the smaller set size {n}")
+    with warnings.catch_warnings():  # the identity "extractor" keeps every feature in memory: intended here
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+        kid = KernelInceptionDistance(feature=PrecomputedFeatures(real_features.shape[1]), subset_size=subset_size, subsets=subsets)
+    kid.update(real_features, real=True)
+    kid.update(fake_features, real=False)
+    mean, std = kid.compute()
+    return float(mean), float(std)
+
+
+def fid_kid(real_features: Tensor, fake_features: Tensor, kid_subsets: int = 100,
+            real_stats: Optional[Dict[str, Tensor]] = None) -> Dict[str, float]:
+    """FID (:func:`frechet_distance`) and KID (:func:`kernel_inception_distance`) of two feature sets (rows = images).
+
+    The published ``fid_inception`` / ``kid_inception_*`` figures of ``m6-fashion evaluate``. ``real_stats``
+    (from :func:`feature_stats`, updated in place with the covariance square root) lets many fake sets be scored
+    against one reference without recomputing its statistics. KID subsets are drawn after
+    ``torch.manual_seed(0)``, so a figure does not depend on what ran before.
+    """
+    n_real, n_fake = real_features.shape[0], fake_features.shape[0]
+    if min(n_real, n_fake) < 2:
+        raise ValueError("FID/KID need at least 2 images in each set")
+    real_stats = feature_stats(real_features) if real_stats is None else real_stats
+    fid = frechet_distance(real_stats, fake_features)
+    subset = min(100, n_real, n_fake)
+    torch.manual_seed(0)
+    kid_mean, kid_std = kernel_inception_distance(real_features, fake_features, subset, kid_subsets)
+    return {
+        "fid_inception": fid,
+        "kid_inception_mean": kid_mean,
+        "kid_inception_std": kid_std,
+        "kid_subset_size": subset,
+        "num_fake": n_fake,
+        "num_real": n_real,
+    }
+
+
 def compute_fid(
     real: Union[Tensor, Iterable[Tensor]],
     fake: Union[Tensor, Iterable[Tensor]],
@@ -327,15 +463,13 @@ def compute_fid(
     classifier: Optional[nn.Module] = None,
     batch_size: int = 32,
 ) -> float:
-    """One-shot FID between two image sets (tensors or iterables of batches)."""
-    metric = build_fid(feature, classifier)
-    for batch in _batches(real, batch_size):
-        metric.update(batch, real=True)
-    for batch in _batches(fake, batch_size):
-        metric.update(batch, real=False)
-    if metric.real_features_num_samples < 2 or metric.fake_features_num_samples < 2:
+    """One-shot FID between two image sets (tensors or iterables of batches), through :func:`frechet_distance`."""
+    module, _ = _feature_module(feature, classifier)
+    real_features = extract_features(module, real, batch_size)
+    fake_features = extract_features(module, fake, batch_size)
+    if real_features.shape[0] < 2 or fake_features.shape[0] < 2:
         raise ValueError("FID needs at least 2 images in each set")
-    return float(metric.compute())
+    return frechet_distance(feature_stats(real_features), fake_features)
 
 
 def compute_kid(
@@ -356,13 +490,31 @@ def compute_kid(
     subset_size = min(100, n) if subset_size is None else subset_size
     if subset_size > n:
         raise ValueError(f"subset_size {subset_size} exceeds the smaller set size {n}")
-    metric = build_kid(feature, classifier, subset_size=subset_size, subsets=subsets)
-    for batch in real_batches:
-        metric.update(batch, real=True)
-    for batch in fake_batches:
-        metric.update(batch, real=False)
-    mean, std = metric.compute()
-    return float(mean), float(std)
+    module, _ = _feature_module(feature, classifier)
+    return kernel_inception_distance(extract_features(module, real_batches), extract_features(module, fake_batches),
+                                     subset_size, subsets)
+
+
+@torch.no_grad()
+def classifier_inception_score(classifier: nn.Module, images: Tensor, splits: Optional[int] = None,
+                               batch_size: int = 256) -> Dict[str, float]:
+    """IS (articleType classifier): torchmetrics InceptionScore over the classifier's articleType logits.
+
+    ``splits`` defaults to ``max(1, min(10, n // 20))`` (at least 20 images per split). The images are shuffled
+    after ``torch.manual_seed(0)``; with one split the std is undefined and comes back as NaN.
+    """
+    n = images.shape[0]
+    splits = splits or max(1, min(10, n // 20))
+    with warnings.catch_warnings():  # keeping every logit in memory is intended (n images x 141 classes)
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+        metric = build_inception_score(classifier, splits=splits)
+    for i in range(0, n, batch_size):
+        metric.update(images[i : i + batch_size])
+    torch.manual_seed(0)  # InceptionScore shuffles before splitting
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*degrees of freedom.*")
+        mean, std = metric.compute()
+    return {"is_articletype_classifier_mean": float(mean), "is_articletype_classifier_std": float(std), "is_splits": splits}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,6 +572,15 @@ def laplacian_variance(images: Tensor) -> Tensor:
     return F.conv2d(grey, kernel).flatten(1).var(1)
 
 
+def sharpness(images: Tensor, batch_size: int = 64) -> Dict[str, object]:
+    """The published sharpness of an image set: :func:`laplacian_variance` per image, in batches of ``batch_size``.
+
+    Returns ``{"sharpness": mean, "sharpness_median": median, "sharpness_values": float64 (N,)}``.
+    """
+    v = torch.cat([laplacian_variance(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]).double()
+    return {"sharpness": float(v.mean()), "sharpness_median": float(v.median()), "sharpness_values": v}
+
+
 class ReconstructionMetrics:
     """Accumulates per-image PSNR and SSIM over a whole evaluation pass (means over all images)."""
 
@@ -431,10 +592,17 @@ class ReconstructionMetrics:
         self._psnr_inf = 0
         self._ssim_sum = 0.0
         self._count = 0
+        self._psnr_values: List[Tensor] = []
+
+    @property
+    def psnr_values(self) -> Tensor:
+        """Every image's PSNR so far, in update order (``inf`` for pixel-identical pairs), float32 ``(N,)``."""
+        return torch.cat(self._psnr_values) if self._psnr_values else torch.zeros(0)
 
     def update(self, reconstructions: Tensor, originals: Tensor) -> None:
         p = psnr(reconstructions, originals, reduction="none")
         s = ssim(reconstructions, originals, reduction="none")
+        self._psnr_values.append(p.detach().cpu())
         finite = torch.isfinite(p)
         self._psnr_sum += float(p[finite].double().sum())
         self._psnr_inf += int((~finite).sum())
@@ -531,3 +699,86 @@ def codebook_usage(tokens: Union[Tensor, Sequence[Tensor]], codebook_size: int) 
     for b in batches:
         meter.update(b)
     return meter.compute()
+
+
+# ----------------------------------------------------------------------------------------------
+# attribute hit rates (the relevance metric) and their chance level
+
+
+def attribute_hit_rate(
+    pred_labels: Union[Sequence[Mapping[str, str]], Mapping[str, Sequence[str]]],
+    prompt_attributes: Sequence[Mapping[str, Optional[str]]],
+    heads: Sequence[str] = HEADS,
+) -> Dict[str, float]:
+    """Fraction of generated images whose predicted attribute equals the prompt's, per head.
+
+    ``pred_labels``: the output of :meth:`AttributeClassifier.predict` (one dict per image) or a dict of
+    per-head lists. ``prompt_attributes``: one dict per image; a head whose value is None (the prompt did
+    not specify it) is left out of that head's rate. Returns ``{head: rate, "mean": mean over heads,
+    "all": fraction of images where every specified head is hit, "n_<head>": count, "n": images}``;
+    a head with no specified prompts gets ``nan``.
+    """
+    pred_labels, prompt_attributes = _check_hit_rate_inputs(pred_labels, prompt_attributes, heads)
+    hits = {h: 0 for h in heads}
+    counts = {h: 0 for h in heads}
+    all_hits = all_count = 0
+    for pred, attrs in zip(pred_labels, prompt_attributes):
+        specified = [h for h in heads if attrs.get(h) is not None]
+        ok = True
+        for h in specified:
+            if h not in pred:
+                raise ValueError(f"prediction is missing head {h!r}")
+            counts[h] += 1
+            if pred[h] == attrs[h]:
+                hits[h] += 1
+            else:
+                ok = False
+        if specified:
+            all_count += 1
+            all_hits += int(ok)
+    result: Dict[str, float] = {h: hits[h] / counts[h] if counts[h] else float("nan") for h in heads}
+    rates = [result[h] for h in heads if counts[h]]
+    result["mean"] = sum(rates) / len(rates) if rates else float("nan")
+    result["all"] = all_hits / all_count if all_count else float("nan")
+    for h in heads:
+        result[f"n_{h}"] = counts[h]
+    result["n"] = len(pred_labels)
+    return result
+
+
+def _check_hit_rate_inputs(pred_labels, prompt_attributes, heads: Sequence[str]) -> Tuple[List[Mapping], List[Mapping]]:
+    """Predictions as one dict per image (per-head lists are transposed), checked against the attribute sets."""
+    if isinstance(pred_labels, Mapping):
+        lengths = {len(v) for v in pred_labels.values()}
+        if len(lengths) != 1:
+            raise ValueError("per-head prediction lists have different lengths")
+        n = lengths.pop()
+        pred_labels = [{h: pred_labels[h][i] for h in pred_labels} for i in range(n)]
+    pred_labels = list(pred_labels)
+    prompt_attributes = list(prompt_attributes)
+    if len(pred_labels) != len(prompt_attributes):
+        raise ValueError(f"got {len(pred_labels)} predictions but {len(prompt_attributes)} prompt attribute sets")
+    if not pred_labels:
+        raise ValueError("attribute_hit_rate needs at least one image")
+    for h in heads:
+        if h not in HEADS:
+            raise ValueError(f"unknown head {h!r}; heads are {HEADS}")
+    return pred_labels, prompt_attributes
+
+
+def classifier_hit_rates(classifier: nn.Module, images, attributes: Sequence[Mapping[str, Optional[str]]]) -> Dict[str, float]:
+    """:func:`attribute_hit_rate` of the attribute classifier's predictions on ``images`` (anything its
+    ``predict`` reads: uint8 ``(B, 3, H, W)``, floats in [-1, 1], PIL images)."""
+    return attribute_hit_rate(classifier.predict(images), attributes)
+
+
+def majority_rate(values: Sequence[Optional[str]]) -> Dict[str, object]:
+    """Chance level of a hit rate: ``{"rate": share of the most common value, "label": that value}``.
+
+    ``None`` entries (attribute not given) are left out; no values at all gives ``{"rate": nan, "label": None}``.
+    """
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"rate": float("nan"), "label": None}
+    label, count = Counter(vals).most_common(1)[0]
+    return {"rate": count / len(vals), "label": label}

@@ -16,11 +16,13 @@ import math
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import parse_arguments
 from .attribute_classifier import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_DIR,
@@ -29,6 +31,7 @@ from .attribute_classifier import (
     evaluate_accuracy,
     load_split_cache,
 )
+from .common import logger, progress_bar, set_quiet
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
@@ -81,6 +84,7 @@ def train_classifier(
 
     Returns ``(model, results)`` where ``results`` holds the per-head test accuracy and majority-class
     chance. ``train_data`` / ``test_data`` may be passed pre-loaded (the dicts of ``load_split_cache``).
+    Progress goes to the ``diffusers.m6_fashion.evaluation`` logger (INFO) when ``verbose``.
     """
     if max_steps < 0:
         raise ValueError(f"max_steps must be >= 0; got {max_steps}")
@@ -88,107 +92,30 @@ def train_classifier(
         raise ValueError(f"batch_size must be >= 2; got {batch_size}")
     if num_threads:
         torch.set_num_threads(num_threads)
-    log = print if verbose else (lambda *a, **k: None)
+    log = logger.info if verbose else (lambda *a, **k: None)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     t_start = time.time()
-
     if train_data is None:
         train_data = load_split_cache("train", data_dir, cache_dir, limit=train_limit, verbose=verbose)
     if test_data is None:
         test_data = load_split_cache("test", data_dir, cache_dir, limit=test_limit, verbose=verbose)
-    log(f"data ready in {time.time() - t_start:.0f}s: {len(train_data['ids'])} train, {len(test_data['ids'])} test images", flush=True)
+    log(f"data ready in {time.time() - t_start:.0f}s: {len(train_data['ids'])} train, {len(test_data['ids'])} test images")
 
-    vocab = {h: sorted(set(train_data[h]) - {None}) for h in HEADS}
-    model = AttributeClassifier(
-        article_type_labels=vocab["articleType"],
-        base_colour_labels=vocab["baseColour"],
-        gender_labels=vocab["gender"],
-        sample_size=int(train_data["images"].shape[-1]),
-        block_out_channels=tuple(block_out_channels),
-        dropout=dropout,
-    )
-    model = model.to(memory_format=torch.channels_last)
-
-    images: torch.Tensor = train_data["images"]  # uint8 (N, 3, S, S)
-    targets = {h: _labels_to_index(train_data[h], vocab[h]) for h in HEADS}
-    n = images.shape[0]
+    model, vocab = _new_model(train_data, block_out_channels, dropout)
+    n = train_data["images"].shape[0]
     perm = torch.randperm(n, generator=gen)
     val_size = min(val_size, n // 10)
     val_idx, train_idx = perm[:val_size], perm[val_size:]
-    if len(train_idx) < batch_size:
-        batch_size = len(train_idx)
-
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate
-    )
-
-    def lr_factor(step: int, elapsed: float) -> float:
-        """Linear warmup, then cosine decay; with a time budget the decay follows whichever of the step
-        count and the elapsed training time is further along, so a run cut short still anneals."""
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
-        if time_budget_s is not None:
-            progress = max(progress, elapsed / max(1.0, time_budget_s - (t_train - t_start)))
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    def val_accuracy() -> Dict[str, float]:
-        if val_size == 0:
-            return {}
-        acc = evaluate_accuracy(model, images[val_idx], {h: [train_data[h][i] for i in val_idx.tolist()] for h in HEADS})
-        model.train()
-        return {h: round(v["accuracy"], 4) for h, v in acc.items()}
-
-    model.train()
-    order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-    cursor = 0
-    t_train = time.time()
-    step = 0
-    running = 0.0
-    stopped_early = False
-    for step in range(1, max_steps + 1):
-        if cursor + batch_size > len(order):
-            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-            cursor = 0
-        idx = order[cursor : cursor + batch_size]
-        cursor += batch_size
-        lr = learning_rate * lr_factor(step - 1, time.time() - t_train)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x = images[idx].float().div(127.5).sub(1.0)
-        x = _augment(x, gen).contiguous(memory_format=torch.channels_last)
-        out = model(x)
-        loss = sum(
-            F.cross_entropy(out.logits[h], targets[h][idx], label_smoothing=label_smoothing, ignore_index=-100)
-            for h in HEADS
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        running += loss.item()
-        if step % log_every == 0 or step == max_steps:
-            elapsed = time.time() - t_train
-            k = log_every if step % log_every == 0 else step % log_every
-            log(
-                f"step {step}/{max_steps} loss {running / k:.4f} lr {lr:.2e} "
-                f"{step * batch_size / elapsed:.0f} img/s elapsed {elapsed:.0f}s eta {elapsed / step * (max_steps - step):.0f}s",
-                flush=True,
-            )
-            running = 0.0
-        if eval_every and step % eval_every == 0 and step < max_steps:
-            log(f"step {step} val accuracy {val_accuracy()}", flush=True)
-        if time_budget_s is not None and time.time() - t_start > time_budget_s:
-            log(f"time budget of {time_budget_s:.0f}s reached at step {step}; stopping", flush=True)
-            stopped_early = True
-            break
+    batch_size = min(batch_size, len(train_idx))
+    schedule = _Schedule(learning_rate, warmup_steps, max_steps, time_budget_s)
+    loop = _TrainLoop(model, train_data, vocab, train_idx, val_idx, batch_size, label_smoothing, gen, log)
+    step, stopped_early = loop.run(_optimizer(model, learning_rate, weight_decay), schedule, t_start, log_every, eval_every,
+                                   show_progress=verbose)
 
     model.eval()
     model = model.to(memory_format=torch.contiguous_format)
-    val = val_accuracy()
+    val = loop.val_accuracy()
     model.eval()
     test = evaluate_accuracy(model, test_data["images"], {h: test_data[h] for h in HEADS})
     results = {
@@ -200,7 +127,7 @@ def train_classifier(
         "train_images": int(len(train_idx)),
         "val_images": int(val_size),
         "test_images": int(len(test_data["ids"])),
-        "train_seconds": round(time.time() - t_train, 1),
+        "train_seconds": round(time.time() - loop.t_train, 1),
         "num_threads": torch.get_num_threads(),
         "seed": seed,
         "command": command
@@ -209,18 +136,137 @@ def train_classifier(
         + (f" --time_budget_s {time_budget_s:g}" if time_budget_s is not None else ""),
     }
     for h in HEADS:
-        log(
-            f"test {h}: accuracy {test[h]['accuracy']:.4f} vs chance (majority '{test[h]['majority_label']}') "
-            f"{test[h]['chance_majority']:.4f}",
-            flush=True,
-        )
+        log(f"test {h}: accuracy {test[h]['accuracy']:.4f} vs chance (majority '{test[h]['majority_label']}') "
+            f"{test[h]['chance_majority']:.4f}")
     if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-        model.save_pretrained(output_dir, safe_serialization=True)
-        with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        log(f"saved to {output_dir}", flush=True)
+        _save(model, results, output_dir)
+        log(f"saved to {output_dir}")
     return model, results
+
+
+def _new_model(train_data: Dict, block_out_channels: Sequence[int], dropout: float) -> Tuple[AttributeClassifier, Dict[str, List[str]]]:
+    """An untrained classifier (channels-last) whose label vocabularies are the sorted values of the train split."""
+    vocab = {h: sorted(set(train_data[h]) - {None}) for h in HEADS}
+    model = AttributeClassifier(
+        article_type_labels=vocab["articleType"],
+        base_colour_labels=vocab["baseColour"],
+        gender_labels=vocab["gender"],
+        sample_size=int(train_data["images"].shape[-1]),
+        block_out_channels=tuple(block_out_channels),
+        dropout=dropout,
+    )
+    return model.to(memory_format=torch.channels_last), vocab
+
+
+def _optimizer(model: AttributeClassifier, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the weight matrices and kernels only (no decay on biases and BN parameters)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate
+    )
+
+
+class _Schedule:
+    """Learning rate: linear warmup over ``warmup_steps``, then cosine decay to 0 at ``max_steps``.
+
+    With a time budget the decay follows whichever of the step count and the elapsed training time is further
+    along, so a run cut short still anneals: ``progress = max(steps done / steps, elapsed / time left for training)``.
+    """
+
+    def __init__(self, learning_rate: float, warmup_steps: int, max_steps: int, time_budget_s: Optional[float]):
+        self.learning_rate, self.warmup_steps, self.max_steps, self.time_budget_s = learning_rate, warmup_steps, max_steps, time_budget_s
+
+    def __call__(self, step: int, elapsed: float, setup_seconds: float) -> float:
+        """The learning rate of 0-based ``step`` after ``elapsed`` training seconds (``setup_seconds`` spent before)."""
+        if step < self.warmup_steps:
+            factor = (step + 1) / self.warmup_steps
+        else:
+            progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+            if self.time_budget_s is not None:
+                progress = max(progress, elapsed / max(1.0, self.time_budget_s - setup_seconds))
+            factor = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return self.learning_rate * factor
+
+
+class _TrainLoop:
+    """The optimisation loop: shuffled epochs over ``train_idx``, augmented batches, summed per-head cross-entropy."""
+
+    def __init__(self, model, train_data: Dict, vocab: Dict[str, List[str]], train_idx, val_idx, batch_size: int,
+                 label_smoothing: float, gen: torch.Generator, log: Callable):
+        self.model, self.train_data, self.train_idx, self.val_idx = model, train_data, train_idx, val_idx
+        self.images: torch.Tensor = train_data["images"]  # uint8 (N, 3, S, S)
+        self.targets = {h: _labels_to_index(train_data[h], vocab[h]) for h in HEADS}
+        self.batch_size, self.label_smoothing, self.gen, self.log = batch_size, label_smoothing, gen, log
+        self.t_train = time.time()
+
+    def val_accuracy(self) -> Dict[str, float]:
+        """Per-head accuracy on the held-out train rows (leaves the model in training mode)."""
+        if len(self.val_idx) == 0:
+            return {}
+        labels = {h: [self.train_data[h][i] for i in self.val_idx.tolist()] for h in HEADS}
+        acc = evaluate_accuracy(self.model, self.images[self.val_idx], labels)
+        self.model.train()
+        return {h: round(v["accuracy"], 4) for h, v in acc.items()}
+
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.images[idx].float().div(127.5).sub(1.0)
+        x = _augment(x, self.gen).contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        return sum(
+            F.cross_entropy(out.logits[h], self.targets[h][idx], label_smoothing=self.label_smoothing, ignore_index=-100)
+            for h in HEADS
+        )
+
+    def run(self, optimizer, schedule: _Schedule, t_start: float, log_every: int, eval_every: int,
+            show_progress: bool = True) -> Tuple[int, bool]:
+        """Trains up to ``schedule.max_steps`` steps or the time budget; returns ``(last step, stopped early)``."""
+        max_steps, budget = schedule.max_steps, schedule.time_budget_s
+        self.model.train()
+        order = self.train_idx[torch.randperm(len(self.train_idx), generator=self.gen)]
+        cursor, step, running = 0, 0, 0.0
+        self.t_train = time.time()
+        bar = progress_bar(max_steps, "training", disable=not show_progress)
+        for step in range(1, max_steps + 1):
+            if cursor + self.batch_size > len(order):
+                order = self.train_idx[torch.randperm(len(self.train_idx), generator=self.gen)]
+                cursor = 0
+            idx = order[cursor : cursor + self.batch_size]
+            cursor += self.batch_size
+            lr = schedule(step - 1, time.time() - self.t_train, self.t_train - t_start)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = self.loss(idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+            bar.update(1)
+            if step % log_every == 0 or step == max_steps:
+                self._log_step(step, max_steps, running / (log_every if step % log_every == 0 else step % log_every), lr)
+                running = 0.0
+            if eval_every and step % eval_every == 0 and step < max_steps:
+                self.log(f"step {step} val accuracy {self.val_accuracy()}")
+            if budget is not None and time.time() - t_start > budget:
+                self.log(f"time budget of {budget:.0f}s reached at step {step}; stopping")
+                bar.close()
+                return step, True
+        bar.close()
+        return step, False
+
+    def _log_step(self, step: int, max_steps: int, mean_loss: float, lr: float) -> None:
+        elapsed = time.time() - self.t_train
+        self.log(f"step {step}/{max_steps} loss {mean_loss:.4f} lr {lr:.2e} {step * self.batch_size / elapsed:.0f} img/s "
+                 f"elapsed {elapsed:.0f}s eta {elapsed / step * (max_steps - step):.0f}s")
+
+
+def _save(model: AttributeClassifier, results: Dict, output_dir: str) -> None:
+    """Weights (safetensors) and config, with the test figures in ``eval_results.json`` beside them."""
+    os.makedirs(output_dir, exist_ok=True)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
+        json.dump(results, f, indent=2)
 
 
 def evaluate_saved(
@@ -242,55 +288,48 @@ def evaluate_saved(
     return result
 
 
+@dataclass
+class ClassifierTrainingArguments:
+    """The options of ``python -m m6_fashion.evaluation.train_classifier`` (the keywords of :func:`train_classifier`)."""
+
+    output_dir: str = field(metadata={"help": "where the model and eval_results.json are written (read with --eval_only)"})
+    max_steps: int = field(default=2500)
+    batch_size: int = field(default=128)
+    learning_rate: float = field(default=3e-3)
+    weight_decay: float = field(default=5e-4)
+    warmup_steps: int = field(default=100)
+    label_smoothing: float = field(default=0.05)
+    block_out_channels: List[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    dropout: float = field(default=0.1)
+    val_size: int = field(default=1000)
+    data_dir: str = field(default=DEFAULT_DATA_DIR)
+    cache_dir: str = field(default=DEFAULT_CACHE_DIR, metadata={"help": "where the decoded uint8 image cache is kept ('' disables it)"})
+    train_limit: Optional[int] = field(default=None, metadata={"help": "use only the first N train rows (smoke runs)"})
+    test_limit: Optional[int] = field(default=None)
+    num_threads: int = field(default=1)
+    time_budget_s: Optional[float] = field(default=None, metadata={
+        "help": "stop training (and still evaluate/save) after this many seconds"})
+    log_every: int = field(default=50)
+    eval_every: int = field(default=500)
+    seed: int = field(default=0)
+    eval_only: bool = field(default=False, metadata={"help": "only evaluate the model in --output_dir on the test split"})
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--max_steps", type=int, default=2500)
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--learning_rate", type=float, default=3e-3)
-    p.add_argument("--weight_decay", type=float, default=5e-4)
-    p.add_argument("--warmup_steps", type=int, default=100)
-    p.add_argument("--label_smoothing", type=float, default=0.05)
-    p.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128, 256])
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--val_size", type=int, default=1000)
-    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
-    p.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR, help="where the decoded uint8 image cache is kept ('' disables it)")
-    p.add_argument("--train_limit", type=int, default=None, help="use only the first N train rows (smoke runs)")
-    p.add_argument("--test_limit", type=int, default=None)
-    p.add_argument("--num_threads", type=int, default=1)
-    p.add_argument("--time_budget_s", type=float, default=None, help="stop training (and still evaluate/save) after this many seconds")
-    p.add_argument("--log_every", type=int, default=50)
-    p.add_argument("--eval_every", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval_only", action="store_true", help="only evaluate the model in --output_dir on the test split")
-    a = p.parse_args(argv)
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(ClassifierTrainingArguments, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    (a,) = parse_arguments(parser, argv)
+    set_quiet(False)
     if a.eval_only:
         evaluate_saved(a.output_dir, data_dir=a.data_dir, cache_dir=a.cache_dir or None, num_threads=a.num_threads)
         return
-    train_classifier(
-        output_dir=a.output_dir,
-        max_steps=a.max_steps,
-        batch_size=a.batch_size,
-        learning_rate=a.learning_rate,
-        weight_decay=a.weight_decay,
-        warmup_steps=a.warmup_steps,
-        label_smoothing=a.label_smoothing,
-        block_out_channels=a.block_out_channels,
-        dropout=a.dropout,
-        val_size=a.val_size,
-        data_dir=a.data_dir,
-        cache_dir=a.cache_dir or None,
-        train_limit=a.train_limit,
-        test_limit=a.test_limit,
-        num_threads=a.num_threads,
-        time_budget_s=a.time_budget_s,
-        log_every=a.log_every,
-        eval_every=a.eval_every,
-        seed=a.seed,
-        command="python -m m6_fashion.evaluation.train_classifier " + " ".join(sys.argv[1:] if argv is None else argv),
-    )
-
+    kwargs = asdict(a)
+    del kwargs["eval_only"]
+    kwargs["cache_dir"] = a.cache_dir or None  # '' turns the cache off
+    command = "python -m m6_fashion.evaluation.train_classifier " + " ".join(sys.argv[1:] if argv is None else argv)
+    train_classifier(**kwargs, command=command)
 
 if __name__ == "__main__":
     main()

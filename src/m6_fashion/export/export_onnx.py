@@ -40,19 +40,34 @@ symbolic, and onnxruntime is compared with PyTorch at a batch size different fro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import time
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+from diffusers.utils import logging as diffusers_logging
+
+from m6_fashion_core import outpainting as core_outpainting
+from m6_fashion_core import validation
+
+from ..errors import parse_arguments
+
+# a child of diffusers' library logger: its handler prints the progress lines (stderr), and
+# `diffusers.utils.logging.set_verbosity_*()` or DIFFUSERS_VERBOSITY sets what is shown
+logger = diffusers_logging.get_logger("diffusers.m6_fashion.export")
 
 BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
-BUNDLE_FORMAT_VERSION = 3  # 2: canvases, default_size, image_decoder_hr.onnx; 3: split transformer, shared weights
+# 2: canvases, default_size, image_decoder_hr.onnx; 3: split transformer, shared weights; 4: image graphs with free
+# grid sides up to image_grid_max (outpainting beyond the canvas, m6_fashion_core.outpainting)
+BUNDLE_FORMAT_VERSION = 4
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
 EXPORT_BATCH = 2  # batch of the export example; parity is checked at other batch sizes
@@ -244,22 +259,38 @@ def _batch_dim():
     return torch.export.Dim("batch", min=1, max=4096)
 
 
+def image_grid_max(image_tokenizer) -> int:
+    """Largest token-grid side the image graphs take: `MAX_WIDE_FACTOR` x the grid (outpainting beyond the canvas)."""
+    return core_outpainting.MAX_WIDE_FACTOR * image_tokenizer.grid_size
+
+
+def _grid_dims(image_tokenizer):
+    """Free `(rows, cols)` grid sides from the model's grid to `image_grid_max` (wide outpainting canvases)."""
+    g, top = image_tokenizer.grid_size, image_grid_max(image_tokenizer)
+    return torch.export.Dim("grid_rows", min=g, max=top), torch.export.Dim("grid_cols", min=g, max=top)
+
+
 def export_image_encoder(image_tokenizer, path: str, opset: int = DEFAULT_OPSET, example_batch: int = EXPORT_BATCH) -> str:
-    """Exports pixels -> tokens with a dynamic batch. Returns ``path``."""
+    """Exports pixels -> tokens with a dynamic batch and free sides (whole cells, `grid` to `image_grid_max`
+    cells: the `S` x `S` square, or a wide outpainting canvas). Returns ``path``."""
     s, c = image_tokenizer.config.sample_size, image_tokenizer.config.in_channels
+    cell = s // image_tokenizer.grid_size
+    rows, cols = _grid_dims(image_tokenizer)
     example = torch.rand(example_batch, c, s, s) * 2 - 1
     _export(ImageEncoderGraph(image_tokenizer), (example,), path, ["pixel_values"], ["tokens"],
-            {"pixel_values": {0: _batch_dim()}}, opset)
+            {"pixel_values": {0: _batch_dim(), 2: cell * rows, 3: cell * cols}}, opset)
     check_onnx_file(path, {"pixel_values": [0]}, {"tokens": [0]})
     return path
 
 
 def export_image_decoder(image_tokenizer, decoder, path: str, opset: int = DEFAULT_OPSET, example_batch: int = EXPORT_BATCH) -> str:
-    """Exports tokens -> pixels with a dynamic batch. Returns ``path``."""
+    """Exports tokens -> pixels with a dynamic batch and free grid sides (`grid` to `image_grid_max` cells; the
+    decoder is convolutional). Returns ``path``."""
     g = image_tokenizer.grid_size
+    rows, cols = _grid_dims(image_tokenizer)
     example = torch.randint(0, image_tokenizer.config.codebook_size, (example_batch, g, g, image_tokenizer.num_token_groups))
     _export(ImageDecoderGraph(image_tokenizer, decoder), (example,), path, ["tokens"], ["pixel_values"],
-            {"tokens": {0: _batch_dim()}}, opset)
+            {"tokens": {0: _batch_dim(), 1: rows, 2: cols}}, opset)
     check_onnx_file(path, {"tokens": [0]}, {"pixel_values": [0]})
     return path
 
@@ -329,8 +360,6 @@ def export_transformer_split(transformer, prefix_path: str, target_path: str, op
 def fuse_for_onnxruntime(path: str, num_heads: int, hidden_size: int) -> str:
     """Rewrites ``path`` with onnxruntime's BERT fusions (contrib ops of ONNX Runtime; TensorRT reads the unfused
     ``transformer.onnx``)."""
-    import logging
-
     from onnxruntime.transformers.optimizer import optimize_model
 
     quiet = logging.getLogger("onnxruntime.transformers")
@@ -378,8 +407,8 @@ def share_weights(paths: Sequence[str], weights_name: str, min_bytes: int = 1024
                         f.write(data)
                         stored[key] = (offset, len(data))
                     offset, length = stored[key]
-                    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-                        init.ClearField(field)
+                    for data_field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                        init.ClearField(data_field)
                     del init.external_data[:]
                     for k, v in (("location", weights_name), ("offset", str(offset)), ("length", str(length))):
                         entry = init.external_data.add()
@@ -610,14 +639,13 @@ def bundle_config(pipe, files: Dict[str, str], opset: int) -> dict:
     tcfg = pipe.transformer.config
     itok = pipe.image_tokenizer
     sched = {k: v for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")}
-    if tcfg.codebook_size != itok.config.codebook_size or tcfg.num_groups != itok.num_token_groups or tcfg.grid_size != itok.grid_size:
-        raise ValueError(
-            "the transformer and the image tokenizer disagree on the token geometry: transformer "
-            f"(grid {tcfg.grid_size}, M {tcfg.num_groups}, K {tcfg.codebook_size}) vs tokenizer "
-            f"(grid {itok.grid_size}, M {itok.num_token_groups}, K {itok.config.codebook_size})"
-        )
-    if sched.get("mask_token_id") != tcfg.codebook_size:
-        raise ValueError(f"scheduler mask_token_id {sched.get('mask_token_id')} != codebook_size {tcfg.codebook_size}")
+    mismatches = validation.component_mismatches(
+        grid_size=tcfg.grid_size, codebook_size=tcfg.codebook_size, num_groups=tcfg.num_groups, vocab_size=tcfg.vocab_size,
+        mask_code=sched.get("mask_token_id"), tokenizer_grid_size=itok.grid_size,
+        tokenizer_codebook_size=itok.config.codebook_size, tokenizer_num_groups=itok.num_token_groups,
+    )
+    if mismatches:
+        raise ValueError("the pipeline's parts do not fit together: " + "; ".join(mismatches))
     return {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_FORMAT_VERSION,
@@ -635,6 +663,7 @@ def bundle_config(pipe, files: Dict[str, str], opset: int) -> dict:
         },
         "canvases": bundle_canvases(pipe, files),
         "default_size": {"height": int(pipe.default_size[0]), "width": int(pipe.default_size[1])},
+        "image_grid_max": image_grid_max(itok),
         "special_token_ids": {k: int(v) for k, v in tcfg.special_token_ids.items()},
         "scheduler": sched,
         "files": files,
@@ -668,29 +697,9 @@ def with_decoder_hr(pipe, decoder_hr=None, include_hr: bool = True):
     return new
 
 
-def export_bundle(
-    model_dir: Optional[str],
-    out_dir: str,
-    opset: int = DEFAULT_OPSET,
-    int8: bool = False,
-    parity: bool = True,
-    parity_images: Optional[Sequence] = None,
-    parity_batch: int = 3,
-    pipe=None,
-    log=print,
-    decoder_hr=None,
-    include_hr: bool = True,
-) -> dict:
-    """Pipeline folder (or an already loaded ``pipe``) -> runtime bundle in ``out_dir``.
-
-    The pipeline's ``decoder_hr`` (or ``decoder_hr``, a ``StyleDecoder`` or its folder, when given) is exported
-    as ``image_decoder_hr.onnx``; ``include_hr=False`` leaves it out. Returns a report ``{"files": ...,
-    "shapes": ..., "parity": ..., "seconds": ...}``. With ``parity`` each graph is compared with PyTorch at
-    ``parity_batch`` (must differ from the export batch, 2) on ``parity_images`` (PIL images; random pixels when
-    none) and raises ``AssertionError`` past the tolerances.
-    """
-    if parity and parity_batch == EXPORT_BATCH:
-        raise ValueError(f"parity_batch must differ from the export example's batch ({EXPORT_BATCH}) to catch a fixed batch axis")
+def _export_pipeline(model_dir: Optional[str], pipe, decoder_hr, include_hr: bool):
+    """The pipeline to export (loaded from ``model_dir`` when ``pipe`` is None), with the chosen ``decoder_hr``,
+    every component in float32 and eval mode (the graphs are traced in float32)."""
     if pipe is None:
         from m6_fashion import M6FashionPipeline
 
@@ -699,72 +708,82 @@ def export_bundle(
         pipe = M6FashionPipeline.from_pretrained(model_dir)
         pipe.set_progress_bar_config(disable=True)
     pipe = with_decoder_hr(pipe, decoder_hr, include_hr)
-    hr = getattr(pipe, "decoder_hr", None)
-    for comp in (pipe.image_tokenizer, pipe.decoder, pipe.transformer, hr):
+    for comp in (pipe.image_tokenizer, pipe.decoder, pipe.transformer, getattr(pipe, "decoder_hr", None)):
         if comp is None:
             continue
         if comp.dtype != torch.float32:
             comp.to(torch.float32)
         comp.eval()
-    os.makedirs(out_dir, exist_ok=True)
-    report = {"files": {}, "shapes": {}, "parity": {}, "seconds": {}}
+    return pipe
 
+
+@contextlib.contextmanager
+def _stage(report: dict, key: str, message: str, log: Callable[[str], None], bar):
+    """Times the block into ``report["seconds"][key]``, then logs ``"{message} ({seconds:.1f} s)"`` and advances ``bar``."""
     t0 = time.perf_counter()
-    path = os.path.join(out_dir, FILES["image_encoder"])
-    export_image_encoder(pipe.image_tokenizer, path, opset)
-    report["seconds"]["image_encoder"] = time.perf_counter() - t0
-    log(f"exported {FILES['image_encoder']} ({report['seconds']['image_encoder']:.1f} s)")
+    yield
+    report["seconds"][key] = time.perf_counter() - t0
+    log(f"{message} ({report['seconds'][key]:.1f} s)")
+    bar.update(1)
 
-    t0 = time.perf_counter()
-    path = os.path.join(out_dir, FILES["image_decoder"])
-    export_image_decoder(pipe.image_tokenizer, pipe.decoder, path, opset)
-    report["seconds"]["image_decoder"] = time.perf_counter() - t0
-    log(f"exported {FILES['image_decoder']} ({report['seconds']['image_decoder']:.1f} s)")
 
-    files = dict(FILES)
-    if hr is not None:
-        t0 = time.perf_counter()
-        export_image_decoder(pipe.image_tokenizer, hr, os.path.join(out_dir, HR_DECODER_FILE), opset)
-        files[HR_DECODER] = HR_DECODER_FILE
-        report["seconds"][HR_DECODER] = time.perf_counter() - t0
-        log(f"exported {HR_DECODER_FILE} ({report['seconds'][HR_DECODER]:.1f} s)")
-    elif os.path.exists(os.path.join(out_dir, HR_DECODER_FILE)):
-        os.remove(os.path.join(out_dir, HR_DECODER_FILE))  # a stale graph from an earlier export into this folder
-
-    t0 = time.perf_counter()
-    path = os.path.join(out_dir, FILES["transformer"])
-    export_transformer(pipe.transformer, path, opset)
-    report["seconds"]["transformer"] = time.perf_counter() - t0
-    log(f"exported {FILES['transformer']} ({report['seconds']['transformer']:.1f} s)")
-
-    fp32_graphs, int8_graphs = [path], []
-    stale = [*SPLIT_FILES.values(), TARGET_INT8_FILE, INT8_FILE, WEIGHTS_FILE, INT8_WEIGHTS_FILE]
-    for name in stale:  # files of an earlier export into this folder that this one may not write
+def _remove_stale(out_dir: str, names: Sequence[str]) -> None:
+    """Deletes files of an earlier export into ``out_dir`` that this export may not write."""
+    for name in names:
         if os.path.exists(os.path.join(out_dir, name)):
             os.remove(os.path.join(out_dir, name))
+
+
+def _export_graphs(pipe, out_dir: str, opset: int, report: dict, log: Callable[[str], None], bar) -> Tuple[Dict[str, str], List[str]]:
+    """Writes the float32 graphs: encoder, decoder(s), the transformer pass and, for an isolated prefix, its split.
+    Returns ``(files, transformer_graphs)``: bundle file key -> file name, and the paths of the float32 transformer
+    graphs (they share one weight file)."""
+    files = dict(FILES)
+    with _stage(report, "image_encoder", f"exported {FILES['image_encoder']}", log, bar):
+        export_image_encoder(pipe.image_tokenizer, os.path.join(out_dir, FILES["image_encoder"]), opset)
+    with _stage(report, "image_decoder", f"exported {FILES['image_decoder']}", log, bar):
+        export_image_decoder(pipe.image_tokenizer, pipe.decoder, os.path.join(out_dir, FILES["image_decoder"]), opset)
+    hr = getattr(pipe, "decoder_hr", None)
+    if hr is not None:
+        with _stage(report, HR_DECODER, f"exported {HR_DECODER_FILE}", log, bar):
+            export_image_decoder(pipe.image_tokenizer, hr, os.path.join(out_dir, HR_DECODER_FILE), opset)
+            files[HR_DECODER] = HR_DECODER_FILE
+    else:
+        _remove_stale(out_dir, [HR_DECODER_FILE])
+
+    path = os.path.join(out_dir, FILES["transformer"])
+    with _stage(report, "transformer", f"exported {FILES['transformer']}", log, bar):
+        export_transformer(pipe.transformer, path, opset)
+    graphs = [path]
+    _remove_stale(out_dir, [*SPLIT_FILES.values(), TARGET_INT8_FILE, INT8_FILE, WEIGHTS_FILE, INT8_WEIGHTS_FILE])
     if pipe.transformer.config.prefix_attention == "isolated":
-        t0 = time.perf_counter()
         split = {k: os.path.join(out_dir, v) for k, v in SPLIT_FILES.items()}
-        export_transformer_split(pipe.transformer, split["transformer_prefix"], split["transformer_target"], opset)
+        with _stage(report, "transformer_split", f"exported {', '.join(SPLIT_FILES.values())}", log, bar):
+            export_transformer_split(pipe.transformer, split["transformer_prefix"], split["transformer_target"], opset)
         files.update(SPLIT_FILES)
-        fp32_graphs += list(split.values())
-        report["seconds"]["transformer_split"] = time.perf_counter() - t0
-        log(f"exported {', '.join(SPLIT_FILES.values())} ({report['seconds']['transformer_split']:.1f} s)")
+        graphs += list(split.values())
+    return files, graphs
 
-    if int8:
-        t0 = time.perf_counter()
-        quantize_transformer_int8(path, os.path.join(out_dir, INT8_FILE))
-        files["transformer_int8"] = INT8_FILE
-        int8_graphs.append(os.path.join(out_dir, INT8_FILE))
-        if "transformer_target" in files:
-            quantize_transformer_int8(os.path.join(out_dir, files["transformer_target"]), os.path.join(out_dir, TARGET_INT8_FILE))
-            files["transformer_target_int8"] = TARGET_INT8_FILE
-            int8_graphs.append(os.path.join(out_dir, TARGET_INT8_FILE))
-        report["seconds"]["transformer_int8"] = time.perf_counter() - t0
-        log(f"quantised {', '.join(os.path.basename(p) for p in int8_graphs)} ({report['seconds']['transformer_int8']:.1f} s)")
 
+def _quantize_graphs(out_dir: str, files: Dict[str, str], report: dict, log: Callable[[str], None], bar) -> List[str]:
+    """Writes the int8 transformer graphs (the pass, and the split's target when there is one) and adds them to
+    ``files``; returns their paths (they share one weight file)."""
+    pairs = [(FILES["transformer"], INT8_FILE, "transformer_int8")]
+    if "transformer_target" in files:
+        pairs.append((files["transformer_target"], TARGET_INT8_FILE, "transformer_target_int8"))
+    with _stage(report, "transformer_int8", f"quantised {', '.join(dst for _, dst, _ in pairs)}", log, bar):
+        for src, dst, key in pairs:
+            quantize_transformer_int8(os.path.join(out_dir, src), os.path.join(out_dir, dst))
+            files[key] = dst
+    return [os.path.join(out_dir, dst) for _, dst, _ in pairs]
+
+
+def _pack_bundle(pipe, out_dir: str, files: Dict[str, str], graphs: List[str], int8_graphs: List[str], opset: int,
+                 report: dict) -> None:
+    """Shared weight files, ``tokenizer.json`` and ``bundle.json`` (with the sha256 of every file); fills
+    ``report["weights"]``, ``report["files"]`` and ``report["shapes"]``."""
     # the transformer graphs of one precision hold the same weights: one shared file each
-    report["weights"] = {"transformer": share_weights(fp32_graphs, WEIGHTS_FILE)}
+    report["weights"] = {"transformer": share_weights(graphs, WEIGHTS_FILE)}
     files["transformer_weights"] = WEIGHTS_FILE
     if int8_graphs:
         report["weights"]["transformer_int8"] = share_weights(int8_graphs, INT8_WEIGHTS_FILE)
@@ -777,20 +796,73 @@ def export_bundle(
     with open(os.path.join(out_dir, BUNDLE_JSON), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
     report["files"] = {k: os.path.join(out_dir, v) for k, v in files.items()}
+    report["shapes"] = _graph_shapes(out_dir, files)
 
+
+def _graph_shapes(out_dir: str, files: Dict[str, str]) -> Dict[str, Dict[str, list]]:
+    """``{graph key: {input/output name: [dim, ...]}}`` of the float32 graphs in ``files``; a dim is its symbolic
+    name (a dynamic axis, e.g. ``"batch"``) or its size."""
     import onnx
 
+    shapes = {}
     for key in [k for k in (*FILES, HR_DECODER, *SPLIT_FILES) if k in files]:
         m = onnx.load(os.path.join(out_dir, files[key]), load_external_data=False)
-        report["shapes"][key] = {
+        shapes[key] = {
             v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in list(m.graph.input) + list(m.graph.output)
         }
+    return shapes
 
-    if parity:
-        report["parity"] = run_parity(pipe, out_dir, parity_images, batches=(parity_batch,), int8=int8)
-        for line in format_parity(report["parity"]):
-            log(line)
+
+def _export_stages(pipe, int8: bool, parity: bool) -> int:
+    """Steps of the progress bar: encoder, decoder(s), transformer (and its split), int8, packing, parity."""
+    split = pipe.transformer.config.prefix_attention == "isolated"
+    return 4 + (getattr(pipe, "decoder_hr", None) is not None) + split + int(int8) + int(parity)
+
+
+def export_bundle(
+    model_dir: Optional[str],
+    out_dir: str,
+    opset: int = DEFAULT_OPSET,
+    int8: bool = False,
+    parity: bool = True,
+    parity_images: Optional[Sequence] = None,
+    parity_batch: int = 3,
+    pipe=None,
+    log: Optional[Callable[[str], None]] = None,
+    decoder_hr=None,
+    include_hr: bool = True,
+) -> dict:
+    """Pipeline folder (or an already loaded ``pipe``) -> runtime bundle in ``out_dir``.
+
+    The pipeline's ``decoder_hr`` (or ``decoder_hr``, a ``StyleDecoder`` or its folder, when given) is exported
+    as ``image_decoder_hr.onnx``; ``include_hr=False`` leaves it out. Returns a report ``{"files": ...,
+    "shapes": ..., "parity": ..., "seconds": ...}``. With ``parity`` each graph is compared with PyTorch at
+    ``parity_batch`` (must differ from the export batch, 2) on ``parity_images`` (PIL images; random pixels when
+    none) and raises ``AssertionError`` past the tolerances.
+
+    Progress: a bar over the export steps (``diffusers.utils.logging.disable_progress_bar()`` hides it) and one
+    line per written graph and parity result through ``log`` (default: this module's logger at INFO level, a
+    child of diffusers' logger, so ``diffusers.utils.logging.set_verbosity_info()`` shows them).
+    """
+    if parity and parity_batch == EXPORT_BATCH:
+        raise ValueError(f"parity_batch must differ from the export example's batch ({EXPORT_BATCH}) to catch a fixed batch axis")
+    log = logger.info if log is None else log
+    pipe = _export_pipeline(model_dir, pipe, decoder_hr, include_hr)
+    os.makedirs(out_dir, exist_ok=True)
+    report = {"files": {}, "shapes": {}, "parity": {}, "seconds": {}}
+
+    with diffusers_logging.tqdm(total=_export_stages(pipe, int8, parity), desc="exporting ONNX bundle", unit="step") as bar:
+        files, graphs = _export_graphs(pipe, out_dir, opset, report, log, bar)
+        int8_graphs = _quantize_graphs(out_dir, files, report, log, bar) if int8 else []
+        _pack_bundle(pipe, out_dir, files, graphs, int8_graphs, opset, report)
+        bar.update(1)
+        if parity:
+            bar.set_postfix_str("parity check")
+            report["parity"] = run_parity(pipe, out_dir, parity_images, batches=(parity_batch,), int8=int8)
+            for line in format_parity(report["parity"]):
+                log(line)
+            bar.update(1)
     return report
 
 
@@ -869,32 +941,60 @@ def format_parity(parity: Dict[str, list]) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="export_onnx.py",
+@dataclass
+class OnnxExportArguments:
+    """The options of ``m6-fashion export onnx``."""
+
+    model: Optional[str] = field(default=None, metadata={"help": "pipeline folder (default: the shipped model)"})
+    out: str = field(kw_only=True, metadata={"help": "bundle folder to write (ONNX files, tokenizer.json, bundle.json)"})
+    opset: int = field(default=DEFAULT_OPSET, metadata={"help": f"ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})"})
+    int8: bool = field(default=False, metadata={
+        "help": "also write transformer.int8.onnx and transformer_target.int8.onnx (dynamic int8 quantisation)"})
+    no_parity: bool = field(default=False, metadata={"help": "skip the ONNX Runtime vs PyTorch parity check"})
+    parity_data: Optional[str] = field(default=None, metadata={
+        "help": "Parquet file with an 'image' column for the parity check (e.g. the test split); default: random pixels"})
+    parity_images: int = field(default=8, metadata={"help": "images read from --parity-data (default 8)"})
+    parity_batch: int = field(default=3, metadata={"help": f"batch size of the parity check (must differ from {EXPORT_BATCH})"})
+    report: Optional[str] = field(default=None, metadata={"help": "write the export/parity report as JSON here"})
+    decoder_hr: Optional[str] = field(default=None, metadata={"metavar": "DECODER_DIR", "help": (
+        "StyleDecoder folder of a high-resolution decoder to export as image_decoder_hr.onnx (default: the "
+        "pipeline's decoder_hr, if it has one); the runtime then makes its larger output sizes")})
+    no_decoder_hr: bool = field(default=False, metadata={
+        "help": "leave the pipeline's decoder_hr out: a smaller bundle of sample_size outputs only"})
+
+    def __post_init__(self):
+        if self.decoder_hr is not None and self.no_decoder_hr:  # argparse's wording for a mutually exclusive pair
+            raise ValueError("argument --no-decoder-hr: not allowed with argument --decoder-hr")
+
+
+def build_parser():
+    """The ``HfArgumentParser`` of :class:`OnnxExportArguments` (help without argparse's appended defaults)."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(
+        OnnxExportArguments, prog="m6-fashion export onnx", formatter_class=argparse.HelpFormatter,
         description="Export an M6-Fashion pipeline folder to ONNX and pack the torch-free runtime bundle.",
     )
-    p.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
-    p.add_argument("--out", required=True, help="bundle folder to write (ONNX files, tokenizer.json, bundle.json)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})")
-    p.add_argument("--int8", action="store_true",
-                   help="also write transformer.int8.onnx and transformer_target.int8.onnx (dynamic int8 quantisation)")
-    p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
-    p.add_argument("--parity-data", default=None, help="Parquet file with an 'image' column for the parity check (e.g. the test split); default: random pixels")
-    p.add_argument("--parity-images", type=int, default=8, help="images read from --parity-data (default 8)")
-    p.add_argument("--parity-batch", type=int, default=3, help=f"batch size of the parity check (must differ from {EXPORT_BATCH})")
-    p.add_argument("--report", default=None, help="write the export/parity report as JSON here")
-    hr = p.add_mutually_exclusive_group()
-    hr.add_argument("--decoder-hr", default=None, metavar="DECODER_DIR",
-                    help="StyleDecoder folder of a high-resolution decoder to export as image_decoder_hr.onnx (default: the "
-                         "pipeline's decoder_hr, if it has one); the runtime then makes its larger output sizes")
-    hr.add_argument("--no-decoder-hr", action="store_true",
-                    help="leave the pipeline's decoder_hr out: a smaller bundle of sample_size outputs only")
-    return p
+
+
+@contextlib.contextmanager
+def _progress_lines():
+    """The command line shows the export's INFO lines (unless DIFFUSERS_VERBOSITY says otherwise), written above
+    the progress bar instead of through it."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    level = logger.level
+    if "DIFFUSERS_VERBOSITY" not in os.environ:
+        logger.setLevel(logging.INFO)
+    try:
+        with logging_redirect_tqdm(loggers=[logging.getLogger("diffusers")]):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
-    args = build_parser().parse_args(argv)
+    (args,) = parse_arguments(build_parser(), argv)
     if args.opset < MIN_OPSET:
         raise SystemExit(f"error: --opset must be >= {MIN_OPSET}; got {args.opset}")
     if args.parity_batch < 1 or args.parity_batch == EXPORT_BATCH:
@@ -911,9 +1011,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {e}")
     try:
-        report = export_bundle(args.model, args.out, opset=args.opset, int8=args.int8, parity=not args.no_parity,
-                               parity_images=images, parity_batch=args.parity_batch, decoder_hr=args.decoder_hr,
-                               include_hr=not args.no_decoder_hr)
+        with _progress_lines():
+            report = export_bundle(args.model, args.out, opset=args.opset, int8=args.int8, parity=not args.no_parity,
+                                   parity_images=images, parity_batch=args.parity_batch, decoder_hr=args.decoder_hr,
+                                   include_hr=not args.no_decoder_hr)
     except AssertionError as e:
         raise SystemExit(f"error: parity check failed: {e}")
     except ValueError as e:  # e.g. a --decoder-hr that does not fit the pipeline

@@ -42,6 +42,7 @@ Attention modes (``config.attention`` / ``config.prefix_attention``):
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import ClassVar, Optional
@@ -566,22 +567,25 @@ class M6FashionPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
             kwargs["dtype"] = torch.float32
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
+    # `__wrapped__` gives this method transformers' signature, which diffusers inspects to pass `variant`,
+    # `safe_serialization` and `max_shard_size` when it saves a pipeline
+    @functools.wraps(PreTrainedModel.save_pretrained, assigned=())
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' saver, plus the ``auto_map`` entry point (``modeling_m6fashion.py``) that lets
         ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` load the folder without ``import m6_fashion``."""
         import shutil
 
-        from . import hub_modeling
+        from .. import hub_entry
 
         entry = HUB_MODELING_FILE[: -len(".py")]
         self.config.auto_map = {auto: f"{entry}.{name}" for auto, name in AUTO_MAP.items()}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            shutil.copyfile(hub_modeling.__file__, os.path.join(save_directory, HUB_MODELING_FILE))
+            shutil.copyfile(hub_entry.__file__, os.path.join(save_directory, HUB_MODELING_FILE))
         return result
 
 
-HUB_MODELING_FILE = "modeling_m6fashion.py"  # a copy of m6_fashion/models/hub_modeling.py
+HUB_MODELING_FILE = "modeling_m6fashion.py"  # a copy of m6_fashion/hub_entry.py
 AUTO_MAP = {"AutoConfig": "M6FashionConfig", "AutoModel": "M6FashionTransformer", "AutoModelForMaskedLM": "M6FashionTransformer"}
 
 

@@ -26,7 +26,6 @@ padded to a square on white (masks on black) and resized, as the training photos
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -40,6 +39,11 @@ from diffusers.utils import BaseOutput
 from diffusers.utils import logging as diffusers_logging
 from transformers import PreTrainedTokenizerBase
 
+from m6_fashion_core import canvas as core_canvas
+from m6_fashion_core import image as core_image
+from m6_fashion_core import outpainting as core_outpainting
+from m6_fashion_core import validation
+
 # The Hub card template lives in m6_fashion.hub (shared with `m6-fashion finetune`); these names stay importable here.
 from ..hub import HUB_METADATA, with_hub_metadata  # noqa: F401
 from ..image_processing import PipelineImageInput, fit_onto, postprocess, preprocess, preprocess_mask
@@ -47,17 +51,21 @@ from ..models.pq_tokenizer import PQTokenizer
 from ..models.sequence_layout import build_model_inputs, split_prefix_and_target
 from ..models.style_decoder import StyleDecoder
 from ..models.transformer_m6fashion import M6FashionTransformer
-from ..schedulers.scheduling_smart import MAX_INFERENCE_STEPS, SMARTScheduler, check_temperature
+from ..schedulers.scheduling_smart import SMARTScheduler
 
 # a child of diffusers' library logger: `diffusers.utils.logging.set_verbosity_error()` silences it, as it silences
 # diffusers' own pipelines
 logger = diffusers_logging.get_logger("diffusers.pipelines.m6_fashion")
 
-# share of the SMART passes that, by default, hide the kept tokens in text-guided inpainting (context_dropout_steps)
-CONTEXT_DROPOUT_SHARE = 0.8
-MAX_IMAGES_PER_CALL = 64  # prompts x num_images_per_prompt; bounds memory (one batch of 64 needs ~2 GB on CPU)
-MAX_GUIDANCE_SCALE = 50.0
-DEFAULT_REFINE_RATIO = 0.25  # share of the cells around a style-mixing seam that SMART re-samples
+# the limits and defaults of a call (m6_fashion_core.validation, shared with the runtime), under their names here
+CONTEXT_DROPOUT_SHARE = validation.CONTEXT_DROPOUT_SHARE
+MAX_IMAGES_PER_CALL = validation.MAX_IMAGES_PER_CALL
+MAX_GUIDANCE_SCALE = validation.MAX_GUIDANCE_SCALE
+DEFAULT_REFINE_RATIO = validation.DEFAULT_REFINE_RATIO
+IMAGE_TYPES = (PIL.Image.Image, np.ndarray, torch.Tensor)  # what `image`, `mask_image`, `style_image` and patches may be
+IMAGE_KINDS = "a PIL image, numpy array or tensor"
+OUTPUT_TYPES = ("pil", "np", "pt", "tokens")
+COMPONENT_NAMES = ("image_tokenizer", "decoder", "transformer", "tokenizer", "scheduler", "decoder_hr")
 
 Box = Tuple[int, int, int, int]
 
@@ -77,72 +85,23 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-def _crop_sides(side: int, grid: int) -> List[int]:
-    """Output sides a `side`-pixel canvas of `grid` cells can make: centred crops of at least half the side whose
-    margins are whole token cells."""
-    step = 2 * (side // grid)
-    return sorted(range(side, side // 2 - 1, -step))
-
-
-def _portrait_width(side: int, grid: int) -> int:
-    """The crop side nearest to 3/4 of `side` (the 3:4 portrait of a catalogue photo: 192 for 256)."""
-    return min(_crop_sides(side, grid), key=lambda v: abs(v - 0.75 * side))
-
-
-@dataclass(frozen=True)
-class OutputCanvas:
-    """Where an output image sits on the square the decoder paints.
+class OutputCanvas(core_canvas.OutputCanvas):
+    """Where an output image sits on the square the decoder paints (`m6_fashion_core.canvas.OutputCanvas`), with
+    masks as tensors.
 
     The decoder paints `side` x `side` pixels (`grid` x `grid` token cells); the output is the centred
-    `height` x `width` crop. Boxes are pixel boxes on the output.
+    `height` x `width` crop (`crop` slices tensors as arrays). Boxes are pixel boxes on the output.
+    `OutputCanvas.for_size(sides, grid, height, width, holder="pipeline")` picks the canvas for a size.
     """
-
-    side: int
-    grid: int
-    height: int
-    width: int
-
-    @property
-    def cell(self) -> int:
-        """Pixels per token cell on this canvas."""
-        return self.side // self.grid
-
-    @property
-    def offset(self) -> Tuple[int, int]:
-        """`(top, left)` of the output inside the canvas, in pixels."""
-        return (self.side - self.height) // 2, (self.side - self.width) // 2
-
-    def box_to_cells(self, box: Sequence[int], name: str = "box") -> Tuple[int, int, int, int]:
-        """Pixel box (left, top, right, bottom) on the output -> grid box (top, left, height, width), rounded outwards.
-        `name` is the argument named in errors (`image_box`, `reference_images[0] box`)."""
-        try:
-            left, top, right, bottom = (int(round(float(v))) for v in box)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"{name} must be 4 finite numbers (left, top, right, bottom) in pixels; got {box!r}") from None
-        w, h = self.width, self.height
-        if not (0 <= left < right <= w and 0 <= top < bottom <= h):
-            raise ValueError(
-                f"{name} {box!r} is outside the {w}x{h} (width x height) output or empty; accepted: 0 <= left < right <= {w} "
-                f"and 0 <= top < bottom <= {h} (pixels, PIL's (left, top, right, bottom) order)"
-            )
-        y0, x0 = self.offset
-        c = self.cell
-        t, l = (top + y0) // c, (left + x0) // c
-        b, r = math.ceil((bottom + y0) / c), math.ceil((right + x0) / c)
-        return t, l, b - t, r - l
 
     def cells_mask(self, cells: Sequence[Tuple[int, int, int, int]], value: float, batch: int) -> torch.Tensor:
         """(batch, 1, side, side) filled with `1 - value`, with `value` on the given grid boxes."""
-        m = torch.full((batch, 1, self.side, self.side), 1.0 - value)
-        c = self.cell
-        for top, left, h, w in cells:
-            m[:, :, top * c : (top + h) * c, left * c : (left + w) * c] = value
-        return m
+        return torch.from_numpy(super().cells_mask(cells, value, batch)).to(torch.get_default_dtype())
 
-    def crop(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, C, side, side) -> (B, C, height, width), the centred crop."""
-        y0, x0 = self.offset
-        return pixels[..., y0 : y0 + self.height, x0 : x0 + self.width]
+
+class WideOutputCanvas(OutputCanvas, core_outpainting.WideCanvas):
+    """An outpainting output larger than the decoder's square (`m6_fashion_core.outpainting.WideCanvas`): `rows` x
+    `cols` token cells generated window by window and decoded whole; masks as tensors `(batch, 1, height, width)`."""
 
 
 @dataclass
@@ -185,11 +144,19 @@ class M6FashionPipeline(DiffusionPipeline):
         decoder_hr: Optional[StyleDecoder] = None,
     ):
         super().__init__()
-        check_components(image_tokenizer, transformer, scheduler, decoder=decoder, decoder_hr=decoder_hr)
+        check_components(image_tokenizer, transformer, scheduler, decoder=decoder, decoder_hr=decoder_hr, tokenizer=tokenizer)
         self.register_modules(
             image_tokenizer=image_tokenizer, decoder=decoder, transformer=transformer, tokenizer=tokenizer, scheduler=scheduler,
             decoder_hr=decoder_hr,
         )
+
+    def __setattr__(self, name: str, value: Any):
+        # replacing a component (`pipe.scheduler = SMARTScheduler(...)`) assembles a new pipeline: the new set of
+        # components is checked as `__init__` checks it, before the replacement takes effect
+        if name in COMPONENT_NAMES and name in self.__dict__:
+            parts = {key: self.__dict__.get(key) for key in COMPONENT_NAMES}
+            check_components(**{**parts, name: value})
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -401,56 +368,33 @@ class M6FashionPipeline(DiffusionPipeline):
     def default_size(self) -> Tuple[int, int]:
         """`(height, width)` made when none is given: the 3:4 portrait of the largest canvas with `decoder_hr`
         (192x256 for the shipped model), else the `sample_size` square."""
-        side = max(self.canvas_sides())
-        if side == self.sample_size:
-            return side, side
-        return side, _portrait_width(side, self.grid_size)
+        return core_canvas.default_size(self.canvas_sides(), self.grid_size)
 
     def output_sizes(self) -> List[Tuple[int, int]]:
         """Every `(height, width)` this pipeline can make: centred crops of a canvas, at least half its side,
         aligned to whole token cells on both sides."""
-        sizes = []
-        for side in self.canvas_sides():
-            cands = _crop_sides(side, self.grid_size)
-            sizes += [(h, w) for h in cands for w in cands]
-        return sorted(set(sizes))
+        return core_canvas.output_sizes(self.canvas_sides(), self.grid_size)
 
-    def output_canvas(self, height: Optional[int] = None, width: Optional[int] = None) -> "OutputCanvas":
+    def output_canvas(self, height: Optional[int] = None, width: Optional[int] = None, outpainting: bool = False) -> "OutputCanvas":
         """The canvas and crop for an output of `height` x `width` pixels.
 
         Neither given: `default_size`. One given: the other keeps the default aspect ratio as closely as the
         canvas on which the given side is possible allows (`height=64` -> 48x64, `width=192` -> 192x256 with
         `decoder_hr`). Raises naming the accepted sizes when the model cannot make the size.
+        `outpainting=True` (an `image` with an `image_box`) also accepts sizes larger than the largest canvas and
+        returns a `WideOutputCanvas` for them (see `m6_fashion_core.outpainting.wide_canvas`).
         """
-        for name, v in (("height", height), ("width", width)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
-                raise TypeError(f"{name} must be an integer number of pixels; got {v!r}")
-        dh, dw = self.default_size
-        if height is None and width is None:
-            height, width = dh, dw
-        elif height is None or width is None:
-            given, ratio = (height, dw / dh) if width is None else (width, dh / dw)
-            for side in sorted(self.canvas_sides()):
-                cands = _crop_sides(side, self.grid_size)
-                if given in cands:
-                    other = min(cands, key=lambda v: abs(v - given * ratio))
-                    height, width = (given, other) if width is None else (other, given)
-                    break
-        height = None if height is None else int(height)
-        width = None if width is None else int(width)
-        for side in sorted(self.canvas_sides()):
-            cands = _crop_sides(side, self.grid_size)
-            if height in cands and width in cands:
-                return OutputCanvas(side=side, grid=self.grid_size, height=height, width=width)
-        asked = f"{width}x{height} (width x height)" if height is not None and width is not None else (
-            f"height={height}" if width is None else f"width={width}")
-        listed = "; ".join(
-            f"{side}x{side} canvas{' (decoder_hr)' if side != self.sample_size else ''}: height and width each in "
-            f"{_crop_sides(side, self.grid_size)}"
-            for side in self.canvas_sides()
-        )
-        hint = "" if len(self.canvas_sides()) > 1 else " (this pipeline has no decoder_hr; load one that has it for larger sizes)"
-        raise ValueError(f"this model cannot make a {asked} image; accepted: {listed}{hint}")
+        sides = self.canvas_sides()
+        if outpainting:
+            wide = core_outpainting.wide_canvas(sides, self.grid_size, height, width)
+            if wide is not None:
+                return WideOutputCanvas(side=wide.side, grid=wide.grid, height=wide.height, width=wide.width)
+        try:
+            return OutputCanvas.for_size(sides, self.grid_size, height, width, holder="pipeline")
+        except ValueError as error:
+            if not outpainting:
+                raise
+            raise ValueError(f"{error}; {core_outpainting.wide_sizes_hint(sides, self.grid_size)}") from None
 
     def box_to_cells(self, box: Sequence[int], canvas: Optional["OutputCanvas"] = None) -> Tuple[int, int, int, int]:
         """Pixel box (left, top, right, bottom) on the output image -> grid box (top, left, height, width),
@@ -486,135 +430,23 @@ class M6FashionPipeline(DiffusionPipeline):
         prompt or reference patches, `refine_ratio` without style mixing, `blend_pixels=False` without pixels to
         paste back, an `image_box` that leaves nothing to generate, tensor names without a callback) is refused.
         """
-        canvas = self.output_canvas(height, width)
-        if prompt is not None and not isinstance(prompt, (str, list, tuple)):
-            raise TypeError(f"prompt must be a string or a list of strings; got {type(prompt).__name__}")
-        if isinstance(prompt, (list, tuple)):
-            if len(prompt) == 0:
-                raise ValueError("prompt is an empty list; pass at least one prompt (use '' for no text)")
-            if not all(isinstance(p, str) for p in prompt):
-                raise TypeError("every prompt in the list must be a string")
-        num_inference_steps = _as_int(num_inference_steps)
-        num_images_per_prompt = _as_int(num_images_per_prompt)
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or not (
-            1 <= num_inference_steps <= MAX_INFERENCE_STEPS
-        ):
-            raise ValueError(f"num_inference_steps must be an integer in [1, {MAX_INFERENCE_STEPS}]; got {num_inference_steps!r}")
-        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be an integer >= 1; got {num_images_per_prompt!r}")
-        n_prompts = len(prompt) if isinstance(prompt, (list, tuple)) else len(image) if isinstance(image, (list, tuple)) else 1
-        if n_prompts * num_images_per_prompt > MAX_IMAGES_PER_CALL:
-            raise ValueError(
-                f"{n_prompts} prompt(s) x num_images_per_prompt={num_images_per_prompt} = {n_prompts * num_images_per_prompt} "
-                f"images; at most {MAX_IMAGES_PER_CALL} per call (call again for more)"
-            )
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or not (
-            1.0 <= guidance_scale <= MAX_GUIDANCE_SCALE
-        ):
-            raise ValueError(
-                f"guidance_scale must be a finite number in [1, {MAX_GUIDANCE_SCALE:g}] (1.0 = no guidance); got {guidance_scale!r}"
-            )
-        texts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-        if guidance_scale > 1.0 and reference_images is None and not any(t.strip() for t in texts):
-            raise ValueError(
-                f"guidance_scale={guidance_scale:g} steers the image towards the prompt or the reference patches, and this call "
-                "has neither (no prompt text, no reference_images), so it would change nothing; pass a prompt or "
-                "reference_images, or leave guidance_scale at 1.0"
-            )
-        if temperature is not None:
-            check_temperature(temperature, "temperature")
-        if isinstance(refine_ratio, bool) or not isinstance(refine_ratio, (int, float)) or not 0.0 <= refine_ratio <= 1.0:
-            raise ValueError(f"refine_ratio must be a number in [0, 1]; got {refine_ratio!r}")
-        if style_image is None and refine_ratio != DEFAULT_REFINE_RATIO:
-            raise ValueError(
-                f"refine_ratio={refine_ratio!r} only acts in style mixing (image + style_image + mask_image: the share of the "
-                "cells around the seam that are re-sampled); this call mixes no styles, so drop refine_ratio"
-            )
-        if not isinstance(blend_pixels, (bool, np.bool_)):
-            raise TypeError(f"blend_pixels must be True or False; got {blend_pixels!r}")
-        if not blend_pixels and (image is None or output_type == "tokens"):
-            raise ValueError(
-                "blend_pixels=False keeps the decoded pixels outside the edited region instead of pasting the pixels of image "
-                "back; it needs an image to edit and decoded pixels (output_type 'pil', 'np' or 'pt'), and this call has "
-                + ("no image" if image is None else "output_type='tokens'") + ", so drop blend_pixels"
-            )
-        if isinstance(generator, (list, tuple)):
-            if len(generator) != 1 or not isinstance(generator[0], torch.Generator):
-                raise TypeError(
-                    "generator must be one torch.Generator (or a list holding exactly one); per-image generator lists "
-                    f"are not supported; got a list of {len(generator)}"
-                )
-        elif generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator, e.g. torch.Generator().manual_seed(0); got {type(generator).__name__}"
-            )
-        if output_type not in ("pil", "np", "pt", "tokens"):
-            raise ValueError(f"output_type {output_type!r} is not supported; use 'pil', 'np', 'pt' or 'tokens'")
-        if mask_image is not None and image is None:
-            raise ValueError("mask_image needs an image to edit: pass image=...")
-        if style_image is not None and (image is None or mask_image is None):
-            raise ValueError("style mixing needs image (the base garment), style_image and mask_image (region taken from style_image)")
-        if image_box is not None:
-            if image is None:
-                raise ValueError("image_box (outpainting) needs an image to place: pass image=...")
-            if mask_image is not None:
-                raise ValueError("pass either image_box (outpainting) or mask_image (inpainting), not both")
-            if canvas.box_to_cells(image_box, "image_box") == canvas.box_to_cells((0, 0, canvas.width, canvas.height)):
-                raise ValueError(
-                    f"image_box {tuple(image_box)!r} covers the whole {canvas.width}x{canvas.height} (width x height) output once "
-                    f"widened to whole {canvas.cell}-px token cells, so outpainting would generate nothing; leave at least one "
-                    "token cell of the output outside the box (or use mask_image to regenerate part of the image)"
-                )
-        for name, value in (("image", image), ("mask_image", mask_image), ("style_image", style_image)):
-            for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
-                if value is not None and not isinstance(item, (PIL.Image.Image, np.ndarray, torch.Tensor)):
-                    where = f"{name}[{i}]" if isinstance(value, (list, tuple)) else name
-                    raise TypeError(f"{where} must be a PIL image, numpy array or tensor (or a list of them); got {type(item).__name__}")
-        if image is not None and mask_image is None and image_box is None and reference_images is None:
-            raise ValueError(
-                "an image alone says nothing to edit: add mask_image (inpainting), image_box (outpainting), "
-                "style_image + mask_image (style mixing) or reference_images (local editing)"
-            )
-        if isinstance(image, (list, tuple)) and len(image) == 0:
-            raise ValueError("image is an empty list; pass at least one image")
-        if image is not None and mask_image is not None:
-            for im, m in zip(_as_list(image), _as_list(mask_image)):
-                isz, msz = _size_of(im), _size_of(m)
-                if isz is not None and msz is not None and isz != msz:
-                    raise ValueError(f"mask_image size {msz} does not match image size {isz}; give a mask of the same size as the image")
-        if reference_images is not None:
-            if not isinstance(reference_images, (list, tuple)) or len(reference_images) == 0:
-                raise ValueError("reference_images must be a non-empty list of (image, box) pairs")
-            cells = 0
-            for i, ref in enumerate(reference_images):
-                if not isinstance(ref, (list, tuple)) or len(ref) != 2:
-                    raise ValueError(f"reference_images[{i}] must be a pair (image, box) with box = (left, top, right, bottom) in pixels")
-                if not isinstance(ref[0], (PIL.Image.Image, np.ndarray, torch.Tensor)):
-                    raise TypeError(
-                        f"reference_images[{i}][0] must be a PIL image, numpy array or tensor; got {type(ref[0]).__name__}"
-                    )
-                _, _, h, w = canvas.box_to_cells(ref[1], f"reference_images[{i}] box")
-                cells += h * w + (1 if i else 0)
-            limit = self.transformer.config.max_condition_tokens
-            if cells > limit:  # checked before any patch is encoded
-                raise ValueError(
-                    f"the {len(reference_images)} reference patch(es) cover {cells} token cells (one separator between "
-                    f"two patches counts); the model takes at most {limit}: use fewer or smaller boxes"
-                )
-        if context_dropout_steps is not None and (
-            isinstance(context_dropout_steps, bool) or not isinstance(context_dropout_steps, (int, np.integer))
-            or not 0 <= context_dropout_steps <= num_inference_steps
-        ):
-            raise ValueError(
-                f"context_dropout_steps must be None (automatic) or a whole number in [0, num_inference_steps="
-                f"{num_inference_steps!r}] (the first SMART passes that hide the kept tokens from the model); got {context_dropout_steps!r}"
-            )
-        if context_dropout_steps and not _text_guided_inpainting(prompt, image, mask_image, style_image):
-            raise ValueError(
-                f"context_dropout_steps={context_dropout_steps!r} only acts in text-guided inpainting (image + mask_image + a "
-                "prompt, no style_image): it hides the kept tokens around the masked region from the model for the first "
-                "passes so the region follows the text; this call is not one, so drop context_dropout_steps"
-            )
+        canvas = self.output_canvas(height, width, outpainting=image is not None and image_box is not None)
+        steps, _, _, _, _ = validation.check_sampling_arguments(
+            prompt, image, style_image, reference_images, num_inference_steps, num_images_per_prompt, guidance_scale,
+            temperature, refine_ratio,
+        )
+        validation.check_output_type(output_type, OUTPUT_TYPES)
+        validation.check_blend_pixels(blend_pixels, image, output_type, OUTPUT_TYPES)
+        _check_generator(generator)
+        validation.check_images(image, mask_image, style_image, image_box, reference_images, IMAGE_TYPES, IMAGE_KINDS)
+        validation.check_boxes(
+            canvas, image_box, reference_images, self.transformer.config.max_condition_tokens, IMAGE_TYPES, IMAGE_KINDS
+        )
+        validation.context_dropout_steps(context_dropout_steps, steps, prompt, image, mask_image, style_image)
+        self._check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+
+    def _check_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs) -> None:
+        """A callable callback; tensor names from `_callback_tensor_inputs`, and only with a callback to receive them."""
         if callback_on_step_end is not None and not callable(callback_on_step_end):
             raise TypeError(f"callback_on_step_end must be callable, called as fn(pipe, step, timestep, tensors); got {type(callback_on_step_end).__name__}")
         if callback_on_step_end_tensor_inputs is not None and not all(k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs):
@@ -656,9 +488,11 @@ class M6FashionPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def decode_tokens(self, tokens: torch.LongTensor, side: Optional[int] = None) -> torch.Tensor:
-        """Tokens (B, N, M) or (B, h, w, M) -> images (B, 3, side, side) in [-1, 1].
+        """Tokens (B, N, M) (a `grid` x `grid` square) or (B, h, w, M) -> images (B, 3, h * cell, w * cell) in [-1, 1]
+        (`side` x `side` for the square grid).
 
-        `side` picks the decoder: `sample_size` (default) or `decoder_hr`'s canvas.
+        `side` picks the decoder by its canvas: `sample_size` (default) or `decoder_hr`'s; the decoders are
+        convolutional, so a wide outpainting grid (more cells than `grid`) decodes whole.
         """
         g = self.grid_size
         if tokens.ndim == 3:
@@ -792,23 +626,30 @@ class M6FashionPipeline(DiffusionPipeline):
             callback_on_step_end=callback_on_step_end, blend_pixels=blend_pixels, context_dropout_steps=context_dropout_steps,
         )
         num_inference_steps, num_images_per_prompt = _as_int(num_inference_steps), _as_int(num_images_per_prompt)
-        if context_dropout_steps is None:
-            text_guided = _text_guided_inpainting(prompt, image, mask_image, style_image)
-            context_dropout_steps = round(CONTEXT_DROPOUT_SHARE * num_inference_steps) if text_guided else 0
-        canvas = self.output_canvas(height, width)
+        guidance_scale = float(guidance_scale)  # numpy scalars would turn `scale * tensor` into an array
+        temperature = None if temperature is None else float(temperature)
+        context_dropout_steps = validation.context_dropout_steps(
+            context_dropout_steps, num_inference_steps, prompt, image, mask_image, style_image
+        )
+        canvas = self.output_canvas(height, width, outpainting=image is not None and image_box is not None)
         if isinstance(generator, (list, tuple)):
             generator = generator[0]
+        sampling = dict(
+            num_inference_steps=num_inference_steps, temperature=temperature, guidance_scale=guidance_scale,
+            generator=generator, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+        if isinstance(canvas, WideOutputCanvas):
+            prompts = validation.batch_prompts(prompt, image, num_images_per_prompt)
+            return self._outpaint_wide(canvas, prompts, image, image_box, num_images_per_prompt, output_type,
+                                       return_dict, blend_pixels, sampling)
         device = self.device
         cfg = self.transformer.config
         g, n, k = cfg.grid_size, cfg.num_image_tokens, cfg.codebook_size
         s = self.sample_size
 
         # ---- batch
-        if prompt is None:
-            prompts = [""] * max(1, len(_as_list(image)) if isinstance(image, (list, tuple)) else 1)
-        else:
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        prompts = validation.batch_prompts(prompt, image, num_images_per_prompt)
         b = len(prompts)
 
         # ---- initial tokens and editable cells
@@ -838,11 +679,7 @@ class M6FashionPipeline(DiffusionPipeline):
                 if mask_image is not None:
                     masks = _expand(mask_image, base_pixels.shape[0], "mask_image")
                     pixel_mask = torch.stack([preprocess_mask(m, d, "mask_image") for m in masks])
-                    if not pixel_mask.flatten(1).amax(1).all():
-                        raise ValueError(
-                            "mask_image selects no pixel (all black after thresholding at 0.5): white (>= 128, or >= 0.5 "
-                            "for float masks) marks the region to regenerate"
-                        )
+                    validation.check_masks_select_pixels(pixel_mask.flatten(1).amax(1).numpy())
                 else:
                     # reference patches inside an image without a mask: their boxes are the region to edit
                     boxes = [canvas.box_to_cells(box) for _, box in reference_images or []]
@@ -880,28 +717,7 @@ class M6FashionPipeline(DiffusionPipeline):
             uncond = self._prepare({key: v.to(device) for key, v in uncond_inputs.items()})
 
         # ---- SMART loop
-        self.scheduler.set_timesteps(num_inference_steps, device=device, temperature=temperature)
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
-            for i, t in enumerate(self.scheduler.timesteps):
-                if (tokens == k).any():  # a pass with no masked cell left (few editable cells) runs no model
-                    # context dropout: the first passes see the kept tokens as MASK (the sampler still gets the true ones)
-                    seen = torch.where(editable[..., None], tokens, torch.full_like(tokens, k)) if i < context_dropout_steps else tokens
-                    logits = self._logits(cond, uncond, seen, guidance_scale)
-                    tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
-                if callback_on_step_end is not None:  # once per step, as in diffusers, skipped passes included
-                    wanted = self._callback_tensor_inputs if callback_on_step_end_tensor_inputs is None else callback_on_step_end_tensor_inputs
-                    tensors = {"tokens": tokens} if "tokens" in wanted else {}
-                    cb = callback_on_step_end(self, i, int(t), tensors)
-                    if cb is not None and not isinstance(cb, dict):
-                        raise TypeError(f"callback_on_step_end must return a dict (or None); it returned {type(cb).__name__}")
-                    new = (cb or {}).get("tokens", tokens)
-                    if not isinstance(new, torch.Tensor) or new.shape != tokens.shape:
-                        raise ValueError(
-                            f"callback_on_step_end returned tokens of shape {tuple(getattr(new, 'shape', ()))}; "
-                            f"expected a tensor of shape {tuple(tokens.shape)}"
-                        )
-                    tokens = new
-                progress_bar.update()
+        tokens = self._sample(cond, uncond, tokens, editable, context_dropout_steps=context_dropout_steps, **sampling)
 
         grid_tokens = tokens.reshape(b, g, g, cfg.num_groups)
         if output_type == "tokens":
@@ -916,23 +732,101 @@ class M6FashionPipeline(DiffusionPipeline):
             return (images, grid_tokens)
         return M6FashionPipelineOutput(images=images, tokens=grid_tokens)
 
+    def _sample(
+        self, cond, uncond, tokens: torch.Tensor, editable: torch.Tensor, num_inference_steps: int, temperature,
+        guidance_scale: float, generator, context_dropout_steps: int = 0, callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=None,
+    ) -> torch.Tensor:
+        """The SMART loop: `num_inference_steps` passes over `tokens` (B, N, M) (MASK = codebook_size where still to
+        generate), re-sampling only `editable` (B, N) cells; returns the final tokens (B, N, M)."""
+        k = self.transformer.config.codebook_size
+        self.scheduler.set_timesteps(num_inference_steps, device=tokens.device, temperature=temperature)
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(self.scheduler.timesteps):
+                if (tokens == k).any():  # a pass with no masked cell left (few editable cells) runs no model
+                    # context dropout: the first passes see the kept tokens as MASK (the sampler still gets the true ones)
+                    seen = torch.where(editable[..., None], tokens, torch.full_like(tokens, k)) if i < context_dropout_steps else tokens
+                    logits = self._logits(cond, uncond, seen, guidance_scale)
+                    tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
+                if callback_on_step_end is not None:  # once per step, as in diffusers, skipped passes included
+                    tokens = self._run_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, i, t, tokens)
+                progress_bar.update()
+        return tokens
+
+    def _run_callback(self, callback_on_step_end, tensor_inputs, i: int, t, tokens: torch.Tensor) -> torch.Tensor:
+        """Calls `callback_on_step_end(pipe, step, timestep, {"tokens": ...})`; returns the tokens it hands back (checked)."""
+        wanted = self._callback_tensor_inputs if tensor_inputs is None else tensor_inputs
+        tensors = {"tokens": tokens} if "tokens" in wanted else {}
+        cb = callback_on_step_end(self, i, int(t), tensors)
+        if cb is not None and not isinstance(cb, dict):
+            raise TypeError(f"callback_on_step_end must return a dict (or None); it returned {type(cb).__name__}")
+        new = (cb or {}).get("tokens", tokens)
+        if not isinstance(new, torch.Tensor) or new.shape != tokens.shape:
+            raise ValueError(
+                f"callback_on_step_end returned tokens of shape {tuple(getattr(new, 'shape', ()))}; "
+                f"expected a tensor of shape {tuple(tokens.shape)}"
+            )
+        return new
+
+    def _outpaint_wide(self, canvas: "WideOutputCanvas", prompts: List[str], image, image_box, num_images_per_prompt: int,
+                       output_type: str, return_dict: bool, blend_pixels: bool, sampling: Dict[str, Any]):
+        """Outpainting onto a canvas larger than the decoder's square (`m6_fashion_core.outpainting`).
+
+        The image is placed in `image_box` on a white `width` x `height` sheet and tokenised whole (`rows` x `cols`
+        cells); the cells outside the box are generated by SMART in `grid` x `grid` windows in the order of
+        `plan_windows` (each window an ordinary outpainting call whose context is the image and the earlier
+        windows; `callback_on_step_end` sees each window's tokens (B, grid**2, M)); the decoder of `canvas.side`
+        paints the whole grid. Tokens are returned as (B, rows, cols, M).
+        """
+        cfg = self.transformer.config
+        g, k, m = cfg.grid_size, cfg.codebook_size, cfg.num_groups
+        device, c, s_cell = self.device, canvas.cell, self.sample_size // cfg.grid_size
+        b, rows, cols = len(prompts), canvas.rows, canvas.cols
+        cells = canvas.box_to_cells(image_box, "image_box")
+        pils = [im if isinstance(im, PIL.Image.Image) else postprocess(preprocess(im, canvas.side, "image"), "pil")[0]
+                for im in _expand(image, b // num_images_per_prompt, "image")]
+        base_pixels, token_pixels = core_image.outpainting_sheets(
+            pils, canvas.width, canvas.height, cells, c, (cols * s_cell, rows * s_cell)
+        )
+        base_pixels = torch.from_numpy(base_pixels).repeat_interleave(num_images_per_prompt, 0)
+        grid = self.encode_images(torch.from_numpy(token_pixels)).reshape(-1, rows, cols, m)
+        grid = grid.repeat_interleave(num_images_per_prompt, 0).to(device)
+        known = torch.from_numpy(canvas.known_cells(cells)).to(device)
+        grid = torch.where(known[None, :, :, None], grid, torch.full_like(grid, k))
+        text_ids = self.encode_prompt(prompts)
+        for top_w, left_w in core_outpainting.plan_windows(known.cpu().numpy(), g):
+            window = grid[:, top_w : top_w + g, left_w : left_w + g].reshape(b, g * g, m)
+            editable = (window == k).all(-1)
+            inputs = {key: v.to(device) for key, v in build_model_inputs(cfg, text_ids, window.cpu(), None).items()}
+            uncond = None
+            if sampling["guidance_scale"] > 1.0:
+                uncond_inputs = build_model_inputs(cfg, [[] for _ in range(b)], window.cpu(), None)
+                uncond = self._prepare({key: v.to(device) for key, v in uncond_inputs.items()})
+            window = self._sample(self._prepare(inputs), uncond, window, editable, **sampling)
+            grid[:, top_w : top_w + g, left_w : left_w + g] = window.reshape(b, g, g, m)
+        images = None
+        if output_type != "tokens":
+            pixels = self.decode_tokens(grid, side=canvas.side).cpu()
+            if blend_pixels:
+                generated = canvas.cells_mask([cells], 0.0, b).bool()  # everything but the placed image
+                pixels = torch.where(generated, pixels, base_pixels.float())
+            images = postprocess(pixels, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, grid)
+        return M6FashionPipelineOutput(images=images, tokens=grid)
+
     def _seam(self, region: torch.Tensor, refine_ratio: float, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """Cells on both sides of the border of `region` (B, N): the part SMART refines after style mixing."""
-        g = self.grid_size
-        r = region.float().reshape(-1, 1, g, g)
-        grown = F.max_pool2d(r, 3, stride=1, padding=1)
-        shrunk = -F.max_pool2d(-r, 3, stride=1, padding=1)
-        seam = (grown - shrunk) > 0.5
-        if refine_ratio > 0:
-            extra = torch.rand(r.shape, generator=generator, device=generator.device if generator is not None else r.device).to(r.device) < refine_ratio
-            seam = seam | (extra & (grown > 0.5))
-        return seam.reshape(region.shape[0], -1)
+        """Cells on both sides of the border of `region` (B, N) bool, plus `refine_ratio` of the cells in and next to
+        it drawn with `generator`: the part SMART refines after style mixing (`m6_fashion_core.validation.seam_cells`)."""
+        device = generator.device if generator is not None else region.device
 
+        def draw(shape):  # float32 uniforms (B, 1, g, g) on the generator's device, as the random cells always were
+            b, g, _ = shape
+            return torch.rand((b, 1, g, g), generator=generator, device=device).cpu().numpy().reshape(shape)
 
-def _text_guided_inpainting(prompt, image, mask_image, style_image) -> bool:
-    """An image, a mask and some prompt text, no style image: the calls `context_dropout_steps` acts in."""
-    texts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-    return image is not None and mask_image is not None and style_image is None and any(t.strip() for t in texts)
+        cells = validation.seam_cells(region.cpu().numpy(), self.grid_size, refine_ratio, draw)
+        return torch.from_numpy(cells).to(region.device)
 
 
 _VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -955,42 +849,38 @@ def _source_card(pipe) -> str:
     return open(source, encoding="utf-8").read() if os.path.isfile(source) else ""
 
 
-def _as_list(x) -> list:
-    return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-def _as_int(value):
-    """numpy integers as Python ints (so `np.int64(10)` steps are accepted); anything else unchanged for the checks."""
-    return int(value) if isinstance(value, np.integer) else value
-
-
-def _size_of(im) -> Optional[Tuple[int, int]]:
-    if isinstance(im, PIL.Image.Image):
-        return im.size
-    if isinstance(im, np.ndarray) and im.ndim >= 2:
-        return (im.shape[1], im.shape[0])
-    if isinstance(im, torch.Tensor) and im.ndim >= 2:
-        return (im.shape[-1], im.shape[-2])
-    return None
+_as_list = validation.as_list
+_as_int = validation.as_int
 
 
 def _expand(x, batch: int, name: str) -> list:
-    items = _as_list(x)
-    if isinstance(x, torch.Tensor) and x.ndim == 4:
-        items = list(x)
-    if len(items) == 1:
-        return items * batch
-    if len(items) != batch:
-        raise ValueError(f"{name} has {len(items)} entries but there are {batch} prompts; give one, or one per prompt")
-    return items
+    """One image (or mask) per prompt; a `(B, C, H, W)` tensor counts as B images."""
+    items = list(x) if isinstance(x, torch.Tensor) and x.ndim == 4 else _as_list(x)
+    return validation.expand_per_prompt(items, batch, name)
 
 
-def check_components(image_tokenizer, transformer, scheduler, decoder=None, decoder_hr=None) -> None:
+def _check_generator(generator) -> None:
+    """One `torch.Generator`, a list holding exactly one, or None."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != 1 or not isinstance(generator[0], torch.Generator):
+            raise TypeError(
+                "generator must be one torch.Generator (or a list holding exactly one); per-image generator lists "
+                f"are not supported; got a list of {len(generator)}"
+            )
+    elif generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, e.g. torch.Generator().manual_seed(0); got {type(generator).__name__}"
+        )
+
+
+def check_components(image_tokenizer, transformer, scheduler, decoder=None, decoder_hr=None, tokenizer=None) -> None:
     """The invariants the components must share, checked once when a pipeline is assembled.
 
     The transformer's ``codebook_size`` K is the image MASK code: the scheduler's ``mask_token_id`` must
-    equal it, and the image tokenizer must produce ``num_groups`` codes in ``[0, K)`` on the transformer's grid.
-    Both decoders read the tokenizer's latents and paint their ``sample_size`` square from the token grid.
+    equal it, and the image tokenizer must produce ``num_groups`` codes in ``[0, K)`` on the transformer's grid;
+    the text ``tokenizer``'s ids must fit the transformer's ``vocab_size`` (``m6_fashion_core.validation.
+    component_mismatches``, which the runtime checks on a bundle too). Both decoders read the tokenizer's latents
+    and paint their ``sample_size`` square from the token grid.
     """
     if image_tokenizer is None or transformer is None or scheduler is None:
         return  # partial pipelines (DiffusionPipeline allows None components) are checked when complete
@@ -1007,16 +897,14 @@ def check_components(image_tokenizer, transformer, scheduler, decoder=None, deco
             problems.append(f"{name} sample_size={dec.config.sample_size} but it paints {painted} px from the {t.grid_size}x{t.grid_size} grid")
     if decoder_hr is not None and decoder is not None and hasattr(decoder_hr, "config") and decoder_hr.config.sample_size <= decoder.config.sample_size:
         problems.append(f"decoder_hr paints {decoder_hr.config.sample_size} px, not more than the decoder's {decoder.config.sample_size}")
-    if sc.mask_token_id != t.codebook_size:
-        problems.append(f"scheduler mask_token_id={sc.mask_token_id} but the transformer's MASK code is codebook_size={t.codebook_size}")
-    if getattr(q, "codebook_size", t.codebook_size) != t.codebook_size:
-        problems.append(f"image tokenizer codebook_size={q.codebook_size} but transformer codebook_size={t.codebook_size}")
-    groups = getattr(image_tokenizer, "num_token_groups", t.num_groups)
-    if groups != t.num_groups:
-        problems.append(f"image tokenizer gives {groups} codes per token but transformer num_groups={t.num_groups}")
-    grid = getattr(image_tokenizer, "grid_size", None)
-    if grid is not None and grid != t.grid_size:
-        problems.append(f"image tokenizer grid {grid}x{grid} but transformer grid_size={t.grid_size}")
+    problems += validation.component_mismatches(
+        grid_size=t.grid_size, codebook_size=t.codebook_size, num_groups=t.num_groups, vocab_size=t.vocab_size,
+        mask_code=sc.mask_token_id, sample_size=getattr(q, "sample_size", None),
+        tokenizer_grid_size=getattr(image_tokenizer, "grid_size", None),
+        tokenizer_codebook_size=getattr(q, "codebook_size", None),
+        tokenizer_num_groups=getattr(image_tokenizer, "num_token_groups", None),
+        text_vocab_size=len(tokenizer) if hasattr(tokenizer, "__len__") else None,
+    )
     if problems:
         raise ValueError("the pipeline's components do not fit together: " + "; ".join(problems))
 
@@ -1024,19 +912,19 @@ def check_components(image_tokenizer, transformer, scheduler, decoder=None, deco
 CHECKSUM_FILE = "checksums.sha256"
 # weights, configs and the generic loader's entry point; model cards (README.md) may be edited freely
 _CHECKED_SUFFIXES = (".safetensors", ".json", ".py")
-HUB_ENTRY_FILE = "m6_fashion_pipeline.py"  # a copy of m6_fashion/pipelines/hub_pipeline.py
+HUB_ENTRY_FILE = "m6_fashion_pipeline.py"  # a copy of m6_fashion/hub_entry.py
 
 
 def write_hub_entry_point(folder: str) -> None:
     """Makes a saved pipeline folder loadable by ``diffusers.DiffusionPipeline.from_pretrained(folder,
-    trust_remote_code=True)``: copies ``hub_pipeline.py`` in as ``m6_fashion_pipeline.py`` and sets
+    trust_remote_code=True)``: copies ``m6_fashion/hub_entry.py`` in as ``m6_fashion_pipeline.py`` and sets
     ``model_index.json``'s ``_class_name`` to ``["m6_fashion_pipeline", "M6FashionPipeline"]``."""
     import json
     import shutil
 
-    from . import hub_pipeline
+    from .. import hub_entry
 
-    shutil.copyfile(hub_pipeline.__file__, os.path.join(folder, HUB_ENTRY_FILE))
+    shutil.copyfile(hub_entry.__file__, os.path.join(folder, HUB_ENTRY_FILE))
     index_path = os.path.join(folder, "model_index.json")
     with open(index_path, encoding="utf-8") as f:
         index = json.load(f)

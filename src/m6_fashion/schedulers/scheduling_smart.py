@@ -13,20 +13,37 @@ The positions kept are drawn multinomially in proportion to confidence, without 
 Gumbel-top-k trick); in deterministic mode tokens are argmax and the lowest-confidence positions are
 re-masked. Pass T fills every remaining mask. Positions that are not editable (kept regions of an
 inpainting, a given patch) never change.
+
+The schedules, limits and argument checks are ``m6_fashion_core.sampling``'s, shared with the torch-free
+runtime's numpy ``SMARTSampler``; this module adds the torch ``step``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Union
 
+import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
-MASK_SCHEDULES = ("smart", "cosine")
+from m6_fashion_core import sampling as _smart
+from m6_fashion_core.sampling import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_TEMPERATURE,
+    MASK_SCHEDULES,
+    MAX_INFERENCE_STEPS,
+    MAX_TEMPERATURE,
+    check_temperature,
+)
+
+__all__ = [
+    "DEFAULT_ALPHA", "DEFAULT_BETA", "DEFAULT_TEMPERATURE", "MASK_SCHEDULES", "MAX_INFERENCE_STEPS", "MAX_TEMPERATURE",
+    "SMARTScheduler", "SMARTSchedulerOutput", "check_temperature",
+]
 
 
 def _sample_categorical(probs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.LongTensor:
@@ -40,22 +57,6 @@ def _sample_categorical(probs: torch.Tensor, generator: Optional[torch.Generator
     cdf = probs.cumsum(-1)
     u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).clamp_max(probs.shape[-1] - 1).squeeze(-1)
-
-
-MAX_INFERENCE_STEPS = 1000  # SMART uses T=10; more than 1000 passes only burns time (a bound, not a tuning)
-MAX_TEMPERATURE = 100.0
-
-
-def check_temperature(value, name: str = "temperature") -> float:
-    """Returns ``value`` as a float if it is a finite number in (0, MAX_TEMPERATURE]; raises otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (
-        0 < value <= MAX_TEMPERATURE
-    ):
-        raise ValueError(
-            f"{name} must be a finite number in (0, {MAX_TEMPERATURE:g}]; got {value!r} "
-            "(use deterministic=True for argmax decoding)"
-        )
-    return float(value)
 
 
 @dataclass
@@ -76,14 +77,11 @@ class SMARTSchedulerOutput(BaseOutput):
 class SMARTScheduler(SchedulerMixin, ConfigMixin):
     r"""Mask-predict scheduler with the SMART re-masking schedule.
 
-    Parameters:
-        mask_token_id (`int`, defaults to 256): the mask code (= K, the codebook size).
-        mask_schedule (`str`, defaults to `"smart"`): `"smart"` (linear alpha -> beta) or `"cosine"`.
-        alpha (`float`, defaults to 0.8): re-mask ratio after the first pass.
-        beta (`float`, defaults to 0.2): re-mask ratio after pass T-1.
-        temperature (`float`, defaults to 1.0): sampling temperature of the first pass.
-        temperature_end (`float`, *optional*): if set, the temperature moves linearly to this value at pass T.
-        deterministic (`bool`, defaults to `False`): argmax tokens and lowest-confidence re-masking.
+    Parameters are the fields of `m6_fashion_core.sampling.SMARTConfig`, which documents and checks them:
+    `mask_token_id` (the mask code K; defaults to 256, the shipped codebook size), `mask_schedule` (`"smart"`
+    or `"cosine"`), `alpha` and `beta` (the re-mask ratios after the first pass and pass T-1, 0.8 and 0.2),
+    `temperature` (of the first pass), `temperature_end` (optional, reached at pass T) and `deterministic`
+    (argmax tokens, lowest-confidence re-masking). They are saved as the scheduler's config.
     """
 
     order = 1
@@ -93,24 +91,25 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
         self,
         mask_token_id: int = 256,
         mask_schedule: str = "smart",
-        alpha: float = 0.8,
-        beta: float = 0.2,
-        temperature: float = 1.0,
+        alpha: float = DEFAULT_ALPHA,
+        beta: float = DEFAULT_BETA,
+        temperature: float = DEFAULT_TEMPERATURE,
         temperature_end: Optional[float] = None,
         deterministic: bool = False,
     ):
-        if mask_schedule not in MASK_SCHEDULES:
-            raise ValueError(f"unknown mask_schedule {mask_schedule!r}; accepted: {', '.join(MASK_SCHEDULES)}")
-        if not 0.0 <= beta <= alpha <= 1.0:
-            raise ValueError(f"need 0 <= beta <= alpha <= 1; got alpha={alpha}, beta={beta}")
-        check_temperature(temperature, "temperature")
-        if temperature_end is not None:
-            check_temperature(temperature_end, "temperature_end")
-        if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int) or mask_token_id < 1:
-            raise ValueError(f"mask_token_id must be an integer >= 1 (the codebook size K); got {mask_token_id!r}")
+        checked = _smart.SMARTConfig(**{k: self.config[k] for k in _smart.SMART_CONFIG_KEYS})
+        # numpy numbers are accepted as Python ones; the saved config holds the Python value (JSON has no np.float32)
+        numpy_keys = [k for k in _smart.SMART_CONFIG_KEYS if isinstance(self.config[k], np.generic)]
+        if numpy_keys:
+            self.register_to_config(**{k: getattr(checked, k) for k in numpy_keys})
         self.num_inference_steps: Optional[int] = None
         self.timesteps: Optional[torch.Tensor] = None
         self._temperature: Optional[float] = None
+
+    @property
+    def mask_token_id(self) -> int:
+        """The image MASK code (= K, the codebook size); the name the runtime's `SMARTSampler` uses too."""
+        return self.config.mask_token_id
 
     def set_timesteps(
         self, num_inference_steps: int, device: Union[str, torch.device, None] = None, temperature: Optional[float] = None
@@ -120,36 +119,20 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
         `temperature`, if given, replaces the configured first-pass temperature until the next call (it is
         validated like the config's; the config itself is never changed).
         """
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or not (
-            1 <= num_inference_steps <= MAX_INFERENCE_STEPS
-        ):
-            raise ValueError(
-                f"num_inference_steps must be an integer in [1, {MAX_INFERENCE_STEPS}]; got {num_inference_steps!r}"
-            )
+        steps = _smart.timesteps(num_inference_steps)
         self._temperature = None if temperature is None else check_temperature(temperature, "temperature")
-        self.num_inference_steps = num_inference_steps
-        self.timesteps = torch.arange(num_inference_steps, device=device)
+        self.num_inference_steps = len(steps)
+        self.timesteps = torch.as_tensor(steps, device=device)
 
     def remask_ratio(self, step: int) -> float:
         """Fraction of editable positions re-masked after pass `step` (0-indexed); 0 after the last pass."""
-        T = self.num_inference_steps
-        if T is None:
-            raise RuntimeError("call set_timesteps before step")
-        i = step + 1
-        if i >= T:
-            return 0.0
-        if self.config.mask_schedule == "cosine":
-            return math.cos(math.pi / 2 * i / T)
-        if T == 2:
-            return self.config.alpha
-        return self.config.beta + (T - 1 - i) / (T - 2) * (self.config.alpha - self.config.beta)
+        c = self.config
+        return _smart.remask_ratio(step, self.num_inference_steps, c.mask_schedule, c.alpha, c.beta)
 
     def temperature_at(self, step: int) -> float:
+        """Sampling temperature of pass `step`: the first-pass temperature, moving linearly to `temperature_end`."""
         t0 = self.config.temperature if self._temperature is None else self._temperature
-        t1 = self.config.temperature_end
-        if t1 is None or self.num_inference_steps == 1:
-            return t0
-        return t0 + (t1 - t0) * step / (self.num_inference_steps - 1)
+        return _smart.temperature_at(step, self.num_inference_steps, t0, self.config.temperature_end)
 
     def step(
         self,
@@ -169,13 +152,12 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
             editable: `(B, N)` bool, positions the sampler may change (default: all).
             generator: `torch.Generator` for sampling (on the logits' device or CPU).
         """
-        if model_output.ndim != 4 or sample.shape != model_output.shape[:3]:
-            raise ValueError(f"model_output must be (B, N, M, K) and sample (B, N, M); got {tuple(model_output.shape)} and {tuple(sample.shape)}")
+        _smart.check_step_shapes(model_output.shape, sample.shape, "model_output")
         step = int(timestep)
         B, N, M, K = model_output.shape
         if editable is None:
             editable = torch.ones(B, N, dtype=torch.bool, device=sample.device)
-        masked = (sample == self.config.mask_token_id).any(-1) & editable  # (B, N)
+        masked = (sample == self.mask_token_id).any(-1) & editable  # (B, N)
         logits = model_output.float()
         if self.config.deterministic:
             candidates = logits.argmax(-1)
@@ -191,19 +173,20 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
 
         ratio = self.remask_ratio(step)
         if ratio > 0:
-            n_edit = editable.sum(-1)  # (B,)
-            n_remask = torch.floor(n_edit.float() * ratio).long()
+            n_edit = editable.sum(-1).cpu().numpy()  # (B,)
+            n_remask = torch.from_numpy(_smart.num_remasked(n_edit, ratio)).to(editable.device)
             scores = conf_log
             if not self.config.deterministic:
                 u = torch.rand(conf_log.shape, generator=generator, device=generator.device if generator is not None else conf_log.device)
-                scores = conf_log + (-torch.log(-torch.log(u.to(conf_log.device).clamp(1e-20, 1 - 1e-7))))
+                u = u.to(conf_log.device).clamp(_smart.GUMBEL_UNIFORM_MIN, _smart.GUMBEL_UNIFORM_MAX)
+                scores = conf_log + (-torch.log(-torch.log(u)))
             scores = torch.where(editable, scores, torch.full_like(scores, float("inf")))
             # stable ascending rank; the n_remask lowest-scoring editable positions are re-masked
             order = torch.argsort(scores, dim=-1, stable=True)
             rank = torch.empty_like(order)
             rank.scatter_(1, order, torch.arange(N, device=order.device).expand(B, N).contiguous())
             remask = editable & (rank < n_remask[:, None])
-            tokens = torch.where(remask[..., None], torch.full_like(tokens, self.config.mask_token_id), tokens)
+            tokens = torch.where(remask[..., None], torch.full_like(tokens, self.mask_token_id), tokens)
         if not return_dict:
             return (tokens, pred_original, confidence)
         return SMARTSchedulerOutput(prev_sample=tokens, pred_original_sample=pred_original, confidence=confidence)

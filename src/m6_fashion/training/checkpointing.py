@@ -5,6 +5,12 @@ A checkpoint is `OUTPUT_DIR/checkpoints/step-N/` holding `accelerator.save_state
 safetensors, optimizer states, one RNG-state file per process) and `trainer_state.json`, written last.
 accelerate's `load_state` only logs when it cannot restore the RNG states and goes on, so a resume would
 silently stop being exact; here that is an error instead.
+
+Rotation is done here rather than by accelerate's `ProjectConfiguration(automatic_checkpoint_naming=True,
+total_limit=N)`: accelerate names folders `checkpoint_<number of saves>` (not the step, so the `step-N` folders of
+earlier runs would no longer be found) and deletes the oldest folder *before* writing the new one, so with
+`total_limit=1` a crash while saving would leave no complete checkpoint. Here the oldest ones are deleted only after
+the new one is complete.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Dict, Optional
+import shutil
+from typing import Any, Dict, Optional, Tuple
 
 STATE_FILE = "trainer_state.json"
 
@@ -22,11 +29,42 @@ def latest_checkpoint(output_dir: str) -> Optional[str]:
     root = os.path.join(output_dir, "checkpoints")
     if not os.path.isdir(root):
         return None
-    steps = sorted(((int(m.group(1)), d) for d in os.listdir(root) if (m := re.fullmatch(r"step-(\d+)", d))), reverse=True)
-    for _, d in steps:  # only complete checkpoints (trainer_state.json is written last)
+    for _, d in reversed(_step_folders(root)):  # only complete checkpoints (trainer_state.json is written last)
         if os.path.exists(os.path.join(root, d, STATE_FILE)):
             return os.path.join(root, d)
     return None
+
+
+def _step_folders(root: str):
+    """``(step, name)`` of the ``step-N`` folders in ``root``, oldest first."""
+    return sorted((int(m.group(1)), d) for d in os.listdir(root) if (m := re.fullmatch(r"step-(\d+)", d)))
+
+
+def save_checkpoint(accelerator, output_dir: str, state: Dict[str, Any], total_limit: int) -> str:
+    """Writes `OUTPUT_DIR/checkpoints/step-{state["step"]}` (`accelerator.save_state`, then `trainer_state.json`,
+    written atomically and last, which marks the checkpoint complete) and then deletes all but the newest
+    `total_limit` checkpoints. Every process must call it. Returns the folder."""
+    accelerator.wait_for_everyone()
+    path = os.path.join(output_dir, "checkpoints", f"step-{state['step']}")
+    accelerator.save_state(path)
+    if accelerator.is_main_process:
+        tmp = os.path.join(path, f"{STATE_FILE}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, os.path.join(path, STATE_FILE))
+        root = os.path.dirname(path)
+        for _, d in _step_folders(root)[: -total_limit]:
+            shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+    return path
+
+
+def resume_latest(accelerator, output_dir: str, state: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[str]]:
+    """`(trainer state, folder)` of the latest complete checkpoint of `output_dir`, restored exactly
+    (:func:`resume_exactly`); `(state, None)` when there is none."""
+    folder = latest_checkpoint(output_dir)
+    if folder is None:
+        return state, None
+    return resume_exactly(accelerator, folder), folder
 
 
 def _unusable(folder: str, what: str) -> SystemExit:

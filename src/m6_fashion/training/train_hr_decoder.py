@@ -40,8 +40,6 @@ import hashlib
 import json
 import math
 import os
-import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -51,12 +49,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import parse_dataclasses
 from ..image_processing import preprocess
 from ..models import PQTokenizer, StyleDecoder, StyleGANDiscriminator
-from .checkpointing import latest_checkpoint, resume_exactly
+from .checkpointing import resume_latest
 from .data import image_to_uint8, load_parquet_splits, resolve_data_files
-from .train_tokenizer import batch_indices, psnr_per_image, ssim
+from .gan_loop import (
+    adversarial_loss, batch_indices, checkpoint_or_stop, discriminator_step, log_step, optimizer_step, parse_and_train,
+    progress_bar, psnr_per_image, report_eval, ssim, to_pixels,
+)
 
 #: the content band of a 3:4 portrait photo padded to a square: columns [side/8, 7 side/8)
 PORTRAIT_CONTENT = (0.125, 0.875)
@@ -324,10 +324,6 @@ def load_targets(dataset, rows: Sequence[int], size: int) -> np.ndarray:
     return np.stack([image_to_uint8(im, size) for im in ims])
 
 
-def to_pixels(batch_uint8: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(batch_uint8).to(device).float().div(127.5).sub(1.0)
-
-
 # ---------------------------------------------------------------------------------------------- metrics
 def finite_difference_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     dxa, dxb = a[..., :, 1:] - a[..., :, :-1], b[..., :, 1:] - b[..., :, :-1]
@@ -379,63 +375,49 @@ def load_pipeline_parts(pretrained: Optional[str]):
 
 
 # ---------------------------------------------------------------------------------------------- training
-def train(args: HRDecoderTrainingArguments) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    tokenizer, base = load_pipeline_parts(args.pretrained)
-    base_levels = len(base.levels)
-    grid = tokenizer.grid_size
-    check_args(args, base_levels, grid, tokenizer.config.latent_channels)
-    size = output_size(grid, args.decoder_channels)
-    crop = args.crop_size
-
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
-    set_seed(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
+def _prepare_data(args: HRDecoderTrainingArguments, accelerator, tokenizer: PQTokenizer, size: int) -> Dict:
+    """Train rows (the native-size photos unless ``native_only`` is off, capped at ``train_limit``), the first
+    ``eval_limit`` test rows, their tokens (cached under ``OUTPUT_DIR/cache``, keyed by the Parquet file, the
+    tokenizer weights and the rows) and the test targets ``(N, 3, size, size)`` uint8."""
     ds = load_parquet_splits(args.data, required_columns=("image",))
     if "test" not in ds:
         raise ValueError(f"{args.data!r} has no test.parquet; the HR decoder is evaluated on the test split")
-    tokenizer.to(accelerator.device)
-    base.to(accelerator.device)
-
-    # ---- rows and tokens (cached once)
     cache_dir = os.path.join(args.output_dir, "cache")
     tok_hash = _tokenizer_hash(tokenizer)
     files = resolve_data_files(args.data)
+
+    def cache_name(split, rows):
+        key = hashlib.sha256(json.dumps([_file_key(files[split]), tok_hash, rows.tolist()]).encode()).hexdigest()[:12]
+        return os.path.join(cache_dir, f"tokens-{split}-{len(rows)}-{key}.npz")
+
     with accelerator.main_process_first():
         rows_path = os.path.join(cache_dir, f"train-rows-{'native' if args.native_only else 'all'}.npy")
-        if args.native_only:
-            if os.path.exists(rows_path):
-                train_rows = np.load(rows_path)
-            else:
-                train_rows = native_rows(ds["train"])
-                os.makedirs(cache_dir, exist_ok=True)
-                np.save(rows_path, train_rows)
-        else:
+        if not args.native_only:
             train_rows = np.arange(len(ds["train"]))
+        elif os.path.exists(rows_path):
+            train_rows = np.load(rows_path)
+        else:
+            train_rows = native_rows(ds["train"])
+            os.makedirs(cache_dir, exist_ok=True)
+            np.save(rows_path, train_rows)
         if args.train_limit is not None:
             train_rows = train_rows[: args.train_limit]
         test_rows = np.arange(min(args.eval_limit, len(ds["test"])))
-
-        def cache_name(split, rows):
-            key = hashlib.sha256(json.dumps([_file_key(files[split]), tok_hash, rows.tolist()]).encode()).hexdigest()[:12]
-            return os.path.join(cache_dir, f"tokens-{split}-{len(rows)}-{key}.npz")
-
         train_tokens = tokenize_rows(ds["train"], train_rows, tokenizer, cache_name("train", train_rows),
                                      args.tokenize_batch_size, "tokenising train photos")
         test_tokens = tokenize_rows(ds["test"], test_rows, tokenizer, cache_name("test", test_rows),
                                     args.tokenize_batch_size, "tokenising test photos")
-    test_targets = load_targets(ds["test"], test_rows, size)
     if len(train_rows) < args.train_batch_size * accelerator.num_processes:
         raise ValueError(f"{len(train_rows)} train photos (after native_only/train_limit) are fewer than one global batch "
                          f"({args.train_batch_size * accelerator.num_processes})")
-    accelerator.print(f"{accelerator.num_processes} process(es) on {accelerator.device}; {len(train_rows)} train photos, "
-                      f"{len(test_rows)} test photos; {grid}x{grid} tokens -> {size}x{size} px, crops {crop or size}")
+    return {"train": ds["train"], "train_rows": train_rows, "test_rows": test_rows, "train_tokens": train_tokens,
+            "test_tokens": test_tokens, "test_targets": load_targets(ds["test"], test_rows, size)}
 
-    # ---- models
+
+def _build_models(args: HRDecoderTrainingArguments, accelerator, tokenizer: PQTokenizer, base: StyleDecoder, size: int):
+    """The HR decoder (initialised from ``base`` where names and shapes match), the discriminator and their optimizers;
+    the copied parameters are frozen unless ``base_learning_rate > 0``. Returns ``(decoder, disc, opt_g, opt_d,
+    copied, train_base)``."""
     decoder = StyleDecoder(latent_channels=tokenizer.config.latent_channels, style_channels=args.style_channels,
                            mapping_layers=base.config.mapping_layers, block_out_channels=tuple(args.decoder_channels),
                            layers_per_block=base.config.layers_per_block, sample_size=size)
@@ -451,124 +433,51 @@ def train(args: HRDecoderTrainingArguments) -> dict:
     groups = [{"params": new_params, "lr": args.learning_rate}]
     if train_base and base_params:
         groups.append({"params": base_params, "lr": args.base_learning_rate or args.learning_rate})
-    disc = StyleGANDiscriminator(sample_size=crop or size, block_out_channels=tuple(args.disc_channels))
+    disc = StyleGANDiscriminator(sample_size=args.crop_size or size, block_out_channels=tuple(args.disc_channels))
     opt_g = torch.optim.Adam(groups, betas=(0.5, 0.99))
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.disc_learning_rate, betas=(0.0, 0.99))
-    decoder, disc, opt_g, opt_d = accelerator.prepare(decoder, disc, opt_g, opt_d)
-    dec_m, disc_m = accelerator.unwrap_model(decoder), accelerator.unwrap_model(disc)
+    return (*accelerator.prepare(decoder, disc, opt_g, opt_d), copied, train_base)
 
-    state = {"step": 0, "train_seconds": 0.0, "history": [], "baseline": None}
-    resume = latest_checkpoint(args.output_dir)
-    if resume:
-        state = resume_exactly(accelerator, resume)
-        accelerator.print(f"resumed from {resume} at step {state['step']} ({state['train_seconds'] / 60:.1f} min trained)")
-    if state.get("baseline") is None and accelerator.is_main_process:
-        b = evaluate(dec_m, tokenizer.lookup, test_tokens, test_targets, accelerator.device, base=base)
-        state["baseline"] = {"psnr": b["baseline_psnr"], "ssim": b["baseline_ssim"], "init_psnr": b["psnr"], "init_ssim": b["ssim"]}
-        accelerator.print("64-px decoder + bicubic on the test crops: " + json.dumps(state["baseline"]))
 
-    log_path = os.path.join(args.output_dir, "log.jsonl")
-    budget = None if args.max_train_minutes is None else args.max_train_minutes * 60
-    run_start, trained_before = time.time(), state["train_seconds"]
-    last_ckpt = time.time()
-    align = 2 ** (len(args.decoder_channels) - base_levels)
-
-    def trained_seconds():
-        return trained_before + (time.time() - run_start)
-
-    def checkpoint():
-        nonlocal last_ckpt
-        state["train_seconds"] = trained_seconds()
-        accelerator.wait_for_everyone()
-        path = os.path.join(args.output_dir, "checkpoints", f"step-{state['step']}")
-        accelerator.save_state(path)
-        if accelerator.is_main_process:
-            with open(os.path.join(path, "trainer_state.json"), "w") as f:
-                json.dump(state, f)
-            root = os.path.dirname(path)
-            ckpts = sorted((int(d.split("-")[1]), d) for d in os.listdir(root) if re.fullmatch(r"step-\d+", d))
-            for _, d in ckpts[: -args.checkpoints_total_limit]:
-                shutil.rmtree(os.path.join(root, d), ignore_errors=True)
-        last_ckpt = time.time()
-
-    out_of_time = budget is not None and state["train_seconds"] >= budget
-    progress = tqdm(range(state["step"], args.max_train_steps), initial=state["step"], total=args.max_train_steps,
-                    disable=not accelerator.is_local_main_process, desc="hr-decoder")
-    t_log = time.time()
-    ran_steps = 0
-    for _ in progress:
-        if out_of_time:
-            break
-        ran_steps += 1
-        step = state["step"]
-        idx = batch_indices(step, args.train_batch_size, len(train_rows), args.seed, accelerator.process_index, accelerator.num_processes)
-        lat = tokenizer.lookup(torch.from_numpy(train_tokens[idx].astype(np.int64)).to(accelerator.device))
-        target = to_pixels(load_targets(ds["train"], train_rows[idx], size), accelerator.device)
-        if crop:
-            offsets = crop_offsets(step, args.seed, accelerator.process_index, len(idx), size, crop, align)
-            target = torch.stack([target[b, :, oy : oy + crop, ox : ox + crop] for b, (oy, ox) in enumerate(offsets)])
-        use_adv = args.adv_weight > 0 and step >= args.adv_start_step
-
-        # ---- generator (the decoder's trainable levels)
-        with accelerator.autocast():
-            if crop:
-                rec = decode_crops(dec_m, lat, base_levels, offsets, crop, base_grad=train_base).float()
-            else:
-                rec = decode_crops(dec_m, lat, base_levels, [(0, 0)] * len(idx), size, base_grad=train_base).float()
-            l1 = (rec - target).abs().mean()
-            gl = finite_difference_l1(rec, target) if args.grad_weight > 0 else torch.zeros((), device=rec.device)
-            loss = l1 + args.grad_weight * gl
-            adv = torch.zeros((), device=rec.device)
-            if use_adv:
-                adv = F.softplus(-disc(rec)).mean()
-                loss = loss + args.adv_weight * adv
-        opt_g.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        opt_g.step()
-
-        # ---- discriminator
-        d_loss = torch.zeros((), device=rec.device)
+def _train_step(args: HRDecoderTrainingArguments, accelerator, run: Dict, step: int) -> Dict:
+    """One generator update on the step's crops (L1 + grad_weight x finite-difference L1, + adv_weight x adversarial
+    from ``adv_start_step``) and one discriminator update; returns the losses and the PSNR of the crops."""
+    data, crop, size = run["data"], args.crop_size, run["size"]
+    idx = batch_indices(step, args.train_batch_size, len(data["train_rows"]), args.seed, accelerator.process_index,
+                        accelerator.num_processes)
+    lat = run["lookup"](torch.from_numpy(data["train_tokens"][idx].astype(np.int64)).to(accelerator.device))
+    target = to_pixels(load_targets(data["train"], data["train_rows"][idx], size), accelerator.device)
+    offsets = [(0, 0)] * len(idx)
+    if crop:
+        offsets = crop_offsets(step, args.seed, accelerator.process_index, len(idx), size, crop, run["align"])
+        target = torch.stack([target[b, :, oy : oy + crop, ox : ox + crop] for b, (oy, ox) in enumerate(offsets)])
+    use_adv = args.adv_weight > 0 and step >= args.adv_start_step
+    with accelerator.autocast():
+        rec = decode_crops(run["dec_m"], lat, run["base_levels"], offsets, crop or size, base_grad=run["train_base"]).float()
+        l1 = (rec - target).abs().mean()
+        gl = finite_difference_l1(rec, target) if args.grad_weight > 0 else torch.zeros((), device=rec.device)
+        loss = l1 + args.grad_weight * gl
+        adv = torch.zeros((), device=rec.device)
         if use_adv:
-            with accelerator.autocast():
-                d_loss = F.softplus(disc(rec.detach())).mean() + F.softplus(-disc(target)).mean()
-            if step % args.r1_every == 0:
-                xr = target.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(disc(xr).sum(), xr, create_graph=True)
-                d_loss = d_loss + args.r1_gamma / 2 * grad.pow(2).flatten(1).sum(1).mean() * args.r1_every
-            opt_d.zero_grad(set_to_none=True)
-            accelerator.backward(d_loss)
-            opt_d.step()
+            adv = adversarial_loss(run["disc"], rec)
+            loss = loss + args.adv_weight * adv
+    optimizer_step(accelerator, run["opt_g"], loss)
+    d_loss = torch.zeros((), device=rec.device)
+    if use_adv:
+        d_loss = discriminator_step(accelerator, run["disc"], run["opt_d"], rec, target, step, args.r1_gamma, args.r1_every)
+    if not (step % args.log_every == 0 or step + 1 == args.max_train_steps):
+        return {}
+    return {"step": step, "loss": loss.item(), "l1": l1.item(), "grad_l1": gl.item(), "adv": adv.item(), "d_loss": d_loss.item(),
+            "psnr": psnr_per_image(rec.detach(), target).mean().item()}
 
-        state["step"] = step + 1
-        if step % args.log_every == 0 or step + 1 == args.max_train_steps:
-            now_t = time.time()
-            record = {"step": step, "loss": loss.item(), "l1": l1.item(), "grad_l1": gl.item(), "adv": adv.item(), "d_loss": d_loss.item(),
-                      "psnr": psnr_per_image(rec.detach(), target).mean().item(), "minutes": trained_seconds() / 60,
-                      "sec_per_step": (now_t - t_log) / (args.log_every if step else 1)}
-            t_log = now_t
-            state["history"].append({k: record[k] for k in ("step", "loss", "psnr")})
-            progress.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['psnr']:.2f}")
-            if accelerator.is_main_process:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-        if (step + 1) % args.eval_every == 0 and accelerator.is_main_process:
-            metrics = evaluate(dec_m, tokenizer.lookup, test_tokens, test_targets, accelerator.device)
-            metrics.update(step=step + 1, minutes=trained_seconds() / 60)
-            accelerator.print(json.dumps(metrics))
-            with open(os.path.join(args.output_dir, "eval.jsonl"), "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-        out_of_time = budget is not None and trained_seconds() >= budget
-        if ((step + 1) % args.checkpoint_every == 0 or out_of_time or step + 1 == args.max_train_steps
-                or time.time() - last_ckpt >= args.checkpoint_every_minutes * 60):
-            checkpoint()
-        if out_of_time:
-            accelerator.print(f"stopping at step {state['step']}: --max_train_minutes {args.max_train_minutes} reached")
-            break
 
+def _finish(args: HRDecoderTrainingArguments, accelerator, run: Dict, state: Dict, ran_steps: int, trained_seconds) -> Dict:
+    """Final evaluation and ``save_pretrained`` of the decoder in ``save_dtype`` (main process)."""
     accelerator.wait_for_everyone()
     metrics = {}
     if accelerator.is_main_process:
-        metrics = evaluate(dec_m, tokenizer.lookup, test_tokens, test_targets, accelerator.device)
+        data, dec_m = run["data"], run["dec_m"]
+        metrics = evaluate(dec_m, run["lookup"], data["test_tokens"], data["test_targets"], accelerator.device)
         if ran_steps:
             state["train_seconds"] = trained_seconds()
         metrics.update(step=state["step"], minutes=state["train_seconds"] / 60, baseline=state["baseline"])
@@ -579,18 +488,93 @@ def train(args: HRDecoderTrainingArguments) -> dict:
             final = final.half()
         final.save_pretrained(os.path.join(args.output_dir, "decoder_hr"), safe_serialization=True)
         with open(os.path.join(args.output_dir, "final_metrics.json"), "w") as f:
-            json.dump({"metrics": metrics, "args": asdict(args), "initialised_from_pipeline": len(copied)}, f, indent=2)
+            json.dump({"metrics": metrics, "args": asdict(args), "initialised_from_pipeline": run["copied"]}, f, indent=2)
         accelerator.print(json.dumps(metrics))
     accelerator.end_training()
     return metrics
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
-    from transformers import HfArgumentParser
+def _setup(args: HRDecoderTrainingArguments):
+    """Checks the arguments against the pipeline's parts, then builds the accelerator, data and models. Returns
+    ``(accelerator, run)``: ``run`` holds what the steps need."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
 
-    parser = HfArgumentParser(HRDecoderTrainingArguments)
-    (args,) = parse_dataclasses(parser, argv)
-    return train(args)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    tokenizer, base = load_pipeline_parts(args.pretrained)
+    base_levels, grid = len(base.levels), tokenizer.grid_size
+    check_args(args, base_levels, grid, tokenizer.config.latent_channels)
+    size = output_size(grid, args.decoder_channels)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
+    set_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    tokenizer.to(accelerator.device)
+    base.to(accelerator.device)
+    data = _prepare_data(args, accelerator, tokenizer, size)
+    accelerator.print(f"{accelerator.num_processes} process(es) on {accelerator.device}; {len(data['train_rows'])} train photos, "
+                      f"{len(data['test_rows'])} test photos; {grid}x{grid} tokens -> {size}x{size} px, crops {args.crop_size or size}")
+    decoder, disc, opt_g, opt_d, copied, train_base = _build_models(args, accelerator, tokenizer, base, size)
+    run = {"data": data, "size": size, "base": base, "base_levels": base_levels, "lookup": tokenizer.lookup,
+           "disc": disc, "opt_g": opt_g, "opt_d": opt_d, "dec_m": accelerator.unwrap_model(decoder), "copied": len(copied),
+           "train_base": train_base, "align": 2 ** (len(args.decoder_channels) - base_levels)}
+    return accelerator, run
+
+
+def train(args: HRDecoderTrainingArguments) -> dict:
+    """Trains and saves the HR decoder; resumes from the latest checkpoint in ``output_dir``. ``--max_train_minutes``
+    counts the training time of every run of the command (``state["train_seconds"]``, kept in checkpoints)."""
+    accelerator, run = _setup(args)
+    data = run["data"]
+    state, resume = resume_latest(accelerator, args.output_dir, {"step": 0, "train_seconds": 0.0, "history": [], "baseline": None})
+    if resume:
+        accelerator.print(f"resumed from {resume} at step {state['step']} ({state['train_seconds'] / 60:.1f} min trained)")
+    if state.get("baseline") is None and accelerator.is_main_process:
+        b = evaluate(run["dec_m"], run["lookup"], data["test_tokens"], data["test_targets"], accelerator.device, base=run["base"])
+        state["baseline"] = {"psnr": b["baseline_psnr"], "ssim": b["baseline_ssim"], "init_psnr": b["psnr"], "init_ssim": b["ssim"]}
+        accelerator.print("64-px decoder + bicubic on the test crops: " + json.dumps(state["baseline"]))
+
+    budget = None if args.max_train_minutes is None else args.max_train_minutes * 60
+    run_start, trained_before = time.time(), state["train_seconds"]
+    last_ckpt = t_log = time.time()
+
+    def trained_seconds():
+        return trained_before + (time.time() - run_start)
+
+    out_of_time = budget is not None and state["train_seconds"] >= budget
+    progress = progress_bar(accelerator, state, args.max_train_steps, "hr-decoder")
+    ran_steps = 0
+    for _ in progress:
+        if out_of_time:
+            break
+        ran_steps += 1
+        step = state["step"]
+        record = _train_step(args, accelerator, run, step)
+        state["step"] = step + 1
+        if record:
+            now_t = time.time()
+            record.update(minutes=trained_seconds() / 60, sec_per_step=(now_t - t_log) / (args.log_every if step else 1))
+            t_log = now_t
+            log_step(accelerator, state, progress, args.output_dir, record)
+        if (step + 1) % args.eval_every == 0 and accelerator.is_main_process:
+            metrics = evaluate(run["dec_m"], run["lookup"], data["test_tokens"], data["test_targets"], accelerator.device)
+            report_eval(accelerator, args.output_dir, {**metrics, "step": step + 1, "minutes": trained_seconds() / 60})
+        out_of_time = budget is not None and trained_seconds() >= budget
+        checkpoint = ((step + 1) % args.checkpoint_every == 0 or out_of_time or step + 1 == args.max_train_steps
+                      or time.time() - last_ckpt >= args.checkpoint_every_minutes * 60)
+        if checkpoint:
+            state["train_seconds"] = trained_seconds()
+        stop = checkpoint_or_stop(accelerator, args.output_dir, state, args.checkpoints_total_limit, checkpoint,
+                                  f"--max_train_minutes {args.max_train_minutes} reached" if out_of_time else None)
+        last_ckpt = time.time() if checkpoint else last_ckpt
+        if stop:
+            break
+    return _finish(args, accelerator, run, state, ran_steps, trained_seconds)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    """Command line: the ``HRDecoderTrainingArguments`` options (``--help`` lists them)."""
+    return parse_and_train(HRDecoderTrainingArguments, train, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
@@ -22,12 +21,14 @@ from typing import List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..errors import parse_dataclasses
 from ..models import PQTokenizer, StyleDecoder, StyleGANDiscriminator
-from .checkpointing import latest_checkpoint, resume_exactly
+from .checkpointing import resume_latest
 from .data import images_to_array, load_parquet_splits
+from .gan_loop import (  # noqa: F401 - batch_indices and to_pixels stay importable from here
+    adversarial_loss, batch_indices, checkpoint_or_stop, discriminator_step, log_step, optimizer_step, parse_and_train,
+    progress_bar, psnr_per_image, report_eval, ssim, to_pixels,
+)
 
 
 @dataclass
@@ -62,23 +63,6 @@ class TokenizerTrainingArguments:
     max_minutes: Optional[float] = field(default=None, metadata={"help": "stop (after checkpointing) once this much wall time has passed"})
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM of images in [-1, 1] (differentiable; gaussian window 11, sigma 1.5; computed in [0, 1])."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    return structural_similarity_index_measure((x.float() + 1) / 2, (y.float() + 1) / 2, data_range=1.0)
-
-
-def psnr_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image, images in [-1, 1] compared on the [0, 1] scale."""
-    mse = (((x.float().clamp(-1, 1) - y.float()) / 2) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-def to_pixels(batch_uint8: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(batch_uint8).to(device).float().div(127.5).sub(1.0)
-
-
 @torch.no_grad()
 def evaluate(tokenizer: PQTokenizer, decoder: StyleDecoder, images: np.ndarray, device, batch_size: int = 128):
     """Reconstruction PSNR/SSIM and per-group codebook usage over a whole evaluation pass."""
@@ -107,37 +91,20 @@ def evaluate(tokenizer: PQTokenizer, decoder: StyleDecoder, images: np.ndarray, 
     }
 
 
-def batch_indices(step: int, batch_size: int, num_items: int, seed: int, rank: int, world: int) -> np.ndarray:
-    """Indices of the per-process batch at a global step; a pure function of (step, seed) so resume is exact."""
-    global_bs = batch_size * world
-    per_epoch = num_items // global_bs
-    if per_epoch == 0:
-        raise ValueError(f"train set of {num_items} images is smaller than one global batch ({global_bs})")
-    epoch, pos = divmod(step, per_epoch)
-    perm = np.random.default_rng(seed + epoch).permutation(num_items)
-    start = pos * global_bs + rank * batch_size
-    return np.sort(perm[start : start + batch_size])
-
-
-def train(args: TokenizerTrainingArguments) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    if args.quantizer_type not in ("product", "vector", "residual"):
-        raise ValueError(f"unknown quantizer_type {args.quantizer_type!r}; accepted: product, vector, residual")
-    # on a machine without a GPU, cpu=True makes accelerate set up gloo data parallelism under torchrun /
-    # accelerate launch (otherwise each process would train alone)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
-    set_seed(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
+def _load_images(args: TokenizerTrainingArguments, accelerator):
+    """uint8 ``(N, 3, resolution, resolution)`` train and test images (5 % of train held out when there is no test
+    split), decoded once by the main process and cached by ``datasets``."""
     ds = load_parquet_splits(args.data, required_columns=("image",))
     if "test" not in ds:
         ds = ds["train"].train_test_split(test_size=0.05, seed=args.seed)
     with accelerator.main_process_first():
         train_images = images_to_array(ds["train"], args.resolution, args.num_proc, args.train_limit)
         test_images = images_to_array(ds["test"], args.resolution, args.num_proc, args.eval_limit)
-    accelerator.print(f"{accelerator.num_processes} process(es) on {accelerator.device}; train images {train_images.shape}, test images {test_images.shape}")
+    return train_images, test_images
 
+
+def _build_models(args: TokenizerTrainingArguments):
+    """``(tokenizer, decoder, discriminator)``; the decoder must upsample the token grid back to ``resolution``."""
     tokenizer = PQTokenizer(
         sample_size=args.resolution, block_out_channels=tuple(args.encoder_channels), latent_channels=args.latent_channels,
         quantizer_type=args.quantizer_type, num_groups=args.num_groups, codebook_size=args.codebook_size,
@@ -151,93 +118,38 @@ def train(args: TokenizerTrainingArguments) -> dict:
             f"encoder downsamples {args.resolution}px to {tokenizer.grid_size}x{tokenizer.grid_size} but the decoder upsamples by "
             f"{decoder.upsample_factor}; give decoder_channels {len(args.encoder_channels)} levels"
         )
-    disc = StyleGANDiscriminator(sample_size=args.resolution)
-    opt_g = torch.optim.Adam(list(tokenizer.parameters()) + list(decoder.parameters()), lr=args.learning_rate, betas=(0.5, 0.99))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=args.disc_learning_rate, betas=(0.0, 0.99))
-    tokenizer, decoder, disc, opt_g, opt_d = accelerator.prepare(tokenizer, decoder, disc, opt_g, opt_d)
-    tok_m, dec_m, disc_m = (accelerator.unwrap_model(m) for m in (tokenizer, decoder, disc))
+    return tokenizer, decoder, StyleGANDiscriminator(sample_size=args.resolution)
 
-    state = {"step": 0, "history": []}
-    resume = latest_checkpoint(args.output_dir)
-    if resume:
-        state = resume_exactly(accelerator, resume)
-        accelerator.print(f"resumed from {resume} at step {state['step']}")
 
-    start_time = time.time()
-    log_path = os.path.join(args.output_dir, "log.jsonl")
-    progress = tqdm(range(state["step"], args.max_train_steps), initial=state["step"], total=args.max_train_steps,
-                    disable=not accelerator.is_local_main_process, desc="stage-1")
-
-    def checkpoint():
-        accelerator.wait_for_everyone()
-        path = os.path.join(args.output_dir, "checkpoints", f"step-{state['step']}")
-        accelerator.save_state(path)
-        if accelerator.is_main_process:
-            with open(os.path.join(path, "trainer_state.json"), "w") as f:
-                json.dump(state, f)
-            ckpts = sorted((int(d.split("-")[1]), d) for d in os.listdir(os.path.dirname(path)) if d.startswith("step-"))
-            for _, d in ckpts[: -args.checkpoints_total_limit]:
-                shutil.rmtree(os.path.join(os.path.dirname(path), d), ignore_errors=True)
-
-    for _ in progress:
-        step = state["step"]
-        idx = batch_indices(step, args.train_batch_size, len(train_images), args.seed, accelerator.process_index, accelerator.num_processes)
-        x = to_pixels(train_images[idx], accelerator.device)
-        use_adv = args.adv_weight > 0 and step >= args.adv_start_step
-
-        # ---- generator (encoder + quantiser + decoder)
-        with accelerator.autocast():
-            out = tokenizer(x)
-            rec = decoder(out.latents).sample.float()
-            l1 = (rec - x).abs().mean()
-            ssim_loss = 1 - ssim(rec, x)
-            loss = l1 + args.ssim_weight * ssim_loss + out.commitment_loss
-            adv = torch.zeros((), device=x.device)
-            if use_adv:
-                adv = F.softplus(-disc(rec)).mean()
-                loss = loss + args.adv_weight * adv
-        opt_g.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        opt_g.step()
-
-        # ---- discriminator
-        d_loss = torch.zeros((), device=x.device)
+def _train_step(args: TokenizerTrainingArguments, accelerator, models, optimizers, x: torch.Tensor, step: int) -> dict:
+    """One generator update (L1 + ssim_weight (1 - SSIM) + commitment, + adv_weight x adversarial from
+    ``adv_start_step``) and one discriminator update; returns the step's log record."""
+    tokenizer, decoder, disc = models
+    opt_g, opt_d = optimizers
+    use_adv = args.adv_weight > 0 and step >= args.adv_start_step
+    with accelerator.autocast():
+        out = tokenizer(x)
+        rec = decoder(out.latents).sample.float()
+        l1 = (rec - x).abs().mean()
+        ssim_loss = 1 - ssim(rec, x)
+        loss = l1 + args.ssim_weight * ssim_loss + out.commitment_loss
+        adv = torch.zeros((), device=x.device)
         if use_adv:
-            with accelerator.autocast():
-                d_loss = F.softplus(disc(rec.detach())).mean() + F.softplus(-disc(x)).mean()
-            if step % args.r1_every == 0:
-                xr = x.detach().requires_grad_(True)
-                real_logits = disc(xr)
-                (grad,) = torch.autograd.grad(real_logits.sum(), xr, create_graph=True)
-                d_loss = d_loss + args.r1_gamma / 2 * grad.pow(2).flatten(1).sum(1).mean() * args.r1_every
-            opt_d.zero_grad(set_to_none=True)
-            accelerator.backward(d_loss)
-            opt_d.step()
+            adv = adversarial_loss(disc, rec)
+            loss = loss + args.adv_weight * adv
+    optimizer_step(accelerator, opt_g, loss)
+    d_loss = torch.zeros((), device=x.device)
+    if use_adv:
+        d_loss = discriminator_step(accelerator, disc, opt_d, rec, x, step, args.r1_gamma, args.r1_every)
+    if not (step % 50 == 0 or step + 1 == args.max_train_steps):
+        return {}
+    return {"step": step, "loss": loss.item(), "l1": l1.item(), "ssim": 1 - ssim_loss.item(),
+            "psnr": psnr_per_image(rec.detach(), x).mean().item(), "commit": out.commitment_loss.item(), "adv": adv.item(),
+            "d_loss": d_loss.item(), "perplexity": [round(p, 1) for p in out.perplexity.tolist()]}
 
-        state["step"] = step + 1
-        if step % 50 == 0 or step + 1 == args.max_train_steps:
-            rec_psnr = psnr_per_image(rec.detach(), x).mean().item()
-            record = {"step": step, "loss": loss.item(), "l1": l1.item(), "ssim": 1 - ssim_loss.item(), "psnr": rec_psnr,
-                      "commit": out.commitment_loss.item(), "adv": adv.item(), "d_loss": d_loss.item(),
-                      "perplexity": [round(p, 1) for p in out.perplexity.tolist()]}
-            state["history"].append({k: record[k] for k in ("step", "loss", "psnr")})
-            progress.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{rec_psnr:.2f}")
-            if accelerator.is_main_process:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-        if (step + 1) % args.eval_every == 0 and accelerator.is_main_process:
-            metrics = evaluate(tok_m, dec_m, test_images, accelerator.device)
-            metrics["step"] = step + 1
-            accelerator.print(json.dumps(metrics))
-            with open(os.path.join(args.output_dir, "eval.jsonl"), "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-        out_of_time = args.max_minutes is not None and (time.time() - start_time) / 60 > args.max_minutes
-        if (step + 1) % args.checkpoint_every == 0 or out_of_time:
-            checkpoint()
-        if out_of_time:
-            accelerator.print(f"stopping at step {state['step']}: --max_minutes {args.max_minutes} reached (rerun to resume)")
-            break
 
+def _finish(args: TokenizerTrainingArguments, accelerator, tok_m, dec_m, test_images, state) -> dict:
+    """Final evaluation and ``save_pretrained`` of the tokenizer and decoder (main process)."""
     accelerator.wait_for_everyone()
     metrics = {}
     if accelerator.is_main_process:
@@ -252,12 +164,52 @@ def train(args: TokenizerTrainingArguments) -> dict:
     return metrics
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
-    from transformers import HfArgumentParser
+def train(args: TokenizerTrainingArguments) -> dict:
+    """Trains and saves the tokenizer and decoder; resumes from the latest checkpoint in ``output_dir``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
 
-    parser = HfArgumentParser(TokenizerTrainingArguments)
-    (args,) = parse_dataclasses(parser, argv)
-    return train(args)
+    if args.quantizer_type not in ("product", "vector", "residual"):
+        raise ValueError(f"unknown quantizer_type {args.quantizer_type!r}; accepted: product, vector, residual")
+    # on a machine without a GPU, cpu=True makes accelerate set up gloo data parallelism under torchrun /
+    # accelerate launch (otherwise each process would train alone)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
+    set_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    train_images, test_images = _load_images(args, accelerator)
+    accelerator.print(f"{accelerator.num_processes} process(es) on {accelerator.device}; train images {train_images.shape}, test images {test_images.shape}")
+
+    tokenizer, decoder, disc = _build_models(args)
+    opt_g = torch.optim.Adam(list(tokenizer.parameters()) + list(decoder.parameters()), lr=args.learning_rate, betas=(0.5, 0.99))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=args.disc_learning_rate, betas=(0.0, 0.99))
+    tokenizer, decoder, disc, opt_g, opt_d = accelerator.prepare(tokenizer, decoder, disc, opt_g, opt_d)
+    tok_m, dec_m = (accelerator.unwrap_model(m) for m in (tokenizer, decoder))
+
+    state, resume = resume_latest(accelerator, args.output_dir, {"step": 0, "history": []})
+    if resume:
+        accelerator.print(f"resumed from {resume} at step {state['step']}")
+    start_time = time.time()
+    progress = progress_bar(accelerator, state, args.max_train_steps, "stage-1")
+    for _ in progress:
+        step = state["step"]
+        idx = batch_indices(step, args.train_batch_size, len(train_images), args.seed, accelerator.process_index, accelerator.num_processes)
+        x = to_pixels(train_images[idx], accelerator.device)
+        record = _train_step(args, accelerator, (tokenizer, decoder, disc), (opt_g, opt_d), x, step)
+        state["step"] = step + 1
+        if record:
+            log_step(accelerator, state, progress, args.output_dir, record)
+        if (step + 1) % args.eval_every == 0 and accelerator.is_main_process:
+            report_eval(accelerator, args.output_dir, {**evaluate(tok_m, dec_m, test_images, accelerator.device), "step": step + 1})
+        out_of_time = args.max_minutes is not None and (time.time() - start_time) / 60 > args.max_minutes
+        if checkpoint_or_stop(accelerator, args.output_dir, state, args.checkpoints_total_limit, (step + 1) % args.checkpoint_every == 0,
+                              f"--max_minutes {args.max_minutes} reached (rerun to resume)" if out_of_time else None):
+            break
+    return _finish(args, accelerator, tok_m, dec_m, test_images, state)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    """Command line: the ``TokenizerTrainingArguments`` options (``--help`` lists them)."""
+    return parse_and_train(TokenizerTrainingArguments, train, argv)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ comparable between runs.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -47,18 +46,35 @@ from typing import Optional
 import numpy as np
 import torch
 import transformers
-from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..errors import as_bad_input, parse_dataclasses
 from ..models.transformer_m6fashion import M6FashionConfig, M6FashionTransformer
-from .collator import M6FashionCollator, TokenGridDataset
+from .callbacks import CollatorEpochCallback, TimeLimitCallback
+from .collator import M6FashionCollator
 from .pretokenize import default_cache_dir, load_pretokenized, pretokenize, read_pretokenized_info
 from .text_tokenizer import config_token_kwargs, load_text_tokenizer, train_text_tokenizer
+from .trainer import (  # noqa: F401 - the metric functions stay importable from here
+    M6FashionTrainer,
+    M6FashionTrainingArguments,
+    build_trainer,
+    compute_masked_accuracy,
+    preprocess_logits_for_metrics,
+)
 
 logger = logging.getLogger("m6_fashion.train_transformer")
 
-__all__ = ["ModelArguments", "DataArguments", "M6FashionTrainingArguments", "CollatorEpochCallback", "compute_masked_accuracy", "main"]
+__all__ = [
+    "ModelArguments",
+    "DataArguments",
+    "M6FashionTrainingArguments",
+    "CollatorEpochCallback",
+    "TimeLimitCallback",
+    "compute_masked_accuracy",
+    "preprocess_logits_for_metrics",
+    "main",
+]
 
 
 @dataclass
@@ -107,97 +123,6 @@ class DataArguments:
     max_condition_patches: int = 2
     mask_ratio_schedule: str = "cosine"
     eval_seed: int = field(default=1234, metadata={"help": "seed of the evaluation masks"})
-
-
-def _accelerator_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(
-        torch.cuda.is_available()
-        or (hasattr(torch, "xpu") and torch.xpu.is_available())
-        or (mps is not None and mps.is_available())
-    )
-
-
-@dataclass
-class M6FashionTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` whose ``use_cpu`` defaults to True on machines without an accelerator.
-
-    On a CPU-only machine this makes ``torchrun --nproc_per_node N`` run real data-parallel training
-    over gloo (accelerate only sets up multi-CPU distribution when asked for the CPU). On a GPU
-    machine the default is False (``--use_cpu`` forces the CPU).
-    """
-
-    use_cpu: bool = field(
-        default=not _accelerator_available(),
-        metadata={"help": "train on the CPU (default: True when no GPU/XPU/MPS is available)"},
-    )
-    # every parameter takes part in every step: skip DDP's search for unused ones
-    ddp_find_unused_parameters: Optional[bool] = field(default=False, metadata={"help": "see TrainingArguments"})
-    max_train_minutes: Optional[float] = field(
-        default=None,
-        metadata={"help": "stop training (and save a checkpoint) once this much wall time has passed; rerun with "
-                  "--resume_from_checkpoint latest to continue"},
-    )
-
-
-class TimeLimitCallback(TrainerCallback):
-    """Stops training after ``max_minutes`` of wall time, saving a checkpoint first."""
-
-    def __init__(self, max_minutes: float):
-        import time
-
-        self.deadline = time.time() + 60.0 * max_minutes
-
-    def on_step_end(self, args, state, control, **kwargs):
-        import time
-
-        if time.time() > self.deadline:
-            control.should_save = True
-            control.should_training_stop = True
-        return control
-
-
-class CollatorEpochCallback(TrainerCallback):
-    """Tells the collator the epoch at each epoch start, computed from the global step exactly as
-    Trainer computes the epoch it resumes in, so resumed runs draw the same masks."""
-
-    def __init__(self, collator: M6FashionCollator):
-        self.collator = collator
-
-    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
-        epoch = None
-        try:
-            n = len(train_dataloader)
-            ga = args.gradient_accumulation_steps
-            steps_per_epoch = max(n // ga + int(n % ga > 0), 1)
-            epoch = state.global_step // steps_per_epoch
-        except TypeError:
-            pass
-        if epoch is None:
-            epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
-        self.collator.set_epoch(epoch)
-
-
-def preprocess_logits_for_metrics(logits, labels):
-    """Keeps only the argmax code per group, ``(B, N, M)``, instead of the full logits."""
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
-    return logits.argmax(dim=-1)
-
-
-def compute_masked_accuracy(eval_pred) -> dict:
-    """Accuracy of the predicted code over labelled (masked) target positions, overall and per group."""
-    preds, labels = eval_pred.predictions, eval_pred.label_ids
-    if isinstance(preds, (tuple, list)):
-        preds = preds[0]
-    preds, labels = np.asarray(preds), np.asarray(labels)
-    valid = labels != -100
-    correct = (preds == labels) & valid
-    out = {"masked_accuracy": float(correct.sum() / max(valid.sum(), 1))}
-    for m in range(labels.shape[-1]):
-        out[f"masked_accuracy_group{m}"] = float(correct[..., m].sum() / max(valid[..., m].sum(), 1))
-    out["masked_tokens"] = int(valid[..., 0].sum())
-    return out
 
 
 def _resolve_data(data_args: DataArguments, training_args: TrainingArguments):
@@ -325,56 +250,46 @@ def _check_model_args(args: ModelArguments) -> None:
             raise ValueError(f"--{name} must be in [0, 1); got {getattr(args, name)}")
 
 
-def main(argv=None) -> dict:
-    """Entry point; ``argv`` as for ``HfArgumentParser`` (a list of strings, or one ``.json`` file)."""
+def _parse(argv):
     parser = HfArgumentParser((ModelArguments, DataArguments, M6FashionTrainingArguments))
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    else:
-        model_args, data_args, training_args = parse_dataclasses(parser, argv)
-    training_args.remove_unused_columns = False
-    if not torch.cuda.is_available():
-        training_args.dataloader_pin_memory = False
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    return parse_dataclasses(parser, argv)
 
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if training_args.process_index == 0 else logging.WARNING,
-    )
-    transformers.utils.logging.set_verbosity(logging.INFO if training_args.process_index == 0 else logging.WARNING)
 
-    try:  # everything that checks the arguments and the data, before any training: BadInput errors
-        _check_model_args(model_args)
-        resume = training_args.resume_from_checkpoint
-        if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
-            resume = get_last_checkpoint(training_args.output_dir)
-            if resume is None:
-                raise ValueError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: no checkpoint in {training_args.output_dir!r}")
-        if resume and not os.path.isdir(resume):
-            raise FileNotFoundError(f"checkpoint folder {resume!r} does not exist")
+def _resume_folder(training_args) -> Optional[str]:
+    """``--resume_from_checkpoint``: a folder, or ``latest`` (also ``true`` / ``last``) for the newest ``checkpoint-*``."""
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
+        resume = get_last_checkpoint(training_args.output_dir)
+        if resume is None:
+            raise ValueError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: no checkpoint in {training_args.output_dir!r}")
+    if resume and not os.path.isdir(resume):
+        raise FileNotFoundError(f"checkpoint folder {resume!r} does not exist")
+    return resume
 
-        train_path, eval_path = _resolve_data(data_args, training_args)
-        train_raw = load_pretokenized(train_path, data_args.codebook_size)
-        if data_args.max_train_samples is not None:
-            train_raw = train_raw.select(range(min(data_args.max_train_samples, len(train_raw))))
-        eval_raw = None
-        if eval_path:
-            eval_raw = load_pretokenized(eval_path, data_args.codebook_size)
-            if data_args.max_eval_samples is not None:
-                eval_raw = eval_raw.select(range(min(data_args.max_eval_samples, len(eval_raw))))
-        if training_args.eval_strategy != "no" and eval_raw is None:
-            raise ValueError("evaluation was requested (--eval_strategy) but there is no test split (test.parquet / --eval_file)")
-        geometry = _geometry(train_raw, train_path, data_args.codebook_size)
 
-        text_tokenizer = _text_tokenizer(model_args, training_args, train_raw, resume)
-        set_seed(training_args.seed)
-        model = _build_model(model_args, geometry, text_tokenizer)
-    except (ValueError, FileNotFoundError) as e:
-        raise as_bad_input(e) from e
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.info("M6FashionTransformer: %.2fM parameters, config %s", n_params / 1e6, model.config.to_json_string())
+def _load_splits(data_args: DataArguments, training_args):
+    """The pre-tokenised ``(train, eval or None)`` splits (capped at ``--max_*_samples``) and the train file's path."""
+    train_path, eval_path = _resolve_data(data_args, training_args)
+    train_raw = load_pretokenized(train_path, data_args.codebook_size)
+    if data_args.max_train_samples is not None:
+        train_raw = train_raw.select(range(min(data_args.max_train_samples, len(train_raw))))
+    eval_raw = None
+    if eval_path:
+        eval_raw = load_pretokenized(eval_path, data_args.codebook_size)
+        if data_args.max_eval_samples is not None:
+            eval_raw = eval_raw.select(range(min(data_args.max_eval_samples, len(eval_raw))))
+    if training_args.eval_strategy != "no" and eval_raw is None:
+        raise ValueError("evaluation was requested (--eval_strategy) but there is no test split (test.parquet / --eval_file)")
+    return train_raw, eval_raw, train_path
 
-    collator_kwargs = dict(
+
+def _collators(data_args: DataArguments, config, text_tokenizer, seed: int):
+    """``(train, eval)`` collators of the masking recipe: training masks from ``seed``, evaluation masks from
+    ``--eval_seed``."""
+    kwargs = dict(
         text_tokenizer=text_tokenizer,
         mask_probs={
             "random": data_args.mask_prob_random,
@@ -391,33 +306,13 @@ def main(argv=None) -> dict:
         max_condition_patches=data_args.max_condition_patches,
         mask_ratio_schedule=data_args.mask_ratio_schedule,
     )
-    train_collator = M6FashionCollator(model.config, seed=training_args.seed, **collator_kwargs)
-    eval_collator = M6FashionCollator(model.config, seed=data_args.eval_seed, **collator_kwargs)
+    return M6FashionCollator(config, seed=seed, **kwargs), M6FashionCollator(config, seed=data_args.eval_seed, **kwargs)
 
-    class _Trainer(Trainer):
-        def get_eval_dataloader(self, eval_dataset=None):
-            # evaluation masks come from their own fixed seed, independent of the training epoch
-            self.data_collator = eval_collator
-            try:
-                return super().get_eval_dataloader(eval_dataset)
-            finally:
-                self.data_collator = train_collator
 
-    trainer = _Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=TokenGridDataset(train_raw),
-        eval_dataset=TokenGridDataset(eval_raw) if eval_raw is not None else None,
-        data_collator=train_collator,
-        processing_class=text_tokenizer,
-        compute_metrics=compute_masked_accuracy if eval_raw is not None else None,
-        preprocess_logits_for_metrics=preprocess_logits_for_metrics if eval_raw is not None else None,
-        callbacks=[CollatorEpochCallback(train_collator)]
-        + ([TimeLimitCallback(training_args.max_train_minutes)] if training_args.max_train_minutes else []),
-    )
-
+def _run(trainer: M6FashionTrainer, training_args, resume: Optional[str], evaluating: bool) -> dict:
+    """Trains (unless evaluation only: ``--do_eval`` without ``--do_train`` and without an eval strategy), saves the
+    model and the text tokenizer, evaluates and pushes to the Hub when asked."""
     results = {}
-    # evaluation-only mode: --do_eval without --do_train and without an eval strategy
     eval_only = training_args.do_eval and not training_args.do_train and training_args.eval_strategy == "no"
     if not eval_only:
         train_result = trainer.train(resume_from_checkpoint=resume)
@@ -426,7 +321,7 @@ def main(argv=None) -> dict:
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
         results.update(train_result.metrics)
-    if eval_raw is not None:
+    if evaluating:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
@@ -434,6 +329,37 @@ def main(argv=None) -> dict:
     if training_args.push_to_hub:
         trainer.push_to_hub(tags=["m6-fashion", "text-to-image"])
     return results
+
+
+def main(argv=None) -> dict:
+    """Entry point; ``argv`` as for ``HfArgumentParser`` (a list of strings, or one ``.json`` file)."""
+    model_args, data_args, training_args = _parse(argv)
+    training_args.remove_unused_columns = False
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False
+    level = logging.INFO if training_args.process_index == 0 else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
+    transformers.utils.logging.set_verbosity(level)
+
+    try:  # everything that checks the arguments and the data, before any training: BadInput errors
+        _check_model_args(model_args)
+        resume = _resume_folder(training_args)
+        train_raw, eval_raw, train_path = _load_splits(data_args, training_args)
+        geometry = _geometry(train_raw, train_path, data_args.codebook_size)
+        text_tokenizer = _text_tokenizer(model_args, training_args, train_raw, resume)
+        set_seed(training_args.seed)
+        model = _build_model(model_args, geometry, text_tokenizer)
+    except (ValueError, FileNotFoundError) as e:
+        raise as_bad_input(e) from e
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("M6FashionTransformer: %.2fM parameters, config %s", n_params / 1e6, model.config.to_json_string())
+
+    train_collator, eval_collator = _collators(data_args, model.config, text_tokenizer, training_args.seed)
+    callbacks = [CollatorEpochCallback(train_collator)]
+    if training_args.max_train_minutes:
+        callbacks.append(TimeLimitCallback(training_args.max_train_minutes))
+    trainer = build_trainer(model, training_args, train_raw, eval_raw, (train_collator, eval_collator), text_tokenizer, callbacks)
+    return _run(trainer, training_args, resume, eval_raw is not None)
 
 
 if __name__ == "__main__":
