@@ -65,7 +65,8 @@ diversity
 outpainting
     Real Topwear test photos stored at 192x256, in row order. (1) At the photo's own scale onto a canvas 1.5x
     wider (288x256): the pipeline is asked for it and the result (made or refused, with the error) recorded.
-    (2) The widest canvas the pipeline makes at the photo's height, the photo at its own scale in the middle.
+    (2) The widest canvas outpainting makes at the photo's height (2x the decoder's square: 512x256), the photo
+    at its own scale in the middle.
     (3) 1.5x wider than the input inside the output: the central 128 columns of the photo placed in the box
     (32, 0, 160, 256) of the 192x256 output, the real photo being the truth for the 64 new columns. Scored: the
     fraction of non-white pixels (any channel < 235) in the new area, and whether the garment continues
@@ -887,6 +888,7 @@ def new_area_stats(out, box, width: int, truth=None, placed=None, strip: int = 8
 
 def run_outpainting(args) -> Dict:
     import torch
+    from m6_fashion_core import outpainting
 
     pipe = _load_pipe(args.model)
     h, w = pipe.default_size
@@ -903,17 +905,17 @@ def run_outpainting(args) -> Dict:
         out1, spi1 = batched(pipe, [{"image": p} for p in pils], args.batch_size, args.seed, image_box=box1, height=h, width=wide, **common)
         parts["own_scale_1.5x"] = {"canvas": [h, wide], "box": list(box1), "made": True, "seconds_per_image": spi1,
                                    **new_area_stats(out1, box1, wide, placed=photos)}
+        examples = {"wide": out1}
     except ValueError as e:
         parts["own_scale_1.5x"] = {"canvas": [h, wide], "box": list(box1), "made": False, "error": str(e)}
-    # (2) the widest canvas the pipeline makes at this height, photo at its own scale
-    widest = max(ww for hh, ww in pipe.output_sizes() if hh == h)
-    examples = {}
+        examples = {}
+    # (2) the widest canvas outpainting makes at this height (2x the decoder's square), photo at its own scale
+    widest = outpainting.MAX_WIDE_FACTOR * max(pipe.canvas_sides())
     if widest > w:
         box2 = ((widest - w) // 2, 0, (widest - w) // 2 + w, h)
         out2, spi2 = batched(pipe, [{"image": p} for p in pils], args.batch_size, args.seed, image_box=box2, height=h, width=widest, **common)
         parts["own_scale_widest"] = {"canvas": [h, widest], "box": list(box2), "made": True, "widening": widest / w, "seconds_per_image": spi2,
                                      **new_area_stats(out2, box2, widest, placed=photos)}
-        examples["widest"] = out2
     # (3) 1.5x wider than the input, inside the output: the central w/1.5 columns, the real photo as truth
     cw = int(round(w / 1.5))
     c0 = (w - cw) // 2
@@ -931,8 +933,8 @@ def run_outpainting(args) -> Dict:
     k = min(6, len(idx))
     white = torch.full_like(photos[:, :, :, :c0], 255)
     shown = torch.cat([white, crops, white], -1)
-    cols = [[photos[i], shown[i], out3[i]] + ([examples["widest"][i]] if "widest" in examples else []) for i in range(k)]
-    label = "photo | its central 2/3 | outpainted to 1.5x its width" + (f" | photo onto a {widest}-px-wide canvas" if "widest" in examples else "")
+    cols = [[photos[i], shown[i], out3[i]] + ([examples["wide"][i]] if "wide" in examples else []) for i in range(k)]
+    label = "photo | its central 2/3 | outpainted to 1.5x its width" + (f" | photo onto a {wide}-px-wide canvas" if "wide" in examples else "")
     data["_strip"] = (cols, [label] * k)
     return data
 
@@ -946,7 +948,7 @@ def render_outpainting(d) -> str:
               f"{s['output_sizes_at_height']}.\n")
     rows = []
     labels = {"own_scale_1.5x": "photo at its own scale onto a 1.5x wider canvas",
-              "own_scale_widest": "photo at its own scale onto the widest canvas the pipeline makes",
+              "own_scale_widest": "photo at its own scale onto the widest canvas outpainting makes (2x the decoder's)",
               "crop_1.5x": "central 2/3 of the photo outpainted to 1.5x its width (truth: the photo)"}
     for key, label in labels.items():
         r = p.get(key)

@@ -10,6 +10,7 @@ import base64
 import importlib
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ import torch
 from m6_fashion import M6FashionPipeline
 
 REPO = "user/m6-fashion-test"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"  # the published evaluation reports
 ENDPOINT_HOST = "https://huggingface.co"
 FAKE_OID = "0123456789abcdef0123456789abcdef01234567"
 
@@ -167,7 +169,7 @@ def test_shipped_model_card_has_model_index(tiny_pipeline, fake_hub, monkeypatch
     folder is left to the device run; here the tiny pipeline stands in under the shipped name)."""
     import m6_fashion.hub as hub
 
-    report = json.loads((hub.RESULTS_DIR / "evaluate_m6-fashion-hr_test.json").read_text())
+    report = json.loads((RESULTS_DIR / "evaluate_m6-fashion-hr_test.json").read_text())
     monkeypatch.setattr(hub, "shipped_model_name", lambda name_or_path, has_hr: "m6-fashion-hr")
     tiny_pipeline.push_to_hub(REPO, token="hf_fake")
     card = _card(fake_hub.commits[0]["files"])
@@ -181,10 +183,21 @@ def test_shipped_model_card_has_model_index(tiny_pipeline, fake_hub, monkeypatch
     assert "model-index:" in fake_hub.validated[0]
 
 
+def test_shipped_eval_results_are_the_published_evaluation():
+    """The shipped folder's eval_results.json (package data, what model-index reports) summarises the published
+    evaluation report exactly; regenerate it with `hub.write_shipped_eval_results(report)` after a new evaluation."""
+    import m6_fashion.hub as hub
+    from m6_fashion.default_model import shipped_folder
+
+    report = json.loads((RESULTS_DIR / "evaluate_m6-fashion-hr_test.json").read_text())
+    shipped = json.loads((Path(shipped_folder()) / hub.SHIPPED_RESULTS_FILE).read_text())
+    assert shipped == hub.summarize_hr_evaluation(report)
+
+
 def test_model_index_omitted_without_results(tmp_path):
     import m6_fashion.hub as hub
 
-    assert hub.shipped_eval_results("m6-fashion-hr", results_dir=tmp_path) is None
+    assert hub.shipped_eval_results("m6-fashion-hr", results_file=tmp_path / "none.json") is None
     assert hub.shipped_eval_results("m6-fashion-64") is None
     card = hub.build_model_card("# x\n", model_name="m6-fashion-hr", eval_results=None)
     assert "model-index" not in str(card) and card.data.language == "en"

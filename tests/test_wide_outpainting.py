@@ -32,10 +32,15 @@ def test_plan_windows_fills_every_unknown_cell_most_context_first():
     known = np.zeros((24, 24), dtype=bool)
     known[4:20, 4:20] = True  # a centred square, generated all around
     windows = outpainting.plan_windows(known, 16)
-    assert _covered(known.shape, windows, 16).all() | known.all()
-    assert windows[0] == (0, 0) and len(windows) == len(set(windows)) == 4
+    assert _covered(known.shape, windows, 16).all() and len(windows) == len(set(windows))
+    assert windows[0] == (0, 4)  # 12 of its 16 rows known: the most context of any window with something to make
+    fresh = known.copy()
+    for r, c in windows:  # every window generates something and sees at least half of its cells known
+        view = fresh[r : r + 16, c : c + 16]
+        assert not view.all() and view.mean() >= 0.5, (r, c)
+        fresh[r : r + 16, c : c + 16] = True
     assert outpainting.plan_windows(np.ones((16, 20), dtype=bool), 16) == []  # nothing to generate
-    assert outpainting.window_starts(16, 16) == [0] and outpainting.window_starts(40, 16) == [0, 8, 16, 24]
+    assert outpainting.window_starts(16, 16) == [0] and outpainting.window_starts(40, 16) == [0, 4, 8, 12, 16, 20, 24]
     with pytest.raises(ValueError, match="shorter than the 16-cell window"):
         outpainting.window_starts(12, 16)
 

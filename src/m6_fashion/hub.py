@@ -6,9 +6,9 @@ carries a "weights" paragraph computed from the safetensors files of `folder` (d
 pushed card describes exactly the pushed files. `M6FashionPipeline.push_to_hub` and
 `m6_fashion.training.finetune` both use it.
 
-`model-index` results come from `benchmarks/results/` of a source checkout, and only for the shipped model
-(`shipped_eval_results`); an installed package without the repository has no results, and the card then has
-no `model-index` rather than numbers nobody can trace.
+`model-index` results exist only for the shipped model (`shipped_eval_results`, from the shipped folder's
+`eval_results.json`: a summary of `benchmarks/results/evaluate_m6-fashion-hr_test.json`); other models have none,
+and the card then has no `model-index` rather than numbers nobody can trace.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ WEIGHTS_BEGIN = "<!-- m6-fashion:weights -->"
 WEIGHTS_END = "<!-- /m6-fashion:weights -->"
 DEFAULT_BODY = "# M6-Fashion pipeline\n\nA pipeline of the m6-fashion library.\n"
 
-# benchmarks/results of a source checkout (src/m6_fashion/hub.py -> repository root); absent in an install
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+# The figures model-index reports for the shipped model, in its folder (package data): a summary of
+# benchmarks/results/evaluate_m6-fashion-hr_test.json written by `write_shipped_eval_results` (a test keeps the two equal)
+SHIPPED_RESULTS_FILE = "eval_results.json"
 _HIT_RATES = {"mean": "mean of the three", "all": "all three", "articleType": "article type",
               "baseColour": "base colour", "gender": "gender"}
 
@@ -116,38 +117,64 @@ def _with_weights(body: str, section: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ eval results
-def shipped_eval_results(model_name: str, results_dir: Optional[os.PathLike] = None) -> Optional[list]:
-    """`EvalResult`s of a shipped model from ``benchmarks/results`` (FID, KID, attribute hit rates), or None.
+def summarize_hr_evaluation(report: Dict) -> Dict:
+    """The part of an `m6-fashion evaluate --height 256 --width 192` report that model-index reports: the high-
+    resolution text-to-image row's FID, KID and attribute hit rates, with the split, size and reference count."""
+    hr = report["text_to_image"]["hr"]
+    settings = report.get("settings", {})
+    return {
+        "model_name": "m6-fashion-hr",
+        "split": report.get("split", "test"),
+        "size": f"{settings.get('width', 192)}x{settings.get('height', 256)}",
+        "num_real": int(hr["num_real"]),
+        "fid_inception": round(float(hr["fid_inception"]), 2),
+        "kid_inception_mean": round(float(hr["kid_inception_mean"]), 4),
+        "hit_rate": {k: round(float(hr["hit_rate"][k]), 4) for k in _HIT_RATES if k in hr.get("hit_rate", {})},
+    }
 
-    Only `m6-fashion-hr` has them (``evaluate_m6-fashion-hr_test.json``, text-to-image at 192x256 on the
-    798 high-resolution test photos); None when that file is absent (an installed package) or unreadable.
+
+def write_shipped_eval_results(report_path: os.PathLike, folder: Optional[os.PathLike] = None) -> Path:
+    """Writes `summarize_hr_evaluation` of the report at `report_path` into the shipped folder's `eval_results.json`."""
+    from .default_model import shipped_folder
+
+    path = Path(folder or shipped_folder()) / SHIPPED_RESULTS_FILE
+    summary = summarize_hr_evaluation(json.loads(Path(report_path).read_text()))
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def shipped_eval_results(model_name: str, results_file: Optional[os.PathLike] = None) -> Optional[list]:
+    """`EvalResult`s of a shipped model (FID, KID, attribute hit rates), or None.
+
+    Only `m6-fashion-hr` has them: text-to-image at 192x256 on the 798 high-resolution test photos, read from the
+    shipped folder's `eval_results.json` (`results_file` overrides it); None when that file is absent or unreadable.
     """
     from huggingface_hub import EvalResult
 
     if model_name != "m6-fashion-hr":
         return None
-    path = Path(results_dir or RESULTS_DIR) / "evaluate_m6-fashion-hr_test.json"
     try:
-        report = json.loads(path.read_text())
-        hr = report["text_to_image"]["hr"]
-        settings = report.get("settings", {})
-        size = f"{settings.get('width', 192)}x{settings.get('height', 256)}"
+        if results_file is None:
+            from .default_model import shipped_folder
+
+            results_file = Path(shipped_folder()) / SHIPPED_RESULTS_FILE
+        summary = json.loads(Path(results_file).read_text())
         common = dict(
-            task_type="text-to-image", task_name="Text-to-image",
-            dataset_type=DATASETS[0], dataset_name=f"Fashion Product Images, test split, {hr['num_real']} photos at {size}",
-            dataset_split=report.get("split", "test"),
+            task_type="text-to-image", task_name="Text-to-image", dataset_type=DATASETS[0],
+            dataset_name=f"Fashion Product Images, {summary['split']} split, {summary['num_real']} photos at {summary['size']}",
+            dataset_split=summary["split"],
         )
         results = [
             EvalResult(metric_type="fid", metric_name="FID (Inception-v3, vs the real test photos)",
-                       metric_value=round(float(hr["fid_inception"]), 2), **common),
+                       metric_value=summary["fid_inception"], **common),
             EvalResult(metric_type="kid", metric_name="KID mean (Inception-v3, subsets of 100)",
-                       metric_value=round(float(hr["kid_inception_mean"]), 4), **common),
+                       metric_value=summary["kid_inception_mean"], **common),
         ]
         for key, words in _HIT_RATES.items():
-            if key in hr.get("hit_rate", {}):
+            if key in summary["hit_rate"]:
                 results.append(EvalResult(
                     metric_type="accuracy", metric_name=f"attribute hit rate ({words}), attribute classifier",
-                    metric_value=round(float(hr["hit_rate"][key]), 4), **common))
+                    metric_value=summary["hit_rate"][key], **common))
         return results
     except (OSError, ValueError, KeyError, TypeError):
         return None

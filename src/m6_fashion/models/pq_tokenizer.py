@@ -47,13 +47,17 @@ class PQTokenizerOutput(BaseOutput):
 
 
 class ResnetBlock(nn.Module):
-    """GroupNorm -> SiLU -> 3x3 conv, twice, with a (1x1 when channels change) shortcut."""
+    """GroupNorm -> SiLU -> 3x3 conv, twice, with a (1x1 when channels change) shortcut.
 
-    def __init__(self, in_channels: int, out_channels: int, num_groups: int = 32):
+    `norm_groups` is GroupNorm's channel groups (capped at the channels), not the quantiser's PQ groups M
+    (`PQTokenizer`'s `num_groups`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm_groups: int = 32):
         super().__init__()
-        self.norm1 = nn.GroupNorm(min(num_groups, in_channels), in_channels)
+        self.norm1 = nn.GroupNorm(min(norm_groups, in_channels), in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = nn.GroupNorm(min(num_groups, out_channels), out_channels)
+        self.norm2 = nn.GroupNorm(min(norm_groups, out_channels), out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 

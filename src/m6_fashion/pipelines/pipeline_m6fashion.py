@@ -236,8 +236,8 @@ class M6FashionPipeline(DiffusionPipeline):
         The card is `model_card` if given, else the README.md of the folder the pipeline was loaded from, else a
         minimal card, built by `m6_fashion.hub.build_model_card`: Hub front matter via `ModelCardData`, and a
         weights paragraph (dtype, values, bytes per file) computed from the files being pushed. The shipped
-        model (loaded from the shipped folder) gets its `model-index` results from `benchmarks/results` when
-        the repository's results are at hand; other pipelines get none (weights changed in memory after loading
+        model (loaded from the shipped folder) gets its `model-index` results from the folder's `eval_results.json`;
+        other pipelines get none (weights changed in memory after loading
         the shipped model are not detected: pass your own `model_card`).
 
         Returns the `CommitInfo` of the commit (its `pr_url` with `create_pr=True`).

@@ -20,10 +20,10 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -261,17 +261,27 @@ def load_pretokenized(path: str, codebook_size: Optional[int] = None):
     return ds
 
 
+@dataclass
+class PretokenizeArguments:
+    """`python -m m6_fashion.training.pretokenize` options (parsed by transformers' `HfArgumentParser`)."""
+
+    data: str = field(metadata={"help": "folder with {split}.parquet, or a .parquet file"})
+    pq_tokenizer: str = field(metadata={"help": "folder saved with PQTokenizer.save_pretrained"})
+    split: str = field(default="train", metadata={"help": "split to pre-tokenise (train, validation, test)"})
+    output_dir: Optional[str] = field(default=None, metadata={"help": f"cache folder (default {default_cache_dir()})"})
+    batch_size: int = field(default=64, metadata={"help": "images per encoder batch"})
+    device: Optional[str] = field(default=None, metadata={"help": "torch device for the encoder (default: where the tokenizer loads, the CPU)"})
+    max_samples: Optional[int] = field(default=None, metadata={"help": "only the first N rows"})
+    overwrite: bool = field(default=False, metadata={"help": "re-tokenise even when the cache exists"})
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Pre-tokenise a Parquet split with a stage-1 PQ tokenizer.")
-    p.add_argument("--data", required=True, help="folder with {split}.parquet, or a .parquet file")
-    p.add_argument("--pq_tokenizer", required=True, help="folder saved with PQTokenizer.save_pretrained")
-    p.add_argument("--split", default="train")
-    p.add_argument("--output_dir", default=None, help=f"cache folder (default {default_cache_dir()})")
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--device", default=None)
-    p.add_argument("--max_samples", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(argv)
+    from transformers import HfArgumentParser
+
+    from ..errors import parse_arguments
+
+    parser = HfArgumentParser(PretokenizeArguments, description="Pre-tokenise a Parquet split with a stage-1 PQ tokenizer.")
+    (a,) = parse_arguments(parser, argv)
     out = pretokenize(a.data, a.pq_tokenizer, a.split, a.output_dir, a.batch_size, a.device, a.max_samples, a.overwrite)
     print(out)
 
