@@ -1,12 +1,12 @@
 """m6-fashion-runtime: torch-free M6-Fashion inference (ONNX Runtime + numpy).
 
-Runs a bundle written by ``m6-fashion export onnx``: caption
-tokenisation (``tokenizers``), the sequence layout and the SMART sampling loop in numpy, the image
-encoder / transformer / decoder graphs in ONNX Runtime. Depends only on numpy, onnxruntime,
-tokenizers and pillow.
+Runs a bundle written by ``m6-fashion export onnx``: caption tokenisation (``tokenizers``); the sequence
+layout, output canvases, argument checks and SMART schedules from ``m6_fashion_core`` (the torch-free core the
+PyTorch library uses too, shipped in this distribution); the SMART step in numpy; the image encoder /
+transformer / decoder graphs in ONNX Runtime. Depends only on numpy, onnxruntime, tokenizers and pillow.
 """
 
-__version__ = "0.2.0"  # 0.2: output sizes, image_decoder_hr, bundle format 2
+__version__ = "0.3.0"  # 0.3: the shared m6_fashion_core, bundle formats 3-4 (split pass, wide outpainting); 0.2: output sizes
 
 from .bundle import Bundle, BundleError, BundleFileNotFoundError, Geometry, load_bundle
 from .canvas import OutputCanvas
