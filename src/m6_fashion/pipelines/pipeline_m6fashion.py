@@ -202,10 +202,11 @@ class M6FashionPipeline(DiffusionPipeline):
         return result
 
     @classmethod
-    def _dict_from_json_file(cls, json_file):
+    def _dict_from_json_file(cls, json_file, *args, **kwargs):
         # A saved folder names its class as `[file, class]` for diffusers' generic loader (see
         # `write_hub_entry_point`); loading through this class needs neither that file nor trust_remote_code.
-        config = super()._dict_from_json_file(json_file)
+        # (*args, **kwargs: diffusers 0.40-0.41 also pass `dduf_entries`)
+        config = super()._dict_from_json_file(json_file, *args, **kwargs)
         if isinstance(config.get("_class_name"), (list, tuple)) and len(config["_class_name"]) == 2:
             config["_class_name"] = config["_class_name"][1]
         return config
