@@ -467,13 +467,16 @@ class M6FashionRuntime:
         known = canvas.known_cells(cells)
         grid = np.where(known[None, :, :, None], grid, k).astype(np.int64)
         text_ids = self.encode_prompt(prompts)
+        # the prefix (caption, no conditions) is the same for every window and every pass writes the window's
+        # tokens into the target, so the inputs (and the prefix keys/values) are prepared once
+        masked = np.full((b, g * g, m), k, dtype=np.int64)
+        cond = self.prepare(build_model_inputs(geo, self.special, text_ids, masked))
+        uncond = None
+        if guidance_scale > 1.0:
+            uncond = self.prepare(build_model_inputs(geo, self.special, [[] for _ in range(b)], masked))
         for top, left in core_outpainting.plan_windows(known, g):
             window = np.ascontiguousarray(grid[:, top : top + g, left : left + g]).reshape(b, g * g, m)
             editable = (window == k).all(-1)
-            cond = self.prepare(build_model_inputs(geo, self.special, text_ids, window))
-            uncond = None
-            if guidance_scale > 1.0:
-                uncond = self.prepare(build_model_inputs(geo, self.special, [[] for _ in range(b)], window))
             window = self._sample(cond, uncond, window, editable, sampler, steps, rng, guidance_scale)
             grid[:, top : top + g, left : left + g] = window.reshape(b, g, g, m)
         if output_type == "tokens":

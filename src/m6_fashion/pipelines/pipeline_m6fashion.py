@@ -795,15 +795,18 @@ class M6FashionPipeline(DiffusionPipeline):
         known = torch.from_numpy(canvas.known_cells(cells)).to(device)
         grid = torch.where(known[None, :, :, None], grid, torch.full_like(grid, k))
         text_ids = self.encode_prompt(prompts)
+        # the prefix (caption, no conditions) is the same for every window and every pass writes the window's
+        # tokens into the target, so the inputs (and the prefix keys/values) are prepared once
+        masked = torch.full((b, g * g, m), k, dtype=torch.long)
+        cond = self._prepare({key: v.to(device) for key, v in build_model_inputs(cfg, text_ids, masked, None).items()})
+        uncond = None
+        if sampling["guidance_scale"] > 1.0:
+            uncond_inputs = build_model_inputs(cfg, [[] for _ in range(b)], masked, None)
+            uncond = self._prepare({key: v.to(device) for key, v in uncond_inputs.items()})
         for top_w, left_w in core_outpainting.plan_windows(known.cpu().numpy(), g):
             window = grid[:, top_w : top_w + g, left_w : left_w + g].reshape(b, g * g, m)
             editable = (window == k).all(-1)
-            inputs = {key: v.to(device) for key, v in build_model_inputs(cfg, text_ids, window.cpu(), None).items()}
-            uncond = None
-            if sampling["guidance_scale"] > 1.0:
-                uncond_inputs = build_model_inputs(cfg, [[] for _ in range(b)], window.cpu(), None)
-                uncond = self._prepare({key: v.to(device) for key, v in uncond_inputs.items()})
-            window = self._sample(self._prepare(inputs), uncond, window, editable, **sampling)
+            window = self._sample(cond, uncond, window, editable, **sampling)
             grid[:, top_w : top_w + g, left_w : left_w + g] = window.reshape(b, g, g, m)
         images = None
         if output_type != "tokens":
