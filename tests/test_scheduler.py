@@ -87,6 +87,52 @@ def test_kept_tokens_favour_confident_positions():
     assert remasked[:100].sum() < remasked[100:].sum()
 
 
+def _confident_half_remasked(sampler_step, noise, k=8):
+    """Re-masked share of the confident half and of the rest after a first pass (sampling mode)."""
+    logits = np.zeros((1, 400, 1, k), np.float32)
+    logits[:, :200, :, 0] = 3.0  # confident half
+    out = sampler_step(logits, noise)
+    remasked = (out == k).reshape(-1)
+    return remasked[:200].mean(), remasked[200:].mean()
+
+
+@pytest.mark.parametrize("side", ["torch", "numpy"])
+def test_confidence_noise_scales_the_draw_of_kept_positions(side):
+    """0: the kept positions are exactly the most confident ones; the default 1: drawn by confidence; a large scale:
+    close to uniform. Both samplers, since each writes its own step."""
+    def step(logits, noise):
+        if side == "torch":
+            s = SMARTScheduler(mask_token_id=8, confidence_noise=noise)
+            s.set_timesteps(10)
+            return s.step(torch.from_numpy(logits), 0, torch.full((1, 400, 1), 8), generator=torch.Generator().manual_seed(0)).prev_sample.numpy()
+        r = _runtime_scheduler().SMARTSampler(mask_token_id=8, confidence_noise=noise)
+        r.set_timesteps(10)
+        return r.step(logits, 0, np.full((1, 400, 1), 8), rng=np.random.default_rng(0))
+
+    confident, rest = _confident_half_remasked(step, 0.0)
+    assert confident == 0.0 or rest == 1.0  # 80% re-masked: all of the unconfident half first
+    confident1, rest1 = _confident_half_remasked(step, 1.0)
+    confident100, rest100 = _confident_half_remasked(step, 100.0)
+    assert rest1 - confident1 > 0.15 and abs(rest100 - confident100) < 0.12, (confident1, rest1, confident100, rest100)
+
+
+def test_default_confidence_noise_leaves_sampling_unchanged():
+    """confidence_noise=1 (the default) is plain Gumbel-top-k: the same draw as an explicit noise-free formula."""
+    k = 8
+    logits = torch.randn(2, 64, 2, k, generator=torch.Generator().manual_seed(1))
+    start = torch.full((2, 64, 2), k)
+    a = SMARTScheduler(mask_token_id=k)
+    b = SMARTScheduler(mask_token_id=k, confidence_noise=1.0, confidence_noise_end=1.0)
+    for s in (a, b):
+        s.set_timesteps(10)
+    out_a = a.step(logits, 0, start, generator=torch.Generator().manual_seed(0)).prev_sample
+    out_b = b.step(logits, 0, start, generator=torch.Generator().manual_seed(0)).prev_sample
+    assert torch.equal(out_a, out_b)
+    c = SMARTScheduler(mask_token_id=k, confidence_noise=4.0)
+    c.set_timesteps(10)
+    assert not torch.equal(out_a, c.step(logits, 0, start, generator=torch.Generator().manual_seed(0)).prev_sample)
+
+
 @pytest.mark.parametrize("kw", [dict(mask_schedule="linear"), dict(alpha=0.1, beta=0.5), dict(temperature=0.0)])
 def test_bad_config(kw):
     with pytest.raises(ValueError):
@@ -100,7 +146,8 @@ def test_bad_steps(steps):
 
 
 @pytest.mark.parametrize("kw", [dict(temperature=float("nan")), dict(temperature=float("inf")), dict(temperature=0),
-                                dict(temperature_end=-1.0), dict(mask_token_id=0)])
+                                dict(temperature_end=-1.0), dict(mask_token_id=0), dict(confidence_noise=-0.5),
+                                dict(confidence_noise_end=float("nan")), dict(confidence_noise=True)])
 def test_bad_config_values(kw):
     with pytest.raises(ValueError, match=next(iter(kw))):
         SMARTScheduler(**kw)
@@ -165,19 +212,21 @@ def test_both_samplers_share_limits_checks_and_schedules():
     assert (sm.MAX_INFERENCE_STEPS, sm.MAX_TEMPERATURE, sm.MASK_SCHEDULES) == (
         rsm.MAX_INFERENCE_STEPS, rsm.MAX_TEMPERATURE, rsm.MASK_SCHEDULES)
     for kw in (dict(mask_schedule="linear"), dict(alpha=0.1, beta=0.5), dict(temperature=0.0), dict(temperature_end=101),
-               dict(mask_token_id=0), dict(mask_token_id=True)):
+               dict(mask_token_id=0), dict(mask_token_id=True), dict(confidence_noise=-1), dict(confidence_noise_end=101)):
         with pytest.raises(ValueError) as torch_err:
             SMARTScheduler(**{"mask_token_id": 8, **kw})
         with pytest.raises(ValueError) as numpy_err:
             rsm.SMARTSampler(**{"mask_token_id": 8, **kw})
         assert str(torch_err.value) == str(numpy_err.value), kw
-    for cfg in (dict(), dict(mask_schedule="cosine"), dict(alpha=0.6, beta=0.3, temperature=2.0, temperature_end=0.5)):
+    for cfg in (dict(), dict(mask_schedule="cosine"), dict(alpha=0.6, beta=0.3, temperature=2.0, temperature_end=0.5),
+                dict(confidence_noise=8.0, confidence_noise_end=1.0), dict(confidence_noise=0.0)):
         s, r = SMARTScheduler(mask_token_id=8, **cfg), rsm.SMARTSampler(mask_token_id=8, **cfg)
         for T in (1, 2, 3, 10):
             s.set_timesteps(T)
             assert r.set_timesteps(T).tolist() == s.timesteps.tolist() == list(range(T))
             assert [s.remask_ratio(i) for i in range(T)] == [r.remask_ratio(i) for i in range(T)]
             assert [s.temperature_at(i) for i in range(T)] == [r.temperature_at(i) for i in range(T)]
+            assert [s.confidence_noise_at(i) for i in range(T)] == [r.confidence_noise_at(i) for i in range(T)]
 
 
 def test_remasked_count_is_the_float32_product_torch_takes():

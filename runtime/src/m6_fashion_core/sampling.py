@@ -11,6 +11,11 @@ step s = i - 1) moves linearly from ``temperature`` to ``temperature_end`` when 
 
     t_s = t_0 + (t_end - t_0) * s / (T - 1)
 
+Which positions keep their tokens is drawn in proportion to confidence (Gumbel-top-k on the log-confidence);
+the Gumbel noise is scaled by ``confidence_noise`` (MaskGIT's "choice temperature"), moving linearly to
+``confidence_noise_end`` in the same way when that is set. A larger scale early lets less confident
+tokens (garment shape, pose) settle first, which varies the layout between seeds; 0 keeps the most confident.
+
 These functions hold no tensors. ``m6_fashion``'s ``SMARTScheduler`` (torch) and ``m6_fashion_runtime``'s
 ``SMARTSampler`` (numpy) both call them, so the two samplers share every schedule, limit and message;
 only their ``step`` (the sampling itself) is written once per array library.
@@ -31,6 +36,7 @@ MAX_TEMPERATURE = 100.0
 DEFAULT_ALPHA = 0.8  # re-mask ratio after the first pass (paper, section 3.3)
 DEFAULT_BETA = 0.2  # re-mask ratio after pass T-1
 DEFAULT_TEMPERATURE = 1.0
+DEFAULT_CONFIDENCE_NOISE = 1.0  # plain Gumbel-top-k: kept positions drawn in proportion to confidence
 
 # Gumbel-top-k noise g = -log(-log(u)) takes float32 uniforms u clamped to [1e-20, 1 - 1e-7]: u = 0 or 1 would
 # make g infinite; clamped, g stays in about [-3.83, 15.94].
@@ -53,6 +59,16 @@ def check_temperature(value, name: str = "temperature") -> float:
         raise ValueError(
             f"{name} must be a finite number in (0, {MAX_TEMPERATURE:g}]; got {value!r} "
             "(use deterministic=True for argmax decoding)"
+        )
+    return float(value)
+
+
+def check_confidence_noise(value, name: str = "confidence_noise") -> float:
+    """Returns ``value`` as a float if it is a finite number in [0, MAX_TEMPERATURE]; raises ``ValueError`` naming ``name``."""
+    if not _is_real(value) or not math.isfinite(value) or not (0 <= value <= MAX_TEMPERATURE):
+        raise ValueError(
+            f"{name} must be a finite number in [0, {MAX_TEMPERATURE:g}] (the scale of the Gumbel noise on the "
+            f"confidence; 0 keeps the most confident positions); got {value!r}"
         )
     return float(value)
 
@@ -83,6 +99,9 @@ class SMARTConfig:
         beta (`float`, defaults to 0.2): re-mask ratio after pass T-1.
         temperature (`float`, defaults to 1.0): sampling temperature of the first pass.
         temperature_end (`float`, *optional*): if set, the temperature moves linearly to this value at pass T.
+        confidence_noise (`float`, defaults to 1.0): scale of the Gumbel noise added to the log-confidence when
+            choosing the kept positions after the first pass (0 = keep the most confident).
+        confidence_noise_end (`float`, *optional*): if set, that scale moves linearly to this value at pass T.
         deterministic (`bool`, defaults to `False`): argmax tokens and lowest-confidence re-masking.
 
     Raises ``ValueError`` naming the first bad key: an unknown ``mask_schedule``, ratios outside
@@ -96,6 +115,8 @@ class SMARTConfig:
     temperature: float = DEFAULT_TEMPERATURE
     temperature_end: Optional[float] = None
     deterministic: bool = False
+    confidence_noise: float = DEFAULT_CONFIDENCE_NOISE
+    confidence_noise_end: Optional[float] = None
 
     def __post_init__(self):
         if self.mask_schedule not in MASK_SCHEDULES:
@@ -105,6 +126,9 @@ class SMARTConfig:
         self.temperature = check_temperature(self.temperature, "temperature")
         if self.temperature_end is not None:
             self.temperature_end = check_temperature(self.temperature_end, "temperature_end")
+        self.confidence_noise = check_confidence_noise(self.confidence_noise, "confidence_noise")
+        if self.confidence_noise_end is not None:
+            self.confidence_noise_end = check_confidence_noise(self.confidence_noise_end, "confidence_noise_end")
         self.mask_token_id = check_mask_token_id(self.mask_token_id)
         self.alpha, self.beta = float(self.alpha), float(self.beta)
         self.deterministic = bool(self.deterministic)
@@ -150,6 +174,13 @@ def temperature_at(step: int, num_inference_steps: Optional[int], temperature: f
     if t1 is None or num_inference_steps == 1:
         return t0
     return t0 + (t1 - t0) * step / (num_inference_steps - 1)
+
+
+def confidence_noise_at(step: int, num_inference_steps: Optional[int], confidence_noise: float,
+                        confidence_noise_end: Optional[float] = None) -> float:
+    """Scale of the Gumbel noise on the log-confidence after pass ``step``: the same line as ``temperature_at``,
+    from ``confidence_noise`` to ``confidence_noise_end`` (constant without it)."""
+    return temperature_at(step, num_inference_steps, confidence_noise, confidence_noise_end)
 
 
 def num_remasked(num_editable, ratio: float) -> np.ndarray:

@@ -79,6 +79,10 @@ class SMARTSampler(SMARTConfig):
         """Sampling temperature of pass ``step``: ``temperature``, moving linearly to ``temperature_end`` if set."""
         return _smart.temperature_at(step, self.num_inference_steps, self.temperature, self.temperature_end)
 
+    def confidence_noise_at(self, step: int) -> float:
+        """Scale of the Gumbel noise on the log-confidence after pass ``step`` (``confidence_noise`` -> ``confidence_noise_end``)."""
+        return _smart.confidence_noise_at(step, self.num_inference_steps, self.confidence_noise, self.confidence_noise_end)
+
     def step(self, logits: np.ndarray, step: int, sample: np.ndarray, editable: Optional[np.ndarray] = None,
              rng: Optional[np.random.Generator] = None, normalized: bool = False) -> np.ndarray:
         """One pass: ``logits (B, N, M, K)``, ``sample (B, N, M)`` (masked = ``mask_token_id``) -> next tokens.
@@ -115,7 +119,7 @@ class SMARTSampler(SMARTConfig):
             if not self.deterministic:
                 u = rng.random(conf_log.shape, dtype=np.float32)
                 u = np.clip(u, np.float32(_smart.GUMBEL_UNIFORM_MIN), np.float32(_smart.GUMBEL_UNIFORM_MAX))
-                scores = conf_log + (-np.log(-np.log(u)))
+                scores = conf_log + np.float32(self.confidence_noise_at(step)) * (-np.log(-np.log(u)))
             scores = np.where(editable, scores, np.float32(np.inf))
             order = np.argsort(scores, axis=-1, kind="stable")
             rank = np.empty_like(order)

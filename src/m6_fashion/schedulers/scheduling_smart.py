@@ -33,6 +33,7 @@ from m6_fashion_core import sampling as _smart
 from m6_fashion_core.sampling import (
     DEFAULT_ALPHA,
     DEFAULT_BETA,
+    DEFAULT_CONFIDENCE_NOISE,
     DEFAULT_TEMPERATURE,
     MASK_SCHEDULES,
     MAX_INFERENCE_STEPS,
@@ -80,8 +81,10 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
     Parameters are the fields of `m6_fashion_core.sampling.SMARTConfig`, which documents and checks them:
     `mask_token_id` (the mask code K; defaults to 256, the shipped codebook size), `mask_schedule` (`"smart"`
     or `"cosine"`), `alpha` and `beta` (the re-mask ratios after the first pass and pass T-1, 0.8 and 0.2),
-    `temperature` (of the first pass), `temperature_end` (optional, reached at pass T) and `deterministic`
-    (argmax tokens, lowest-confidence re-masking). They are saved as the scheduler's config.
+    `temperature` (of the first pass), `temperature_end` (optional, reached at pass T), `deterministic`
+    (argmax tokens, lowest-confidence re-masking), `confidence_noise` (scale of the Gumbel noise that draws the
+    kept positions by confidence; 1.0 by default) and `confidence_noise_end` (optional, reached at pass T). They
+    are saved as the scheduler's config.
     """
 
     order = 1
@@ -96,6 +99,8 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
         temperature: float = DEFAULT_TEMPERATURE,
         temperature_end: Optional[float] = None,
         deterministic: bool = False,
+        confidence_noise: float = DEFAULT_CONFIDENCE_NOISE,
+        confidence_noise_end: Optional[float] = None,
     ):
         checked = _smart.SMARTConfig(**{k: self.config[k] for k in _smart.SMART_CONFIG_KEYS})
         # numpy numbers are accepted as Python ones; the saved config holds the Python value (JSON has no np.float32)
@@ -133,6 +138,11 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
         """Sampling temperature of pass `step`: the first-pass temperature, moving linearly to `temperature_end`."""
         t0 = self.config.temperature if self._temperature is None else self._temperature
         return _smart.temperature_at(step, self.num_inference_steps, t0, self.config.temperature_end)
+
+    def confidence_noise_at(self, step: int) -> float:
+        """Scale of the Gumbel noise on the log-confidence after pass `step` (`confidence_noise` -> `confidence_noise_end`)."""
+        c = self.config
+        return _smart.confidence_noise_at(step, self.num_inference_steps, c.confidence_noise, c.confidence_noise_end)
 
     def step(
         self,
@@ -179,7 +189,7 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
             if not self.config.deterministic:
                 u = torch.rand(conf_log.shape, generator=generator, device=generator.device if generator is not None else conf_log.device)
                 u = u.to(conf_log.device).clamp(_smart.GUMBEL_UNIFORM_MIN, _smart.GUMBEL_UNIFORM_MAX)
-                scores = conf_log + (-torch.log(-torch.log(u)))
+                scores = conf_log + self.confidence_noise_at(step) * (-torch.log(-torch.log(u)))
             scores = torch.where(editable, scores, torch.full_like(scores, float("inf")))
             # stable ascending rank; the n_remask lowest-scoring editable positions are re-masked
             order = torch.argsort(scores, dim=-1, stable=True)
