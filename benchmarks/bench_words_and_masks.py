@@ -56,7 +56,8 @@ diversity
     Frequent captions: the most frequent (gender, colour, article) triples of the train split (one per
     article, articles the classifier knows), as ``"{gender} {colour} {noun}"``, that have at least
     ``--samples`` high-resolution train photos of the same articleType and baseColour. ``--samples`` (10)
-    images per caption at each temperature (the scheduler's default and 1.0). Diversity = mean pairwise L2
+    images per caption with each ``--sampling`` setting of the scheduler (default: the model's own; a constant
+    temperature 1.0; temperature 1.5 -> 0.6; the same with confidence noise 8 -> 1). Diversity = mean pairwise L2
     distance between the Inception-v3 pool features of the images of one caption, next to the same figure for
     ``--samples`` real photos (random, seeded) sharing the caption's articleType and baseColour; also the mean
     pairwise absolute pixel difference, at full size and after area-downsampling to 24x32 (``COARSE``: shape, pose,
@@ -297,7 +298,7 @@ def _base(name: str, args, pipe) -> Dict:
     return {"benchmark": NAMES[name], "date": now(), "command": command_line(), "environment": environment(), "fast": args.fast,
             "model": args.model or "shipped default (M6FashionPipeline.from_pretrained())",
             "output_size": list(pipe.default_size), "steps": args.steps,
-            "scheduler_temperature": float(pipe.scheduler.config.temperature)}
+            "scheduler_temperature": float(pipe.scheduler.config.temperature), "sampling": sampling_label(pipe.scheduler.config)}
 
 
 def _dropout_steps(value: str):
@@ -765,46 +766,84 @@ def run_diversity(args) -> Dict:
     ref_feats = cached_real_features(extractor, ref, "test", CACHE_DIR, tag=f"hr-{w}x{h}")
     ref_stats = feature_stats(ref_feats)
     n = args.samples
-    temps = args.temperatures or sorted({float(pipe.scheduler.config.temperature), 1.0})
     per_caption = [{**c, "real_feature_distance": pairwise(real_feats[k * n : (k + 1) * n]),
                     "real_pixel_distance": pairwise_pixels(real[k * n : (k + 1) * n]),
                     "real_coarse_pixel_distance": pairwise_pixels(real[k * n : (k + 1) * n], COARSE)} for k, c in enumerate(caps)]
-    rows, examples = [], {}
-    for t in temps:
+    rows, examples, model_scheduler = [], [], pipe.scheduler
+    for i, spec in enumerate(args.sampling):
+        pipe.scheduler = type(model_scheduler).from_config(model_scheduler.config, **spec)
+        label = sampling_label(pipe.scheduler.config, default=not spec)
         calls = [{"prompt": c["caption"]} for c in caps for _ in range(n)]
-        images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps, temperature=t)
+        images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps)
         feats = inception_features(extractor, images)
         for k, pc in enumerate(per_caption):
-            pc[f"feature_distance_t{t:g}"] = pairwise(feats[k * n : (k + 1) * n])
-            pc[f"pixel_distance_t{t:g}"] = pairwise_pixels(images[k * n : (k + 1) * n])
-            pc[f"coarse_pixel_distance_t{t:g}"] = pairwise_pixels(images[k * n : (k + 1) * n], COARSE)
-        gen = _mean([pc[f"feature_distance_t{t:g}"] for pc in per_caption])
+            pc[f"feature_distance_s{i}"] = pairwise(feats[k * n : (k + 1) * n])
+            pc[f"pixel_distance_s{i}"] = pairwise_pixels(images[k * n : (k + 1) * n])
+            pc[f"coarse_pixel_distance_s{i}"] = pairwise_pixels(images[k * n : (k + 1) * n], COARSE)
+        gen = _mean([pc[f"feature_distance_s{i}"] for pc in per_caption])
         realv = _mean([pc["real_feature_distance"] for pc in per_caption])
-        rows.append({"temperature": t, "images": int(images.shape[0]), "feature_distance": gen, "real_feature_distance": realv,
+        rows.append({"label": label, "default": not spec, "sampling": sampling_config(pipe.scheduler.config),
+                     "images": int(images.shape[0]), "feature_distance": gen, "real_feature_distance": realv,
                      "ratio_to_real": gen / realv if realv else None,
-                     "pixel_distance": _mean([pc[f"pixel_distance_t{t:g}"] for pc in per_caption]),
+                     "pixel_distance": _mean([pc[f"pixel_distance_s{i}"] for pc in per_caption]),
                      "real_pixel_distance": _mean([pc["real_pixel_distance"] for pc in per_caption]),
-                     "coarse_pixel_distance": _mean([pc[f"coarse_pixel_distance_t{t:g}"] for pc in per_caption]),
+                     "coarse_pixel_distance": _mean([pc[f"coarse_pixel_distance_s{i}"] for pc in per_caption]),
                      "real_coarse_pixel_distance": _mean([pc["real_coarse_pixel_distance"] for pc in per_caption]),
                      **fid_kid(ref_feats, feats, real_stats=ref_stats), "seconds_per_image": spi})
-        examples[t] = images
+        examples.append(images)
+    pipe.scheduler = model_scheduler
     floor = fid_kid(ref_feats, real_feats, real_stats=ref_stats)
     data = _base("diversity", args, pipe)
     data.update({
-        "settings": {"num_captions": len(caps), "samples": n, "temperatures": temps, "seed": args.seed, "batch_size": args.batch_size,
+        "settings": {"num_captions": len(caps), "samples": n, "sampling": args.sampling, "seed": args.seed, "batch_size": args.batch_size,
                      "num_reference_real": int(ref_feats.shape[0])},
         "captions": per_caption, "rows": rows,
         "real_photos": {"images": int(real.shape[0]), "fid_inception": floor["fid_inception"], "kid_inception_mean": floor["kid_inception_mean"]},
         "target": {"ratio_to_real": TARGETS["diversity"]}, "examples": f"{NAMES['diversity']}.jpg",
     })
     k, m = min(4, len(caps)), min(6, n)
-    t0 = float(pipe.scheduler.config.temperature) if float(pipe.scheduler.config.temperature) in examples else temps[0]
-    data["_strip"] = ([[examples[t0][i * n + s] for s in range(m)] + [real[i * n + s] for s in range(min(2, n))] for i in range(k)],
-                      [f"{caps[i]['caption']}: {m} seeds at temperature {t0:g} | 2 real photos" for i in range(k)])
+    shown = next((j for j, r in enumerate(rows) if r["default"]), 0)
+    data["_strip"] = ([[examples[shown][i * n + s] for s in range(m)] + [real[i * n + s] for s in range(min(2, n))] for i in range(k)],
+                      [f"{caps[i]['caption']}: {m} seeds, {rows[shown]['label']} | 2 real photos" for i in range(k)])
     return data
 
 
 COARSE = (32, 24)  # (height, width) of the coarse pixel distance: shape, pose, layout and colour, not texture
+
+
+SCHEDULE_KEYS = ("temperature", "temperature_end", "confidence_noise", "confidence_noise_end")
+# the model's own sampling, a constant temperature 1, and the schedules that vary the layout most at an equal FID on
+# this benchmark (a hotter first pass cooling down, strong confidence noise early; README "Does what the words ... say")
+DEFAULT_SAMPLING = ("default", "temperature=1,temperature_end=none,confidence_noise=1,confidence_noise_end=none",
+                    "temperature=1.5,temperature_end=0.6,confidence_noise=1,confidence_noise_end=none",
+                    "temperature=1.5,temperature_end=0.6,confidence_noise=8,confidence_noise_end=1")
+
+
+def sampling_spec(text: str) -> Dict:
+    """'default' -> {}; 'temperature=1.5,temperature_end=0.6' -> scheduler config overrides ('none' = unset)."""
+    if text == "default":
+        return {}
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key not in SCHEDULE_KEYS:
+            raise argparse.ArgumentTypeError(f"expected 'default' or KEY=VALUE pairs with KEY one of {', '.join(SCHEDULE_KEYS)}; got {part!r}")
+        try:
+            out[key] = None if value.lower() == "none" else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{key}: expected a number or 'none'; got {value!r}") from None
+    return out
+
+
+def sampling_config(config) -> Dict:
+    return {k: config.get(k) for k in SCHEDULE_KEYS}
+
+
+def sampling_label(config, default: bool = False) -> str:
+    """'temperature 1.5 -> 0.6, confidence noise 8 -> 1 (the model's default)' from a scheduler config."""
+    from m6_fashion_core.sampling import describe
+
+    return describe(*(config.get(k) for k in SCHEDULE_KEYS)) + (" (the model's default)" if default else "")
 
 
 def pairwise_pixels(x, size: Optional[Tuple[int, int]] = None):
@@ -828,7 +867,7 @@ def render_diversity(d) -> str:
               "Inception-v3 pool features within a caption, averaged over the captions; pixel distance: mean pairwise absolute difference "
               f"(0-255), also after area-downsampling to {COARSE[1]}x{COARSE[0]} (coarse: shape, pose, layout and colour, not texture). "
               f"FID/KID: all samples against the {s['num_reference_real']} real high-resolution test photos.\n")
-    rows = [[f"samples, temperature {r['temperature']:g}", r["images"], fmt(r["feature_distance"], 2), fmt(r["ratio_to_real"], 2),
+    rows = [[f"samples, {r['label']}", r["images"], fmt(r["feature_distance"], 2), fmt(r["ratio_to_real"], 2),
              fmt(r["pixel_distance"], 1), fmt(r.get("coarse_pixel_distance"), 1),
              fmt(r["coarse_pixel_distance"] / r["real_coarse_pixel_distance"], 2) if r.get("real_coarse_pixel_distance") else "n/a",
              fmt(r["fid_inception"], 1), fmt(r["kid_inception_mean"], 4)] for r in d["rows"]]
@@ -839,10 +878,10 @@ def render_diversity(d) -> str:
     md.append(markdown_table(["", "images", "feature distance", "/ real", "pixel distance", f"coarse pixel distance ({COARSE[1]}x{COARSE[0]})",
                               "/ real", "FID", "KID"], rows))
     md.append(f"\nTarget of issue 16: diversity within 25% of the real-photo figure (ratio >= {TARGETS['diversity']:.2f}) with FID not worse.\n")
-    temps = d["settings"]["temperatures"]
-    pr = [[c["caption"], c["hr_train_photos"], *(fmt(c[f"feature_distance_t{t:g}"], 2) for t in temps), fmt(c["real_feature_distance"], 2)]
-          for c in d["captions"]]
-    md.append(markdown_table(["caption", "real photos available", *(f"samples t={t:g}" for t in temps), "real"], pr))
+    pr = [[c["caption"], c["hr_train_photos"], *(fmt(c[f"feature_distance_s{i}"], 2) for i in range(len(d["rows"]))),
+           fmt(c["real_feature_distance"], 2)] for c in d["captions"]]
+    md.append(markdown_table(["caption", "real photos available", *(f"samples ({chr(97 + i)})" for i in range(len(d["rows"]))), "real"], pr))
+    md.append("\n" + "; ".join(f"({chr(97 + i)}) {r['label']}" for i, r in enumerate(d["rows"])) + ".")
     md.append(f"\n![samples | real]({d['examples']})")
     return "\n".join(md)
 
@@ -1003,7 +1042,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "diversity":
             s.add_argument("--num-captions", type=int, default=None, help="default 12; 2 with --fast")
             s.add_argument("--samples", type=int, default=None, help="images per caption (default 10; 3 with --fast)")
-            s.add_argument("--temperatures", type=float, nargs="+", default=None, help="default: the scheduler's and 1.0")
+            s.add_argument("--sampling", type=sampling_spec, nargs="+", default=None,
+                           help="scheduler settings to compare, each 'default' (the model's own) or KEY=VALUE[,KEY=VALUE...] of the "
+                                "scheduler config (temperature, temperature_end, confidence_noise, confidence_noise_end; 'none' "
+                                f"unsets); default: {' '.join(DEFAULT_SAMPLING)}")
             s.add_argument("--num-reference", type=int, default=None, help="real test photos for FID (default all 798; 16 with --fast)")
         add_run_args(s)
     return p
@@ -1023,6 +1065,8 @@ def main(argv=None) -> Dict:
     for key, (full, fast) in defaults.items():
         if hasattr(args, key) and getattr(args, key) is None:
             setattr(args, key, fast if args.fast else full)
+    if getattr(args, "sampling", "absent") is None:
+        args.sampling = [sampling_spec(t) for t in DEFAULT_SAMPLING]
     if getattr(args, "guidance_scales", "absent") is None:
         args.guidance_scales = [1.0, 3.0]
     directory = out_dir(args.out_dir, args.fast)

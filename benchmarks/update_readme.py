@@ -21,6 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 README = REPO_ROOT / "README.md"
 HEADS = ("articleType", "baseColour", "gender")
+if str(REPO_ROOT / "runtime" / "src") not in sys.path:  # the torch-free core, from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT / "runtime" / "src"))
+from m6_fashion_core.sampling import describe  # noqa: E402
 
 
 def _load(name: str) -> dict:
@@ -49,19 +52,27 @@ def _scored_row(label: str, hits: dict, r: dict) -> list:
     return [label, *(_pct(hits[k]) for k in HEADS), f"{r['fid_inception']:.1f}", f"{r['kid_inception_mean']:.3f}"]
 
 
+SCHEDULE_KEYS = ("temperature", "temperature_end", "confidence_noise", "confidence_noise_end")
+
+
+def _sampling(r: dict) -> str:
+    """How a result's images were sampled, in words (results from before the schedules record the temperature only)."""
+    return r.get("sampling") or describe(r["temperature"])
+
+
 def text_to_image() -> str:
     gen = _load("evaluate_m6-fashion-64_test_generation.json")
     bf16 = _load("evaluate_m6-fashion-64_test_bf16.json")
     shipped = REPO_ROOT / "src" / "m6_fashion" / "pretrained" / "m6-fashion-64" / "scheduler" / "scheduler_config.json"
-    default_t = json.loads(shipped.read_text())["temperature"]
+    shipped_sampling = describe(*(json.loads(shipped.read_text()).get(k) for k in SCHEDULE_KEYS))
     rows = []
     for r in sorted(gen["text_to_image"], key=lambda r: r["temperature"]):
-        label = f"generated, temperature {r['temperature']:.1f}"
-        if abs(r["temperature"] - default_t) < 1e-9:
+        label = f"generated, {_sampling(r)}"
+        if _sampling(r) == shipped_sampling:
             label += " (shipped default)"
         rows.append(_scored_row(label, r["hit_rate"], r))
     for r in bf16["text_to_image"]:
-        rows.append(_scored_row(f"generated, temperature {r['temperature']:.1f}, transformer in bfloat16 (`--bf16`)", r["hit_rate"], r))
+        rows.append(_scored_row(f"generated, {_sampling(r)}, transformer in bfloat16 (`--bf16`)", r["hit_rate"], r))
     u = gen.get("unconditional")
     if u:
         rows.append(_scored_row("unconditional samples vs the same captions (measured chance)", u["hit_rate_unconditional_vs_prompts"], u))
@@ -155,7 +166,7 @@ def catalogue_resolution() -> str:
         if ref and "fid_inception" in ref:
             rows.append([f"{ref['num_fake']} real {ref['real_images_from']} photos (FID floor at this sample count)",
                          f"{ref['fid_inception']:.1f}", f"{ref['kid_inception_mean']:.3f}", "", "", "", f"{ref['sharpness']:.0f}", ""])
-        parts += [f"Text-to-image, {t['num_images']} test captions (T={t['steps']}, temperature {t['temperature']:g}, seed {st['seed']}, "
+        parts += [f"Text-to-image, {t['num_images']} test captions (T={t['steps']}, {_sampling(t)}, seed {st['seed']}, "
                   f"batch {st['batch_size']}, transformer in {st['transformer_dtype']}); both rows from the same tokens "
                   f"(identical on {t['tokens_identical']} of {t['num_images']} images):", "",
                   _table(["", "FID", "KID", "article type", "base colour", "gender", "sharpness", "s/image"], rows), ""]
@@ -237,21 +248,20 @@ def words_and_masks() -> str:
     rows.append(["", "off-colour pixels in the band", _pct(mix["off_colour_fraction"]),
                  f"naive paste through the decoder {_pct(recon['off_colour_fraction'])}", ""])
     # (d) diversity
-    d0 = next((r for r in div["rows"] if abs(r["temperature"] - div["scheduler_temperature"]) < 1e-9), div["rows"][0])
+    d0 = next((r for r in div["rows"] if r.get("default")), div["rows"][0])
     target = div["target"]["ratio_to_real"]
     label = f"diversity ({div['settings']['num_captions']} frequent captions, {div['settings']['samples']} samples each)"
     rows.append([label, "mean pairwise Inception distance, / real photos",
-                 "; ".join(f"temperature {r['temperature']:g}: {r['feature_distance']:.2f} ({r['ratio_to_real']:.2f})" for r in div["rows"]),
+                 "; ".join(f"{r['label']}: {r['feature_distance']:.2f} ({r['ratio_to_real']:.2f})" for r in div["rows"]),
                  f"real photos of the same type and colour: {d0['real_feature_distance']:.2f}",
-                 f">= {target:.2f} of real: {_met(d0['ratio_to_real'] >= target)} on Inception features at the default temperature"])
-    if "coarse_pixel_distance" in d0:
-        rows.append(["", "mean pairwise pixel difference at 24x32 (shape, pose, layout), / real photos",
-                     "; ".join(f"temperature {r['temperature']:g}: {r['coarse_pixel_distance']:.1f} "
-                               f"({r['coarse_pixel_distance'] / r['real_coarse_pixel_distance']:.2f})" for r in div["rows"]),
-                     f"real photos: {d0['real_coarse_pixel_distance']:.1f}",
-                     f"the same bar: {_met(d0['coarse_pixel_distance'] / d0['real_coarse_pixel_distance'] >= target)}"])
-    rows.append(["", "FID of all samples", "; ".join(f"temperature {r['temperature']:g}: {r['fid_inception']:.1f}" for r in div["rows"]),
-                 f"the real photos themselves: {div['real_photos']['fid_inception']:.1f}", "not worse than today"])
+                 f">= {target:.2f} of real: {_met(d0['ratio_to_real'] >= target)} on Inception features at the default sampling"])
+    rows.append(["", "mean pairwise pixel difference at 24x32 (shape, pose, layout), / real photos",
+                 "; ".join(f"{r['label']}: {r['coarse_pixel_distance']:.1f} "
+                           f"({r['coarse_pixel_distance'] / r['real_coarse_pixel_distance']:.2f})" for r in div["rows"]),
+                 f"real photos: {d0['real_coarse_pixel_distance']:.1f}",
+                 f"the same bar: {_met(d0['coarse_pixel_distance'] / d0['real_coarse_pixel_distance'] >= target)}"])
+    rows.append(["", "FID of all samples", "; ".join(f"{r['label']}: {r['fid_inception']:.1f}" for r in div["rows"]),
+                 f"the real photos themselves: {div['real_photos']['fid_inception']:.1f}", "not worse than before the schedules"])
     # (e) outpainting
     p = out["parts"]
     wide, crop = p["own_scale_1.5x"], p["crop_1.5x"]

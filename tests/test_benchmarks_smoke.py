@@ -75,9 +75,25 @@ def test_words_and_masks_fast(tmp_path, which):
     elif which == "diversity":
         for row in data["rows"]:
             assert row["feature_distance"] > 0 and row["real_feature_distance"] > 0 and math.isfinite(row["fid_inception"])
+        # the model's own sampling first, then the settings it is compared with
+        assert [r["default"] for r in data["rows"]] == [True, False, False, False]
+        assert [r["label"] for r in data["rows"]][1:] == ["temperature 1", "temperature 1.5 -> 0.6",
+                                                          "temperature 1.5 -> 0.6, confidence noise 8 -> 1"]
     else:
         wide = data["parts"]["own_scale_1.5x"]
         assert wide["canvas"][1] >= 1.5 * data["output_size"][1]
         assert ("non_white_new_area" in wide) if wide["made"] else "cannot make" in wide["error"]  # measured, or the refusal recorded
         crop = data["parts"]["crop_1.5x"]
         assert crop["widening"] >= 1.5 and crop["placed_image_mean_abs_change"] <= 1.0
+
+
+def test_diversity_sampling_option_is_checked():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_words_and_masks as b
+
+    assert b.sampling_spec("default") == {}
+    assert b.sampling_spec("temperature=1.5,temperature_end=none") == {"temperature": 1.5, "temperature_end": None}
+    with pytest.raises(Exception, match="KEY one of temperature"):
+        b.sampling_spec("temp=1")
+    with pytest.raises(Exception, match="expected a number or 'none'"):
+        b.sampling_spec("temperature=hot")

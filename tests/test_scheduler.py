@@ -254,3 +254,11 @@ def test_numpy_numbers_are_accepted_and_saved_as_python_numbers(tmp_path):
     s.save_config(tmp_path)
     saved = json.loads((tmp_path / "scheduler_config.json").read_text())
     assert (saved["mask_token_id"], saved["temperature"], saved["alpha"]) == (8, 0.5, 0.75)
+
+
+def test_sampling_is_described_the_same_way_everywhere():
+    from m6_fashion_core.sampling import describe
+
+    assert describe(0.7) == describe(0.7, None, 1.0, None) == describe(0.7, 0.7, 1.0, 1.0) == "temperature 0.7"
+    assert describe(1.5, 0.6, 8.0, 1.0) == "temperature 1.5 -> 0.6, confidence noise 8 -> 1"
+    assert describe(1.0, None, 0.0) == "temperature 1, confidence noise 0"

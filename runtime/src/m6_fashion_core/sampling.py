@@ -183,6 +183,20 @@ def confidence_noise_at(step: int, num_inference_steps: Optional[int], confidenc
     return temperature_at(step, num_inference_steps, confidence_noise, confidence_noise_end)
 
 
+def describe(temperature: float, temperature_end: Optional[float] = None, confidence_noise: Optional[float] = None,
+             confidence_noise_end: Optional[float] = None) -> str:
+    """The sampling schedule in words, as result files and tables label it: ``"temperature 0.7"``,
+    ``"temperature 1.5 -> 0.6, confidence noise 8 -> 1"`` (the noise only when it is not the plain 1)."""
+    def line(name, a, b):
+        return f"{name} {a:g}" + ("" if b is None or b == a else f" -> {b:g}")
+
+    text = line("temperature", temperature, temperature_end)
+    noise = DEFAULT_CONFIDENCE_NOISE if confidence_noise is None else confidence_noise
+    if noise != DEFAULT_CONFIDENCE_NOISE or confidence_noise_end not in (None, noise):
+        text += ", " + line("confidence noise", noise, confidence_noise_end)
+    return text
+
+
 def num_remasked(num_editable, ratio: float) -> np.ndarray:
     """How many of the editable positions are re-masked: floor(n_editable * ratio), per row; int64, shape of ``num_editable``.
 

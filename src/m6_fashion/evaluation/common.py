@@ -78,11 +78,21 @@ def load_pipeline(model: Optional[str], pipe=None, transformer_dtype: str = "flo
     return pipe
 
 
+def describe_sampling(pipe, temperature: Optional[float] = None) -> str:
+    """The scheduler's sampling schedule in words (``temperature`` replacing its first-pass temperature when given)."""
+    from m6_fashion_core.sampling import describe
+
+    c = pipe.scheduler.config
+    return describe(float(c.temperature if temperature is None else temperature), c.get("temperature_end"),
+                    c.get("confidence_noise"), c.get("confidence_noise_end"))
+
+
 def sampling_settings(pipe, steps: int, guidance_scale: float, batch_size: int, seed: int) -> Dict:
     """The sampler settings every result file records (scheduler defaults read from ``pipe``)."""
     return {
         "steps": steps,
         "scheduler_default_temperature": float(pipe.scheduler.config.temperature),
+        "scheduler_default_sampling": describe_sampling(pipe),
         "mask_schedule": pipe.scheduler.config.mask_schedule,
         "transformer_dtype": str(pipe.transformer.dtype).replace("torch.", ""),
         "guidance_scale": guidance_scale,

@@ -76,6 +76,7 @@ from .common import (  # noqa: F401  (environment/json_safe/prompt_rows/TRANSFOR
     cached_real_features,
     check_arguments,
     check_count,
+    describe_sampling,
     environment,
     floor_rows,
     format_number,
@@ -306,6 +307,7 @@ def evaluate_generation(
     result = {
         "steps": steps,
         "temperature": float(pipe.scheduler.config.temperature if temperature is None else temperature),
+        "sampling": describe_sampling(pipe, temperature),
         "mask_schedule": pipe.scheduler.config.mask_schedule,
         "guidance_scale": guidance_scale,
         "num_images": int(images.shape[0]),

@@ -72,6 +72,7 @@ from .common import (
     Reference,
     cached_real_features,
     check_arguments,
+    describe_sampling,
     floor_rows,
     format_number,
     hit_rate_line,
@@ -495,7 +496,7 @@ def _run_text_to_image(run: _HRRun, num_samples: int, seed: int, reference_floor
     store = run.store_for("text_to_image", run.data["ids"][torch.as_tensor(rows)])
     gen = generate_pair(run.pipe, prompts, run.height, run.width, run.lo, st["steps"], run.temperature, batch_size,
                         seed, st["guidance_scale"], store)
-    t = {k: st[k] for k in ("steps", "temperature", "mask_schedule", "guidance_scale")}
+    t = {k: st[k] for k in ("steps", "temperature", "sampling", "mask_schedule", "guidance_scale")}
     t.update(num_images=len(prompts), batch_size=batch_size, tokens_identical=gen["tokens_identical"], batches_resumed=store.loaded)
     for name in ("hr", "baseline"):
         t[name] = _row(gen[name], run.extractor, run.reference.features, run.reference.stats, gen["seconds"][name])
@@ -542,6 +543,7 @@ def _settings_hr(pipe, data: Dict, canvas, lo, height, width, num_samples, num_r
         "sample_size": pipe.sample_size,
         "steps": steps,
         "temperature": float(pipe.scheduler.config.temperature if temperature is None else temperature),
+        "sampling": describe_sampling(pipe, temperature),
         **sampling_settings(pipe, steps, guidance_scale, batch_size, seed),
         "sections": list(sections),
         "data": Path(str(data_dir)).name,
@@ -552,7 +554,7 @@ def _settings_hr(pipe, data: Dict, canvas, lo, height, width, num_samples, num_r
 
 def _key_settings(settings: Dict, model_label: str, split: str, data_dir, pipe) -> Dict:
     """What identifies a run's saved batches: the settings that change the images, the model and the data."""
-    keys = ("height", "width", "steps", "temperature", "transformer_dtype", "guidance_scale", "batch_size", "seed", "decoder_hr")
+    keys = ("height", "width", "steps", "temperature", "sampling", "transformer_dtype", "guidance_scale", "batch_size", "seed", "decoder_hr")
     ks = {k: settings[k] for k in keys}
     ks.update(model=model_label, split=split, data=str(data_dir), version=CHECKPOINT_VERSION,
               name_or_path=_display_path(getattr(pipe.config, "_name_or_path", "") or "."))
