@@ -88,6 +88,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import _common  # noqa: F401  (puts src/ on the path)
 from _common import REPO_ROOT, add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, set_threads, write_results
+from m6_fashion_core.sampling import SCHEDULE_KEYS, describe_config
 
 DATA_64 = REPO_ROOT.parent / "shared" / "data" / "fashion-product-images"
 DATA_HR = REPO_ROOT.parent / "shared" / "data" / "fashion-product-images-hr"
@@ -770,10 +771,10 @@ def run_diversity(args) -> Dict:
                     "real_pixel_distance": pairwise_pixels(real[k * n : (k + 1) * n]),
                     "real_coarse_pixel_distance": pairwise_pixels(real[k * n : (k + 1) * n], COARSE)} for k, c in enumerate(caps)]
     rows, examples, model_scheduler = [], [], pipe.scheduler
+    calls = [{"prompt": c["caption"]} for c in caps for _ in range(n)]
     for i, spec in enumerate(args.sampling):
         pipe.scheduler = type(model_scheduler).from_config(model_scheduler.config, **spec)
         label = sampling_label(pipe.scheduler.config, default=not spec)
-        calls = [{"prompt": c["caption"]} for c in caps for _ in range(n)]
         images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps)
         feats = inception_features(extractor, images)
         for k, pc in enumerate(per_caption):
@@ -811,7 +812,6 @@ def run_diversity(args) -> Dict:
 COARSE = (32, 24)  # (height, width) of the coarse pixel distance: shape, pose, layout and colour, not texture
 
 
-SCHEDULE_KEYS = ("temperature", "temperature_end", "confidence_noise", "confidence_noise_end")
 # the model's own sampling, a constant temperature 1, and the schedules that vary the layout most at an equal FID on
 # this benchmark (a hotter first pass cooling down, strong confidence noise early; README "Does what the words ... say")
 DEFAULT_SAMPLING = ("default", "temperature=1,temperature_end=none,confidence_noise=1,confidence_noise_end=none",
@@ -841,9 +841,7 @@ def sampling_config(config) -> Dict:
 
 def sampling_label(config, default: bool = False) -> str:
     """'temperature 1.5 -> 0.6, confidence noise 8 -> 1 (the model's default)' from a scheduler config."""
-    from m6_fashion_core.sampling import describe
-
-    return describe(*(config.get(k) for k in SCHEDULE_KEYS)) + (" (the model's default)" if default else "")
+    return describe_config(config) + (" (the model's default)" if default else "")
 
 
 def pairwise_pixels(x, size: Optional[Tuple[int, int]] = None):

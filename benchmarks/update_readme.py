@@ -23,7 +23,7 @@ README = REPO_ROOT / "README.md"
 HEADS = ("articleType", "baseColour", "gender")
 if str(REPO_ROOT / "runtime" / "src") not in sys.path:  # the torch-free core, from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT / "runtime" / "src"))
-from m6_fashion_core.sampling import describe  # noqa: E402
+from m6_fashion_core.sampling import describe, describe_config  # noqa: E402
 
 
 def _load(name: str) -> dict:
@@ -52,9 +52,6 @@ def _scored_row(label: str, hits: dict, r: dict) -> list:
     return [label, *(_pct(hits[k]) for k in HEADS), f"{r['fid_inception']:.1f}", f"{r['kid_inception_mean']:.3f}"]
 
 
-SCHEDULE_KEYS = ("temperature", "temperature_end", "confidence_noise", "confidence_noise_end")
-
-
 def _sampling(r: dict) -> str:
     """How a result's images were sampled, in words (results from before the schedules record the temperature only)."""
     return r.get("sampling") or describe(r["temperature"])
@@ -64,7 +61,7 @@ def text_to_image() -> str:
     gen = _load("evaluate_m6-fashion-64_test_generation.json")
     bf16 = _load("evaluate_m6-fashion-64_test_bf16.json")
     shipped = REPO_ROOT / "src" / "m6_fashion" / "pretrained" / "m6-fashion-64" / "scheduler" / "scheduler_config.json"
-    shipped_sampling = describe(*(json.loads(shipped.read_text()).get(k) for k in SCHEDULE_KEYS))
+    shipped_sampling = describe_config(json.loads(shipped.read_text()))
     rows = []
     for r in sorted(gen["text_to_image"], key=lambda r: r["temperature"]):
         label = f"generated, {_sampling(r)}"

@@ -262,3 +262,12 @@ def test_sampling_is_described_the_same_way_everywhere():
     assert describe(0.7) == describe(0.7, None, 1.0, None) == describe(0.7, 0.7, 1.0, 1.0) == "temperature 0.7"
     assert describe(1.5, 0.6, 8.0, 1.0) == "temperature 1.5 -> 0.6, confidence noise 8 -> 1"
     assert describe(1.0, None, 0.0) == "temperature 1, confidence noise 0"
+
+
+def test_sampling_is_described_from_a_config_mapping():
+    from m6_fashion_core.sampling import describe, describe_config
+
+    s = SMARTScheduler(temperature=1.5, temperature_end=0.6, confidence_noise=8.0, confidence_noise_end=1.0)
+    assert describe_config(s.config) == describe(1.5, 0.6, 8.0, 1.0)
+    assert describe_config(s.config, temperature=0.9) == "temperature 0.9 -> 0.6, confidence noise 8 -> 1"
+    assert describe_config({"temperature": 0.7}) == "temperature 0.7"  # configs saved before the noise keys

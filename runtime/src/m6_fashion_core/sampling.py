@@ -183,6 +183,10 @@ def confidence_noise_at(step: int, num_inference_steps: Optional[int], confidenc
     return temperature_at(step, num_inference_steps, confidence_noise, confidence_noise_end)
 
 
+# the keys of a scheduler config that set how tokens are drawn (as opposed to how many are re-masked)
+SCHEDULE_KEYS = ("temperature", "temperature_end", "confidence_noise", "confidence_noise_end")
+
+
 def describe(temperature: float, temperature_end: Optional[float] = None, confidence_noise: Optional[float] = None,
              confidence_noise_end: Optional[float] = None) -> str:
     """The sampling schedule in words, as result files and tables label it: ``"temperature 0.7"``,
@@ -195,6 +199,15 @@ def describe(temperature: float, temperature_end: Optional[float] = None, confid
     if noise != DEFAULT_CONFIDENCE_NOISE or confidence_noise_end not in (None, noise):
         text += ", " + line("confidence noise", noise, confidence_noise_end)
     return text
+
+
+def describe_config(config, temperature: Optional[float] = None) -> str:
+    """``describe`` of a scheduler config (any mapping with ``get``: a saved ``scheduler_config.json``, a scheduler's
+    ``config``, a result file's ``sampling``); ``temperature``, when given, replaces its first-pass temperature."""
+    values = {k: config.get(k) for k in SCHEDULE_KEYS}
+    if temperature is not None:
+        values["temperature"] = temperature
+    return describe(**values)
 
 
 def num_remasked(num_editable, ratio: float) -> np.ndarray:

@@ -80,11 +80,9 @@ def load_pipeline(model: Optional[str], pipe=None, transformer_dtype: str = "flo
 
 def describe_sampling(pipe, temperature: Optional[float] = None) -> str:
     """The scheduler's sampling schedule in words (``temperature`` replacing its first-pass temperature when given)."""
-    from m6_fashion_core.sampling import describe
+    from m6_fashion_core.sampling import describe_config
 
-    c = pipe.scheduler.config
-    return describe(float(c.temperature if temperature is None else temperature), c.get("temperature_end"),
-                    c.get("confidence_noise"), c.get("confidence_noise_end"))
+    return describe_config(pipe.scheduler.config, None if temperature is None else float(temperature))
 
 
 def sampling_settings(pipe, steps: int, guidance_scale: float, batch_size: int, seed: int) -> Dict:
