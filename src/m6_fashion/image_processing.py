@@ -48,13 +48,15 @@ def array_to_pil(array: np.ndarray, name: str = "image") -> PIL.Image.Image:
     return core_image.array_to_pil(array, name, ARRAY_SHAPES, FLOAT_ARRAY_HINT)
 
 
-def preprocess_pil(image: PIL.Image.Image, size: int, name: str = "image") -> torch.Tensor:
-    """PIL image (any accepted mode, any size) -> float tensor (3, size, size) in [-1, 1]."""
+def preprocess_pil(image: PIL.Image.Image, size, name: str = "image") -> torch.Tensor:
+    """PIL image (any accepted mode, any size) -> float tensor (3, size, size) in [-1, 1] (`size`: an int side or
+    `(height, width)`)."""
     return _VAE_IMAGE_PROCESSOR.preprocess(core_image.square_image(image, size, name))[0]
 
 
-def _preprocess_tensor(images: torch.Tensor, size: int, name: str) -> torch.Tensor:
-    """Float tensor (3, H, W) / (B, 3, H, W) in [-1, 1] -> (B, 3, size, size), resized bicubic when needed."""
+def _preprocess_tensor(images: torch.Tensor, size, name: str) -> torch.Tensor:
+    """Float tensor (3, H, W) / (B, 3, H, W) in [-1, 1] -> (B, 3, size, size) (or `(B, 3, height, width)` for a
+    `(height, width)` size), resized bicubic when needed."""
     t = images.unsqueeze(0) if images.ndim == 3 else images
     if t.ndim != 4 or t.shape[1] != 3:
         raise ValueError(f"{name} tensors must have shape (3, H, W) or (B, 3, H, W); got {tuple(images.shape)}")
@@ -68,13 +70,15 @@ def _preprocess_tensor(images: torch.Tensor, size: int, name: str) -> torch.Tens
     lo, hi = t.min().item(), t.max().item()
     if lo < -1.001 or hi > 1.001:
         raise ValueError(f"{name} tensors must hold values in [-1, 1]; got [{lo:g}, {hi:g}]")
-    if t.shape[-2:] != (size, size):
-        t = torch.nn.functional.interpolate(t, size=(size, size), mode="bicubic", align_corners=False)
+    hw = core_image.size_hw(size)
+    if tuple(t.shape[-2:]) != hw:
+        t = torch.nn.functional.interpolate(t, size=hw, mode="bicubic", align_corners=False)
     return t.clamp(-1, 1)
 
 
-def preprocess(images: Union[PipelineImageInput, Sequence[PipelineImageInput]], size: int, name: str = "image") -> torch.Tensor:
-    """Images -> float tensor (B, 3, size, size) in [-1, 1].
+def preprocess(images: Union[PipelineImageInput, Sequence[PipelineImageInput]], size, name: str = "image") -> torch.Tensor:
+    """Images -> float tensor (B, 3, size, size) in [-1, 1]; `size` is an int side or `(height, width)` (a
+    non-square model's canvas: PIL images and arrays are padded on white to that aspect ratio, then resized).
 
     Accepts a PIL image, a list of PIL images, a numpy array (H, W), (H, W, C) or (B, H, W, C) (uint8, or floats in
     [0, 1]; see `array_to_pil`), or a float tensor (3, H, W) / (B, 3, H, W) already in [-1, 1] (resized if needed).
@@ -105,8 +109,9 @@ def preprocess(images: Union[PipelineImageInput, Sequence[PipelineImageInput]], 
     return pixels.contiguous()
 
 
-def preprocess_mask(mask: PipelineImageInput, size: int, name: str = "mask_image") -> torch.Tensor:
-    """Mask image -> float tensor (1, size, size) in {0, 1}; white (>= 0.5) marks the region to regenerate.
+def preprocess_mask(mask: PipelineImageInput, size, name: str = "mask_image") -> torch.Tensor:
+    """Mask image -> float tensor (1, size, size) in {0, 1} (`(1, height, width)` for a `(height, width)` size);
+    white (>= 0.5) marks the region to regenerate.
 
     A tensor is read as an array (see `m6_fashion_core.image.mask_array`) and resized nearest-neighbour without
     padding; PIL images and arrays are padded to a square with black (keep) first.
@@ -114,7 +119,7 @@ def preprocess_mask(mask: PipelineImageInput, size: int, name: str = "mask_image
     if isinstance(mask, torch.Tensor):
         arr = _mask_array(mask.detach().cpu().float().numpy(), name)
         m = torch.from_numpy(arr)[None, None]
-        m = torch.nn.functional.interpolate(m, size=(size, size), mode="nearest")[0]
+        m = torch.nn.functional.interpolate(m, size=core_image.size_hw(size), mode="nearest")[0]
         return (m >= 0.5).float()
     return torch.from_numpy(core_image.preprocess_mask(mask, size, name, MASK_INPUTS))
 

@@ -106,6 +106,34 @@ def pad_to_square(image: PIL.Image.Image, fill=WHITE) -> PIL.Image.Image:
     return canvas
 
 
+def size_hw(size) -> Tuple[int, int]:
+    """`(height, width)` of a size given as an int side (square) or a `(height, width)` pair."""
+    if isinstance(size, (tuple, list)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def pad_to_aspect(image: PIL.Image.Image, height: int, width: int, fill=WHITE) -> PIL.Image.Image:
+    """Pads a PIL image, centred on `fill`, to the aspect ratio of `width` x `height` (never crops); a square target
+    is `pad_to_square`. The padded side is `round(H * width / height)` (or `round(W * height / width)`)."""
+    if height == width:
+        return pad_to_square(image, fill)
+    new_w, new_h = aspect_padded_size(image.width, image.height, height, width)
+    if (new_w, new_h) == image.size:
+        return image
+    canvas = PIL.Image.new(image.mode, (new_w, new_h), fill if image.mode == "RGB" else 255)
+    canvas.paste(image, ((new_w - image.width) // 2, (new_h - image.height) // 2))
+    return canvas
+
+
+def aspect_padded_size(w: int, h: int, height: int, width: int) -> Tuple[int, int]:
+    """`(W, H)` of a `w` x `h` image padded to the aspect ratio of `width` x `height`: the narrow side grows to
+    `round(h * width / height)` (or `round(w * height / width)`); the other side is kept."""
+    if w * height < h * width:  # too narrow: pad the width
+        return max(w, round(h * width / height)), h
+    return w, max(h, round(w * height / width))
+
+
 def fit_onto(image: PIL.Image.Image, width: int, height: int, fill=WHITE) -> PIL.Image.Image:
     """An RGB `width` x `height` image: `image` scaled to fit (aspect kept, bicubic), centred on `fill`.
 
@@ -119,14 +147,16 @@ def fit_onto(image: PIL.Image.Image, width: int, height: int, fill=WHITE) -> PIL
     return sheet
 
 
-def square_image(image: PIL.Image.Image, size: int, name: str = "image") -> PIL.Image.Image:
-    """Any accepted PIL image -> RGB `size` x `size`: composited onto white, padded to a white square, resized bicubic."""
-    return pad_to_square(to_rgb(image, name)).resize((size, size), PIL.Image.BICUBIC)
+def square_image(image: PIL.Image.Image, size, name: str = "image") -> PIL.Image.Image:
+    """Any accepted PIL image -> RGB `size` x `size`: composited onto white, padded to a white square, resized bicubic.
+    `size` may also be `(height, width)` (a non-square model's canvas): padded to that aspect ratio instead."""
+    h, w = size_hw(size)
+    return pad_to_aspect(to_rgb(image, name), h, w).resize((w, h), PIL.Image.BICUBIC)
 
 
-def preprocess(images: Union[ImageInput, Sequence[ImageInput]], size: int, name: str = "image") -> np.ndarray:
+def preprocess(images: Union[ImageInput, Sequence[ImageInput]], size, name: str = "image") -> np.ndarray:
     """Images (a PIL image, an image array or a list of them) -> float32 `(B, 3, size, size)` in [-1, 1],
-    value = pixel / 127.5 - 1."""
+    value = pixel / 127.5 - 1. `size` is an int side or `(height, width)` (see `square_image`)."""
     if isinstance(images, (PIL.Image.Image, np.ndarray)):
         images = [images]
     if isinstance(images, (str, bytes, dict)) or not hasattr(images, "__iter__"):
@@ -201,9 +231,10 @@ def mask_array(arr: np.ndarray, name: str) -> np.ndarray:
     return a / 255.0 if a.max() > 1.0 else a
 
 
-def pad_to_square_mask(mask: PIL.Image.Image, size: int, name: str = "mask_image") -> PIL.Image.Image:
+def pad_to_square_mask(mask: PIL.Image.Image, size, name: str = "mask_image") -> PIL.Image.Image:
     """A PIL mask -> "L" `size` x `size`: padded to a square with black (keep) and resized nearest-neighbour.
-    Padding is not part of the garment, so it never enters the mask."""
+    Padding is not part of the garment, so it never enters the mask. `size` may be `(height, width)`: padded to
+    that aspect ratio instead."""
     if mask.width < 1 or mask.height < 1:
         raise ValueError(f"{name} has no pixels (size {mask.width}x{mask.height})")
     if mask.mode in SIXTEEN_BIT_MODES:
@@ -213,16 +244,23 @@ def pad_to_square_mask(mask: PIL.Image.Image, size: int, name: str = "mask_image
             m = mask.convert("L")
         except ValueError as e:
             raise ValueError(f"{name} mode {mask.mode!r} cannot be read as a mask ({e}); use L, 1, RGB or RGBA") from None
+    th, tw = size_hw(size)
     w, h = m.size
-    side = max(w, h)
-    canvas = PIL.Image.new("L", (side, side), 0)
-    canvas.paste(m, ((side - w) // 2, (side - h) // 2))
-    return canvas.resize((size, size), PIL.Image.NEAREST)
+    if th == tw:
+        side = max(w, h)
+        canvas = PIL.Image.new("L", (side, side), 0)
+        canvas.paste(m, ((side - w) // 2, (side - h) // 2))
+    else:
+        cw, ch = aspect_padded_size(w, h, th, tw)
+        canvas = PIL.Image.new("L", (cw, ch), 0)
+        canvas.paste(m, ((cw - w) // 2, (ch - h) // 2))
+    return canvas.resize((tw, th), PIL.Image.NEAREST)
 
 
-def preprocess_mask(mask: ImageInput, size: int, name: str = "mask_image", accepted: str = MASK_INPUTS) -> np.ndarray:
+def preprocess_mask(mask: ImageInput, size, name: str = "mask_image", accepted: str = MASK_INPUTS) -> np.ndarray:
     """A mask (PIL image or array, see `mask_array`) -> float32 `(1, size, size)` in {0, 1}; white (>= 0.5) marks
-    the region to regenerate. Anything else raises `TypeError` naming `name` and `accepted`."""
+    the region to regenerate (`(1, height, width)` for a `(height, width)` size). Anything else raises
+    `TypeError` naming `name` and `accepted`."""
     if isinstance(mask, PIL.Image.Image) and mask.mode == "F":
         mask = np.asarray(mask)
     if isinstance(mask, np.ndarray):
@@ -233,14 +271,16 @@ def preprocess_mask(mask: ImageInput, size: int, name: str = "mask_image", accep
     return (arr >= 0.5).astype(np.float32)[None]
 
 
-def cell_mask(pixel_mask: np.ndarray, grid_size: int) -> np.ndarray:
-    """Pixel mask `(B, 1, S, S)` -> `(B, grid_size**2)` bool: a token cell is editable if any of its
-    `S / grid_size` x `S / grid_size` pixels is masked (> 0.5)."""
-    b, _, s, _ = pixel_mask.shape
-    c = s // grid_size
-    if c * grid_size != s:
-        raise ValueError(f"mask side {s} is not a multiple of the grid size {grid_size}")
-    return (pixel_mask.reshape(b, grid_size, c, grid_size, c).max(axis=(2, 4)) > 0.5).reshape(b, -1)
+def cell_mask(pixel_mask: np.ndarray, grid) -> np.ndarray:
+    """Pixel mask `(B, 1, H, W)` -> `(B, rows * cols)` bool: a token cell is editable if any of its
+    `cell` x `cell` pixels is masked (> 0.5). `grid` is an int side (square) or `(rows, cols)`; `H = rows * cell`
+    and `W = cols * cell`."""
+    rows, cols = (int(grid[0]), int(grid[1])) if isinstance(grid, (tuple, list)) else (int(grid), int(grid))
+    b, _, h, w = pixel_mask.shape
+    c = h // rows
+    if c * rows != h or c * cols != w:
+        raise ValueError(f"mask of {h}x{w} pixels does not split into the {rows}x{cols} token grid's square cells")
+    return (pixel_mask.reshape(b, rows, c, cols, c).max(axis=(2, 4)) > 0.5).reshape(b, -1)
 
 
 def postprocess(pixels: np.ndarray) -> List[PIL.Image.Image]:

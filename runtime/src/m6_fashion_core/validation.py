@@ -326,26 +326,28 @@ def expand_per_prompt(items: list, batch: int, name: str) -> list:
 
 # ---------------------------------------------------------------------------------------------- style mixing
 def seam_cells(
-    region: np.ndarray, grid_size: int, refine_ratio: float, draw: Callable[[Tuple[int, int, int]], np.ndarray]
+    region: np.ndarray, grid_size, refine_ratio: float, draw: Callable[[Tuple[int, int, int]], np.ndarray]
 ) -> np.ndarray:
     """The cells SMART re-samples after style mixing: `(B, N)` bool from the mixed `region` `(B, N)` bool.
 
     The seam is every cell whose 3x3 neighbourhood (inside the grid) holds cells both in and out of the region
     (`grown & ~shrunk`, the region dilated and eroded by one cell). With `refine_ratio > 0`, each cell in or next
-    to the region (`grown`) joins with probability `refine_ratio`: `draw((B, g, g))` returns uniforms in [0, 1)
-    (the front end's generator: numpy float64, or torch float32), and a cell joins where `u < refine_ratio`,
-    compared in the uniforms' precision. `draw` is not called when `refine_ratio` is 0.
+    to the region (`grown`) joins with probability `refine_ratio`: `draw((B, rows, cols))` returns uniforms in
+    [0, 1) (the front end's generator: numpy float64, or torch float32), and a cell joins where `u < refine_ratio`,
+    compared in the uniforms' precision. `draw` is not called when `refine_ratio` is 0. `grid_size` is an int side
+    (square grid) or `(rows, cols)`.
     """
-    b, g = region.shape[0], grid_size
-    r = np.asarray(region, dtype=bool).reshape(b, g, g)
+    rows, cols = (int(grid_size[0]), int(grid_size[1])) if isinstance(grid_size, (tuple, list)) else (int(grid_size),) * 2
+    b = region.shape[0]
+    r = np.asarray(region, dtype=bool).reshape(b, rows, cols)
     outside = np.pad(r, ((0, 0), (1, 1), (1, 1)), constant_values=False)  # padding never grows the region ...
     inside = np.pad(r, ((0, 0), (1, 1), (1, 1)), constant_values=True)  # ... nor erodes it at the grid edge
     windows = [(dy, dx) for dy in range(3) for dx in range(3)]
-    grown = np.logical_or.reduce([outside[:, dy : dy + g, dx : dx + g] for dy, dx in windows])
-    shrunk = np.logical_and.reduce([inside[:, dy : dy + g, dx : dx + g] for dy, dx in windows])
+    grown = np.logical_or.reduce([outside[:, dy : dy + rows, dx : dx + cols] for dy, dx in windows])
+    shrunk = np.logical_and.reduce([inside[:, dy : dy + rows, dx : dx + cols] for dy, dx in windows])
     seam = grown & ~shrunk
     if refine_ratio > 0:
-        seam |= (draw((b, g, g)) < float(refine_ratio)) & grown
+        seam |= (draw((b, rows, cols)) < float(refine_ratio)) & grown
     return seam.reshape(b, -1)
 
 
@@ -360,6 +362,8 @@ def component_mismatches(
     sample_size: Optional[int] = None,
     num_image_tokens: Optional[int] = None,
     tokenizer_grid_size: Optional[int] = None,
+    grid_shape: Optional[Tuple[int, int]] = None,
+    tokenizer_grid_shape: Optional[Tuple[int, int]] = None,
     tokenizer_codebook_size: Optional[int] = None,
     tokenizer_num_groups: Optional[int] = None,
     text_vocab_size: Optional[int] = None,
@@ -372,9 +376,11 @@ def component_mismatches(
     * `mask_code` (the scheduler's `mask_token_id`) is the image MASK code, K: codes of each PQ group are
       `0..K-1` and K marks a masked cell. The transformer config's own `mask_token_id` is the id of the text
       token `[MASK]`, a different number.
-    * `sample_size` (pixels the image encoder reads) is a multiple of `grid_size`; `num_image_tokens` is
-      `grid_size ** 2` (square grids).
-    * the image tokenizer's grid, codebook size and codes per token equal the transformer's.
+    * `sample_size` (the longest side in pixels the image encoder reads) is a multiple of `grid_size` (the
+      longest grid side); `num_image_tokens` is `rows * cols` of `grid_shape` (`grid_size ** 2` when not given:
+      a square grid).
+    * the image tokenizer's grid (`tokenizer_grid_size`, and `tokenizer_grid_shape` against `grid_shape`),
+      codebook size and codes per token equal the transformer's.
     * the text tokenizer's `text_vocab_size` ids and the `special_token_ids` fit the word embeddings
       (`[0, vocab_size)`).
 
@@ -391,14 +397,20 @@ def component_mismatches(
         problems.append(f"grid_size {grid_size} must be a positive integer")
     elif sample_size is not None and sample_size % grid_size:
         problems.append(f"sample_size {sample_size} is not a multiple of grid_size {grid_size}")
-    if num_image_tokens is not None and num_image_tokens != grid_size**2:
-        problems.append(f"num_image_tokens {num_image_tokens} != grid_size**2 = {grid_size**2} (a {grid_size}x{grid_size} grid)")
+    rows, cols = (grid_size, grid_size) if grid_shape is None else (int(grid_shape[0]), int(grid_shape[1]))
+    if grid_shape is not None and max(rows, cols) != grid_size:
+        problems.append(f"grid_size {grid_size} is not the longest side of the {rows}x{cols} grid")
+    if num_image_tokens is not None and num_image_tokens != rows * cols:
+        problems.append(f"num_image_tokens {num_image_tokens} != {rows * cols} (a {rows}x{cols} grid)")
     if tokenizer_codebook_size is not None and tokenizer_codebook_size != codebook_size:
         problems.append(f"image tokenizer codebook_size={tokenizer_codebook_size} but transformer codebook_size={codebook_size}")
     if tokenizer_num_groups is not None and tokenizer_num_groups != num_groups:
         problems.append(f"image tokenizer gives {tokenizer_num_groups} codes per token but transformer num_groups={num_groups}")
     if tokenizer_grid_size is not None and tokenizer_grid_size != grid_size:
         problems.append(f"image tokenizer grid {tokenizer_grid_size}x{tokenizer_grid_size} but transformer grid_size={grid_size}")
+    elif tokenizer_grid_shape is not None and tuple(int(v) for v in tokenizer_grid_shape) != (rows, cols):
+        th, tw = tokenizer_grid_shape
+        problems.append(f"image tokenizer grid {th}x{tw} (rows x cols) but transformer grid {rows}x{cols}")
     if text_vocab_size is not None and text_vocab_size > vocab_size:
         problems.append(f"the text tokenizer has {text_vocab_size} tokens but the transformer's vocab_size={vocab_size}")
     for name, value in (special_token_ids or {}).items():

@@ -182,11 +182,15 @@ class PQTokenizer(StrictLoadingMixin, ModelMixin, ConfigMixin):
 
     Parameters:
         in_channels (`int`, defaults to 3): image channels.
-        sample_size (`int`, defaults to 64): image side in pixels (64, 128 or 256 are the tested sizes).
-            It stays one int (the square training size, used by `grid_size` and pre-tokenisation), but
-            the encoder is fully convolutional: `encode` accepts any `H x W` that are multiples of the
-            downsampling factor and returns a `(B, H / f, W / f, M)` grid, e.g. 256 x 192 px -> 16 x 12
-            tokens with `f = 16`; `lookup` + the decoder map it back to `(B, 3, H, W)`.
+        sample_size (`int`, defaults to 64): longest side of the training images in pixels (64, 128 or 256
+            are the tested sizes); `grid_size = sample_size / f`. The encoder is fully convolutional: `encode`
+            accepts any `H x W` that are multiples of the downsampling factor and returns a
+            `(B, H / f, W / f, M)` grid, e.g. 256 x 192 px -> 16 x 12 tokens with `f = 16`; `lookup` + the
+            decoder map it back to `(B, 3, H, W)`.
+        sample_height (`int`, *optional*), sample_width (`int`, *optional*): the training image size when it
+            is not the `sample_size` square (e.g. 256 x 192 for 3:4 catalogue photos; pipelines then read and
+            paint `sample_height x sample_width` canvases on a `grid_shape` token grid). Each defaults to
+            `sample_size`; when either is given, `sample_size` is set to the larger side.
         block_out_channels (`Tuple[int]`, defaults to `(64, 128, 256)`): encoder widths; every level but the
             last halves the resolution, so the downsampling factor is `2 ** (len(block_out_channels) - 1)`.
         layers_per_block (`int`, defaults to 1): residual blocks per encoder level.
@@ -216,15 +220,26 @@ class PQTokenizer(StrictLoadingMixin, ModelMixin, ConfigMixin):
         commitment_cost: float = 0.25,
         ema_decay: float = 0.99,
         dead_code_threshold: float = 0.03,
+        sample_height: Optional[int] = None,
+        sample_width: Optional[int] = None,
     ):
         super().__init__()
+        for name, value in (("sample_height", sample_height), ("sample_width", sample_width)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer number of pixels, or None for sample_size; got {value!r}")
+        if sample_height is not None or sample_width is not None:
+            sample_height = sample_size if sample_height is None else sample_height
+            sample_width = sample_size if sample_width is None else sample_width
+            sample_size = max(sample_height, sample_width)
+            self.register_to_config(sample_size=sample_size, sample_height=sample_height, sample_width=sample_width)
         if quantizer_type not in QUANTIZER_TYPES:
             raise ValueError(f"unknown quantizer_type {quantizer_type!r}; accepted: {', '.join(QUANTIZER_TYPES)}")
         if quantizer_type == "product" and latent_channels % num_groups != 0:
             raise ValueError(f"latent_channels ({latent_channels}) must be divisible by num_groups ({num_groups}) for product quantisation")
         factor = 2 ** (len(block_out_channels) - 1)
-        if sample_size % factor != 0:
-            raise ValueError(f"sample_size {sample_size} is not divisible by the downsampling factor {factor}")
+        for name, value in (("sample_size", sample_size), ("sample_height", sample_height), ("sample_width", sample_width)):
+            if value is not None and value % factor != 0:
+                raise ValueError(f"{name} {value} is not divisible by the downsampling factor {factor}")
         self.encoder = Encoder(in_channels, tuple(block_out_channels), layers_per_block, latent_channels)
         if quantizer_type == "product":
             self.codebooks = EMACodebooks(num_groups, codebook_size, latent_channels // num_groups, ema_decay)
@@ -238,8 +253,22 @@ class PQTokenizer(StrictLoadingMixin, ModelMixin, ConfigMixin):
 
     @property
     def grid_size(self) -> int:
-        """h == w, the side of the token grid for square `sample_size` images (an `H x W` image gives `H/f x W/f`)."""
+        """The longest side of the token grid of a training image: `sample_size / f` (an `H x W` image gives `H/f x W/f`)."""
         return self.config.sample_size // self.downsample_factor
+
+    @property
+    def sample_shape(self) -> Tuple[int, int]:
+        """`(height, width)` of the training images in pixels: `(sample_height, sample_width)`, each defaulting
+        to `sample_size` (configs saved before these keys existed describe the same square)."""
+        cfg, s = self.config, self.config.sample_size
+        h, w = getattr(cfg, "sample_height", None), getattr(cfg, "sample_width", None)
+        return (s if h is None else int(h), s if w is None else int(w))
+
+    @property
+    def grid_shape(self) -> Tuple[int, int]:
+        """`(rows, cols)` of the token grid of a training image: `sample_shape / f` (`(grid_size, grid_size)` when square)."""
+        h, w = self.sample_shape
+        return h // self.downsample_factor, w // self.downsample_factor
 
     @property
     def num_token_groups(self) -> int:

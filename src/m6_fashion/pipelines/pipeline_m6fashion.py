@@ -86,16 +86,17 @@ EXAMPLE_DOC_STRING = """
 
 
 class OutputCanvas(core_canvas.OutputCanvas):
-    """Where an output image sits on the square the decoder paints (`m6_fashion_core.canvas.OutputCanvas`), with
+    """Where an output image sits on the canvas the decoder paints (`m6_fashion_core.canvas.OutputCanvas`), with
     masks as tensors.
 
-    The decoder paints `side` x `side` pixels (`grid` x `grid` token cells); the output is the centred
-    `height` x `width` crop (`crop` slices tensors as arrays). Boxes are pixel boxes on the output.
+    The decoder paints `canvas_shape` pixels (`side` x `side`, `grid` x `grid` token cells, for a square model;
+    `grid_shape` cells for a non-square one); the output is the centred `height` x `width` crop (`crop` slices
+    tensors as arrays). Boxes are pixel boxes on the output.
     `OutputCanvas.for_size(sides, grid, height, width, holder="pipeline")` picks the canvas for a size.
     """
 
     def cells_mask(self, cells: Sequence[Tuple[int, int, int, int]], value: float, batch: int) -> torch.Tensor:
-        """(batch, 1, side, side) filled with `1 - value`, with `value` on the given grid boxes."""
+        """(batch, 1, *canvas_shape) filled with `1 - value`, with `value` on the given grid boxes."""
         return torch.from_numpy(super().cells_mask(cells, value, batch)).to(torch.get_default_dtype())
 
 
@@ -345,12 +346,25 @@ class M6FashionPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ geometry
     @property
     def sample_size(self) -> int:
-        """Side of the square the image tokenizer reads (pixels)."""
+        """Longest side of the canvas the image tokenizer reads (pixels; the side of the square for square models)."""
         return self.image_tokenizer.config.sample_size
 
     @property
     def grid_size(self) -> int:
+        """Longest side of the token grid (the side of a square grid)."""
         return self.transformer.config.grid_size
+
+    @property
+    def grid_shape(self) -> Tuple[int, int]:
+        """`(rows, cols)` of the token grid (`(grid_size, grid_size)` for a square model; 16 x 12 for 3:4)."""
+        cfg = self.transformer.config
+        return int(getattr(cfg, "grid_height", None) or cfg.grid_size), int(getattr(cfg, "grid_width", None) or cfg.grid_size)
+
+    @property
+    def sample_shape(self) -> Tuple[int, int]:
+        """`(height, width)` in pixels of the canvas the image tokenizer reads: `grid_shape * cell`."""
+        rows, cols = self.grid_shape
+        return rows * self.cell, cols * self.cell
 
     @property
     def cell(self) -> int:
@@ -358,7 +372,8 @@ class M6FashionPipeline(DiffusionPipeline):
         return self.sample_size // self.grid_size
 
     def canvas_sides(self) -> List[int]:
-        """Sides of the square canvases the pipeline's decoders paint: `sample_size`, and `decoder_hr`'s if present."""
+        """Longest sides of the canvases the pipeline's decoders paint (`grid_shape` cells each): `sample_size`, and
+        `decoder_hr`'s if present."""
         sides = [self.sample_size]
         hr = getattr(self, "decoder_hr", None)
         if hr is not None:
@@ -368,13 +383,13 @@ class M6FashionPipeline(DiffusionPipeline):
     @property
     def default_size(self) -> Tuple[int, int]:
         """`(height, width)` made when none is given: the 3:4 portrait of the largest canvas with `decoder_hr`
-        (192x256 for the shipped model), else the `sample_size` square."""
-        return core_canvas.default_size(self.canvas_sides(), self.grid_size)
+        (192x256 for the shipped model), else the `sample_size` square; a non-square model: its whole largest canvas."""
+        return core_canvas.default_size(self.canvas_sides(), self.grid_shape)
 
     def output_sizes(self) -> List[Tuple[int, int]]:
         """Every `(height, width)` this pipeline can make: centred crops of a canvas, at least half its side,
         aligned to whole token cells on both sides."""
-        return core_canvas.output_sizes(self.canvas_sides(), self.grid_size)
+        return core_canvas.output_sizes(self.canvas_sides(), self.grid_shape)
 
     def output_canvas(self, height: Optional[int] = None, width: Optional[int] = None, outpainting: bool = False) -> "OutputCanvas":
         """The canvas and crop for an output of `height` x `width` pixels.
@@ -387,15 +402,16 @@ class M6FashionPipeline(DiffusionPipeline):
         """
         sides = self.canvas_sides()
         if outpainting:
-            wide = core_outpainting.wide_canvas(sides, self.grid_size, height, width)
+            wide = core_outpainting.wide_canvas(sides, self.grid_shape, height, width)
             if wide is not None:
-                return WideOutputCanvas(side=wide.side, grid=wide.grid, height=wide.height, width=wide.width)
+                return WideOutputCanvas(side=wide.side, grid=wide.grid, height=wide.height, width=wide.width,
+                                        grid_rows=wide.grid_rows, grid_cols=wide.grid_cols)
         try:
-            return OutputCanvas.for_size(sides, self.grid_size, height, width, holder="pipeline")
+            return OutputCanvas.for_size(sides, self.grid_shape, height, width, holder="pipeline")
         except ValueError as error:
             if not outpainting:
                 raise
-            raise ValueError(f"{error}; {core_outpainting.wide_sizes_hint(sides, self.grid_size)}") from None
+            raise ValueError(f"{error}; {core_outpainting.wide_sizes_hint(sides, self.grid_shape)}") from None
 
     def box_to_cells(self, box: Sequence[int], canvas: Optional["OutputCanvas"] = None) -> Tuple[int, int, int, int]:
         """Pixel box (left, top, right, bottom) on the output image -> grid box (top, left, height, width),
@@ -489,15 +505,14 @@ class M6FashionPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def decode_tokens(self, tokens: torch.LongTensor, side: Optional[int] = None) -> torch.Tensor:
-        """Tokens (B, N, M) (a `grid` x `grid` square) or (B, h, w, M) -> images (B, 3, h * cell, w * cell) in [-1, 1]
-        (`side` x `side` for the square grid).
+        """Tokens (B, N, M) (the model's `grid_shape`) or (B, h, w, M) -> images (B, 3, h * cell, w * cell) in [-1, 1]
+        (`side` x `side` for a square grid).
 
-        `side` picks the decoder by its canvas: `sample_size` (default) or `decoder_hr`'s; the decoders are
-        convolutional, so a wide outpainting grid (more cells than `grid`) decodes whole.
+        `side` picks the decoder by the longest side of its canvas: `sample_size` (default) or `decoder_hr`'s; the
+        decoders are convolutional, so a wide outpainting grid (more cells than the model's grid) decodes whole.
         """
-        g = self.grid_size
         if tokens.ndim == 3:
-            tokens = tokens.reshape(tokens.shape[0], g, g, tokens.shape[-1])
+            tokens = tokens.reshape(tokens.shape[0], *self.grid_shape, tokens.shape[-1])
         side = self.sample_size if side is None else side
         if side not in self.canvas_sides():
             raise ValueError(f"no decoder paints a {side}x{side} canvas; this pipeline has {self.canvas_sides()}")
@@ -507,24 +522,23 @@ class M6FashionPipeline(DiffusionPipeline):
 
     def _reference_patch(self, image: PipelineImageInput, box: Sequence[int], canvas: "OutputCanvas", name: str = "reference_images"):
         """Places a reference patch image into `box` on a white canvas, encodes it, returns (codes (n, M), positions (n,))."""
-        s = self.sample_size
+        s = self.sample_shape
         top, left, h, w = canvas.box_to_cells(box, f"{name} box")
         c = self.cell
         pil = image if isinstance(image, PIL.Image.Image) else postprocess(preprocess(image, s, name), "pil")[0]
         from ..image_processing import to_rgb
 
-        sheet = PIL.Image.new("RGB", (s, s), (255, 255, 255))  # the tokenizer reads the sample_size square
+        sheet = PIL.Image.new("RGB", (s[1], s[0]), (255, 255, 255))  # the tokenizer reads the sample_shape canvas
         sheet.paste(to_rgb(pil, name).resize((w * c, h * c), PIL.Image.BICUBIC), (left * c, top * c))
         tokens = self.encode_images(preprocess(sheet, s))[0]  # (N, M)
         rows = torch.arange(top, top + h)
         cols = torch.arange(left, left + w)
-        positions = (rows[:, None] * self.grid_size + cols[None, :]).reshape(-1).to(tokens.device)
+        positions = (rows[:, None] * self.grid_shape[1] + cols[None, :]).reshape(-1).to(tokens.device)
         return tokens[positions].cpu(), positions.cpu()
 
     def _cell_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """Pixel mask (B, 1, S, S) in {0,1} -> (B, N) bool: a cell is editable if any of its pixels is masked."""
-        g = self.grid_size
-        return (F.adaptive_max_pool2d(mask, (g, g)) > 0.5).reshape(mask.shape[0], -1)
+        """Pixel mask (B, 1, H, W) in {0,1} -> (B, N) bool: a cell is editable if any of its pixels is masked."""
+        return (F.adaptive_max_pool2d(mask, self.grid_shape) > 0.5).reshape(mask.shape[0], -1)
 
     # ------------------------------------------------------------------ sampling
     def _prepare(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, Any]:
@@ -646,16 +660,16 @@ class M6FashionPipeline(DiffusionPipeline):
                                        return_dict, blend_pixels, sampling)
         device = self.device
         cfg = self.transformer.config
-        g, n, k = cfg.grid_size, cfg.num_image_tokens, cfg.codebook_size
-        s = self.sample_size
+        (rows, cols), n, k = self.grid_shape, cfg.num_image_tokens, cfg.codebook_size
+        s = self.sample_shape
 
         # ---- batch
         prompts = validation.batch_prompts(prompt, image, num_images_per_prompt)
         b = len(prompts)
 
         # ---- initial tokens and editable cells
-        # pixels for blending live on the decoded canvas (side D); the tokenizer reads the sample_size square
-        d = canvas.side
+        # pixels for blending live on the decoded canvas (d = its (height, width)); the tokenizer reads sample_shape
+        d = canvas.canvas_shape
         tokens = torch.full((b, n, cfg.num_groups), k, dtype=torch.long, device=device)
         editable = torch.ones(b, n, dtype=torch.bool, device=device)
         base_pixels, pixel_mask = None, None
@@ -667,7 +681,7 @@ class M6FashionPipeline(DiffusionPipeline):
                 canvases = []
                 for im in _expand(image, n_base, "image"):
                     pil = im if isinstance(im, PIL.Image.Image) else postprocess(preprocess(im, d, "image"), "pil")[0]
-                    sheet = PIL.Image.new("RGB", (d, d), (255, 255, 255))
+                    sheet = PIL.Image.new("RGB", (d[1], d[0]), (255, 255, 255))
                     sheet.paste(fit_onto(pil, w * c, h * c), (left * c, top * c))  # aspect kept, on white
                     canvases.append(sheet)
                 base_pixels = preprocess(canvases, d)
@@ -698,7 +712,7 @@ class M6FashionPipeline(DiffusionPipeline):
                 base_tokens = torch.where(editable[..., None], style_tokens, base_tokens)
                 base_pixels = torch.where(pixel_mask.bool(), style_pixels, base_pixels)
                 editable = self._seam(editable, refine_ratio, generator)
-                pixel_mask = F.interpolate(editable.float().reshape(b, 1, g, g), size=(d, d), mode="nearest").cpu()
+                pixel_mask = F.interpolate(editable.float().reshape(b, 1, rows, cols), size=d, mode="nearest").cpu()
             tokens = torch.where(editable[..., None], torch.full_like(base_tokens, k), base_tokens)
 
         # ---- conditions
@@ -720,11 +734,11 @@ class M6FashionPipeline(DiffusionPipeline):
         # ---- SMART loop
         tokens = self._sample(cond, uncond, tokens, editable, context_dropout_steps=context_dropout_steps, **sampling)
 
-        grid_tokens = tokens.reshape(b, g, g, cfg.num_groups)
+        grid_tokens = tokens.reshape(b, rows, cols, cfg.num_groups)
         if output_type == "tokens":
             images = None
         else:
-            pixels = self.decode_tokens(tokens, side=d).cpu()
+            pixels = self.decode_tokens(tokens, side=canvas.side).cpu()
             if base_pixels is not None and blend_pixels:
                 pixels = torch.where(pixel_mask.bool(), pixels, base_pixels.float())
             images = postprocess(canvas.crop(pixels), output_type)
@@ -774,17 +788,17 @@ class M6FashionPipeline(DiffusionPipeline):
         """Outpainting onto a canvas larger than the decoder's square (`m6_fashion_core.outpainting`).
 
         The image is placed in `image_box` on a white `width` x `height` sheet and tokenised whole (`rows` x `cols`
-        cells); the cells outside the box are generated by SMART in `grid` x `grid` windows in the order of
-        `plan_windows` (each window an ordinary outpainting call whose context is the image and the earlier
-        windows; `callback_on_step_end` sees each window's tokens (B, grid**2, M)); the decoder of `canvas.side`
-        paints the whole grid. Tokens are returned as (B, rows, cols, M).
+        cells); the cells outside the box are generated by SMART in windows of the model's
+        `grid_shape` (gr x gc cells) in the order of `plan_windows` (each window an ordinary outpainting call whose
+        context is the image and the earlier windows; `callback_on_step_end` sees each window's tokens
+        (B, gr * gc, M)); the decoder of `canvas.side` paints the whole grid. Tokens are returned as (B, rows, cols, M).
         """
         cfg = self.transformer.config
-        g, k, m = cfg.grid_size, cfg.codebook_size, cfg.num_groups
-        device, c, s_cell = self.device, canvas.cell, self.sample_size // cfg.grid_size
+        (gr, gc), k, m = self.grid_shape, cfg.codebook_size, cfg.num_groups
+        device, c, s_cell = self.device, canvas.cell, self.cell
         b, rows, cols = len(prompts), canvas.rows, canvas.cols
         cells = canvas.box_to_cells(image_box, "image_box")
-        pils = [im if isinstance(im, PIL.Image.Image) else postprocess(preprocess(im, canvas.side, "image"), "pil")[0]
+        pils = [im if isinstance(im, PIL.Image.Image) else postprocess(preprocess(im, canvas.canvas_shape, "image"), "pil")[0]
                 for im in _expand(image, b // num_images_per_prompt, "image")]
         base_pixels, token_pixels = core_image.outpainting_sheets(
             pils, canvas.width, canvas.height, cells, c, (cols * s_cell, rows * s_cell)
@@ -797,17 +811,17 @@ class M6FashionPipeline(DiffusionPipeline):
         text_ids = self.encode_prompt(prompts)
         # the prefix (caption, no conditions) is the same for every window and every pass writes the window's
         # tokens into the target, so the inputs (and the prefix keys/values) are prepared once
-        masked = torch.full((b, g * g, m), k, dtype=torch.long)
+        masked = torch.full((b, gr * gc, m), k, dtype=torch.long)
         cond = self._prepare({key: v.to(device) for key, v in build_model_inputs(cfg, text_ids, masked, None).items()})
         uncond = None
         if sampling["guidance_scale"] > 1.0:
             uncond_inputs = build_model_inputs(cfg, [[] for _ in range(b)], masked, None)
             uncond = self._prepare({key: v.to(device) for key, v in uncond_inputs.items()})
-        for top_w, left_w in core_outpainting.plan_windows(known.cpu().numpy(), g):
-            window = grid[:, top_w : top_w + g, left_w : left_w + g].reshape(b, g * g, m)
+        for top_w, left_w in core_outpainting.plan_windows(known.cpu().numpy(), (gr, gc)):
+            window = grid[:, top_w : top_w + gr, left_w : left_w + gc].reshape(b, gr * gc, m)
             editable = (window == k).all(-1)
             window = self._sample(cond, uncond, window, editable, **sampling)
-            grid[:, top_w : top_w + g, left_w : left_w + g] = window.reshape(b, g, g, m)
+            grid[:, top_w : top_w + gr, left_w : left_w + gc] = window.reshape(b, gr, gc, m)
         images = None
         if output_type != "tokens":
             pixels = self.decode_tokens(grid, side=canvas.side).cpu()
@@ -825,11 +839,11 @@ class M6FashionPipeline(DiffusionPipeline):
         it drawn with `generator`: the part SMART refines after style mixing (`m6_fashion_core.validation.seam_cells`)."""
         device = generator.device if generator is not None else region.device
 
-        def draw(shape):  # float32 uniforms (B, 1, g, g) on the generator's device, as the random cells always were
-            b, g, _ = shape
-            return torch.rand((b, 1, g, g), generator=generator, device=device).cpu().numpy().reshape(shape)
+        def draw(shape):  # float32 uniforms (B, 1, rows, cols) on the generator's device, as the random cells always were
+            b, rows, cols = shape
+            return torch.rand((b, 1, rows, cols), generator=generator, device=device).cpu().numpy().reshape(shape)
 
-        cells = validation.seam_cells(region.cpu().numpy(), self.grid_size, refine_ratio, draw)
+        cells = validation.seam_cells(region.cpu().numpy(), self.grid_shape, refine_ratio, draw)
         return torch.from_numpy(cells).to(region.device)
 
 
@@ -905,6 +919,8 @@ def check_components(image_tokenizer, transformer, scheduler, decoder=None, deco
         grid_size=t.grid_size, codebook_size=t.codebook_size, num_groups=t.num_groups, vocab_size=t.vocab_size,
         mask_code=sc.mask_token_id, sample_size=getattr(q, "sample_size", None),
         tokenizer_grid_size=getattr(image_tokenizer, "grid_size", None),
+        grid_shape=(getattr(t, "grid_height", None) or t.grid_size, getattr(t, "grid_width", None) or t.grid_size),
+        tokenizer_grid_shape=getattr(image_tokenizer, "grid_shape", None),
         tokenizer_codebook_size=getattr(q, "codebook_size", None),
         tokenizer_num_groups=getattr(image_tokenizer, "num_token_groups", None),
         text_vocab_size=len(tokenizer) if hasattr(tokenizer, "__len__") else None,
