@@ -175,12 +175,13 @@ def classifier_view(images: torch.Tensor, size: int) -> torch.Tensor:
 # data
 
 
-def load_hr_split(split: str, height: int, width: int, token_size: int, data_dir=HR_DATA_DIR, cache_dir=DEFAULT_CACHE_DIR,
+def load_hr_split(split: str, height: int, width: int, token_size, data_dir=HR_DATA_DIR, cache_dir=DEFAULT_CACHE_DIR,
                   limit: Optional[int] = None, rows: Optional[Sequence[int]] = None) -> Dict:
     """The split's photos as references and as tokenizer input.
 
     Returns ``{"images": uint8 (N, 3, height, width)`` (:func:`real_photo`), ``"token_images": uint8 (N, 3, s, s)``
-    (the photo padded to width:height, then `preprocess(., s)`: what the pipeline's tokenizer reads),
+    (the photo padded to width:height, then `preprocess(., s)`: what the pipeline's tokenizer reads; ``token_size``
+    is the pipeline's `sample_size` ``s``, or its `sample_shape` ``(h, w)`` for a non-square model),
     ``"ids"``, ``"text"``, the attribute columns and ``"source_sizes"`` (``"WxH"`` of each stored photo)}.
     ``limit``: the first rows; ``rows``: these rows (neither is cached on disk).
     """
@@ -189,7 +190,8 @@ def load_hr_split(split: str, height: int, width: int, token_size: int, data_dir
     source, fingerprint = split_source(split, data_dir, "pass --data_dir (the fashion-product-images-hr folder)")
     cache_file = None
     if cache_dir is not None and limit is None and rows is None:
-        cache_file = Path(cache_dir) / f"fashion-product-images-hr-{split}-{width}x{height}-tok{token_size}.pt"
+        tok = f"{token_size[0]}x{token_size[1]}" if isinstance(token_size, (tuple, list)) else str(token_size)
+        cache_file = Path(cache_dir) / f"fashion-product-images-hr-{split}-{width}x{height}-tok{tok}.pt"
     cached = load_cache(cache_file, fingerprint)
     if cached is not None:
         return cached
@@ -601,7 +603,7 @@ def evaluate_hr(
     canvas, lo = baseline_size(pipe, height, width)
     classifier = load_default_classifier(classifier_path)
     extractor = InceptionFeatureExtractor()
-    data = load_hr_split(split, height, width, pipe.sample_size, data_dir, cache_dir, limit=num_real)
+    data = load_hr_split(split, height, width, _token_size(pipe), data_dir, cache_dir, limit=num_real)
     n_real = int(data["images"].shape[0])
     if n_real < 2:
         raise ValueError(f"the {split} split has {n_real} photos; need at least 2")
@@ -631,6 +633,12 @@ def evaluate_hr(
     for store in run.stores:
         store.remove()
     return final
+
+
+def _token_size(pipe):
+    """What the pipeline's tokenizer reads: its `sample_size` square, or `sample_shape` for a non-square grid."""
+    shape = tuple(pipe.sample_shape)
+    return pipe.sample_size if shape[0] == shape[1] else shape
 
 
 def _reference_floor(split, n, height, width, s, seed, data_dir, extractor, real_features, real_stats, *_unused) -> Dict:

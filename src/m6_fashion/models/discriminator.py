@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -26,10 +26,15 @@ class DiscriminatorBlock(nn.Module):
 
 
 class StyleGANDiscriminator(ModelMixin, ConfigMixin):
-    """StyleGAN2-style residual discriminator with minibatch standard deviation: (B, 3, H, W) -> logits (B,)."""
+    """StyleGAN2-style residual discriminator with minibatch standard deviation: (B, 3, H, W) -> logits (B,).
+
+    The input size is `sample_height x sample_width` (each defaults to `sample_size`, e.g. 256 x 192 for 3:4
+    photos); the last linear layer is sized for it.
+    """
 
     @register_to_config
-    def __init__(self, sample_size: int = 64, block_out_channels: Tuple[int, ...] = (64, 128, 256, 256)):
+    def __init__(self, sample_size: int = 64, block_out_channels: Tuple[int, ...] = (64, 128, 256, 256),
+                 sample_height: Optional[int] = None, sample_width: Optional[int] = None):
         super().__init__()
         self.conv_in = nn.Conv2d(3, block_out_channels[0], 1)
         blocks = []
@@ -38,9 +43,10 @@ class StyleGANDiscriminator(ModelMixin, ConfigMixin):
             blocks.append(DiscriminatorBlock(ch, out_ch))
             ch = out_ch
         self.blocks = nn.Sequential(*blocks)
-        side = sample_size // 2 ** (len(block_out_channels) - 1)
+        factor = 2 ** (len(block_out_channels) - 1)
+        rows, cols = (sample_height or sample_size) // factor, (sample_width or sample_size) // factor
         self.conv_out = nn.Conv2d(ch + 1, ch, 3, padding=1)
-        self.fc = nn.Linear(ch * side * side, ch)
+        self.fc = nn.Linear(ch * rows * cols, ch)
         self.out = nn.Linear(ch, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -3,14 +3,19 @@
 Stage-2 epochs then read small integer token grids instead of running the image encoder. The result
 is a Parquet file (read back with ``datasets.load_dataset("parquet", ...)``) with the columns
 
-* ``codes``: ``Array3D(shape=(h, w, M))`` of ``uint8`` (``K <= 256``) or ``uint16``; this module writes
-  square grids (``h = w``, images resized to ``sample_size``), but readers (:func:`load_pretokenized`,
-  the stage-2 trainer) accept ``h != w`` grids written by other means (e.g. 16 x 12 for 256 x 192 px),
+* ``codes``: ``Array3D(shape=(rows, cols, M))`` of ``uint8`` (``K <= 256``) or ``uint16``: the images are
+  brought to the tokenizer's ``sample_shape`` ``(sample_height, sample_width)`` and encoded to its
+  ``grid_shape`` grid. A square tokenizer (``sample_size`` only) pads each photo to a white square and
+  resizes it (:func:`m6_fashion.image_processing.preprocess`, unchanged); a non-square one (e.g. 256 x 192 px
+  -> 16 x 12 tokens) fits the photo into ``sample_height x sample_width`` keeping its aspect (bicubic), centred
+  on white (:func:`fit_to_shape`: the same pixels as the stage-1 trainer and the pipeline),
 * the caption (``text``) and the attribute columns that exist (``id``, ``gender``, ...),
 
-and a JSON side file (same name, ``.json``) recording the tokenizer geometry (``grid_size``,
-``num_groups``, ``codebook_size``, ``sample_size``). :func:`pretokenize` caches the file under a
-name derived from the data files and the tokenizer weights, so a second call returns at once.
+and a JSON side file (same name, ``.json``) recording the tokenizer geometry (``grid_height``,
+``grid_width``, ``sample_height``, ``sample_width``, ``num_groups``, ``codebook_size``, and for older readers
+``grid_size`` / ``sample_size``, the longest sides). Side files written before the ``grid_height`` ...
+keys existed still load (readers take the grid from the codes' shape). :func:`pretokenize` caches the file under
+a name derived from the data files and the tokenizer weights, so a second call returns at once.
 
 Command line::
 
@@ -29,6 +34,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from m6_fashion_core.image import square_image
+
 from ..image_processing import preprocess
 
 __all__ = [
@@ -40,6 +47,8 @@ __all__ = [
     "load_pretokenized",
     "read_pretokenized_info",
     "default_cache_dir",
+    "fit_to_shape",
+    "preprocess_to_shape",
 ]
 
 REQUIRED_COLUMNS = ("image", "text")
@@ -75,15 +84,49 @@ def _resolve_files(data: str, split: str) -> str:
     raise FileNotFoundError(f"{data!r} is neither a folder with {split}.parquet nor a .parquet file")
 
 
+def fit_to_shape(image, height: int, width: int):
+    """A PIL image (any accepted mode) -> RGB ``width x height`` PIL image: padded on white to the target's aspect
+    ratio (never cropped) and resized bicubic (:func:`m6_fashion_core.image.square_image` with a ``(height, width)``
+    size), exactly what the pipeline does with an input image on a non-square canvas; a photo of the target's
+    aspect (a 3:4 catalogue photo into 256 x 192) is only resized."""
+    return square_image(image, (height, width))
+
+
+def preprocess_to_shape(images, height: int, width: int) -> torch.Tensor:
+    """PIL images -> float32 ``(B, 3, height, width)`` in [-1, 1] (``pixel / 127.5 - 1``, as the stage-1 trainer)
+    through :func:`fit_to_shape`."""
+    arrays = [np.asarray(fit_to_shape(im, height, width), dtype=np.uint8).transpose(2, 0, 1) for im in images]
+    return torch.from_numpy(np.stack(arrays)).float().div(127.5).sub(1.0).contiguous()
+
+
+def _sample_shape(tokenizer):
+    """``(height, width)`` of the tokenizer's training images (``sample_shape``; the ``sample_size`` square for
+    tokenizers without it)."""
+    shape = getattr(tokenizer, "sample_shape", None)
+    if shape is None:
+        s = int(tokenizer.config.sample_size)
+        return s, s
+    return int(shape[0]), int(shape[1])
+
+
 def _tokenizer_geometry(tokenizer) -> Dict[str, int]:
     cfg = tokenizer.config
     groups = getattr(tokenizer, "num_token_groups", None) or cfg.num_groups
+    height, width = _sample_shape(tokenizer)
+    factor = int(cfg.sample_size) // int(tokenizer.grid_size)
     return {
         "grid_size": int(tokenizer.grid_size),
         "num_groups": int(groups),
         "codebook_size": int(cfg.codebook_size),
         "sample_size": int(cfg.sample_size),
+        "grid_height": height // factor,
+        "grid_width": width // factor,
+        "sample_height": height,
+        "sample_width": width,
     }
+
+
+_LEGACY_GEOMETRY_KEYS = ("grid_size", "num_groups", "codebook_size", "sample_size")
 
 
 def _load_tokenizer(tokenizer):
@@ -100,7 +143,13 @@ def _load_tokenizer(tokenizer):
 
 
 def _tokenizer_hash(tokenizer) -> str:
-    h = hashlib.sha256(json.dumps(_tokenizer_geometry(tokenizer), sort_keys=True).encode())
+    geo = _tokenizer_geometry(tokenizer)
+    # square tokenizers hash the four keys they always did (their cached files keep their names); the sample shape
+    # joins the hash only when it is not the square, as it is part of the config but not of the weights
+    keys = _LEGACY_GEOMETRY_KEYS
+    if geo["sample_height"] != geo["sample_width"]:
+        keys = keys + ("sample_height", "sample_width")
+    h = hashlib.sha256(json.dumps({k: geo[k] for k in keys}, sort_keys=True).encode())
     for name, t in sorted(tokenizer.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -128,7 +177,8 @@ def pretokenize_dataset(
         fingerprint: ``datasets`` fingerprint of the result (skips hashing the encoder).
 
     Returns:
-        a ``datasets.Dataset`` with ``codes`` (``Array3D`` uint8/uint16 ``(h, w, M)``), ``text`` and the attributes.
+        a ``datasets.Dataset`` with ``codes`` (``Array3D`` uint8/uint16 ``(rows, cols, M)``, the tokenizer's
+        ``grid_shape``), ``text`` and the attributes.
     """
     import datasets
 
@@ -148,12 +198,19 @@ def pretokenize_dataset(
     keep = ["text", *attribute_columns]
     drop = [c for c in dataset.column_names if c not in keep]
     features = datasets.Features({c: dataset.features[c] for c in keep})
-    features[CODES_COLUMN] = datasets.Array3D(shape=(geo["grid_size"], geo["grid_size"], geo["num_groups"]), dtype=dtype)
+    rows, cols = geo["grid_height"], geo["grid_width"]
+    features[CODES_COLUMN] = datasets.Array3D(shape=(rows, cols, geo["num_groups"]), dtype=dtype)
+    square = geo["sample_height"] == geo["sample_width"]
 
     def encode(batch: Dict[str, List]) -> Dict[str, List]:
-        pixels = preprocess(batch["image"], geo["sample_size"]).to(dev)
+        if square:  # the square path exactly as before (pad to a white square, resize)
+            pixels = preprocess(batch["image"], geo["sample_size"]).to(dev)
+        else:
+            pixels = preprocess_to_shape(batch["image"], geo["sample_height"], geo["sample_width"]).to(dev)
         with torch.no_grad():
             codes = tokenizer.encode(pixels).cpu().numpy()
+        if codes.shape[1:] != (rows, cols, geo["num_groups"]):
+            raise RuntimeError(f"the tokenizer returned {codes.shape[1:]} grids, expected {(rows, cols, geo['num_groups'])}")
         if codes.min() < 0 or codes.max() >= geo["codebook_size"]:
             raise RuntimeError(f"the tokenizer returned codes outside [0, {geo['codebook_size']})")
         return {CODES_COLUMN: list(codes.astype(np_dtype))}
@@ -230,7 +287,10 @@ def pretokenize(
 
 
 def read_pretokenized_info(path: str) -> Optional[Dict[str, int]]:
-    """The JSON side file of a pre-tokenised Parquet file, or ``None`` if it has none."""
+    """The JSON side file of a pre-tokenised Parquet file, or ``None`` if it has none.
+
+    Files written before non-square grids lack ``grid_height`` / ``grid_width`` / ``sample_height`` /
+    ``sample_width``; they are returned as written (the grid is the shape of the ``codes``)."""
     side = path[: -len(".parquet")] + ".json" if path.endswith(".parquet") else path + ".json"
     if not os.path.isfile(side):
         return None
@@ -258,6 +318,13 @@ def load_pretokenized(path: str, codebook_size: Optional[int] = None):
             raise ValueError(f"codes in {path!r} must be token grids (h, w, M) (h != w allowed); got per-row shape {sample.shape[1:]}")
         if sample.max() >= k:
             raise ValueError(f"codes in {path!r} reach {int(sample.max())}, outside the codebook [0, {k})")
+    if len(ds) and "grid_height" in info and "grid_width" in info:
+        shape = np.asarray(ds.with_format("numpy")[0][CODES_COLUMN]).shape
+        if shape[:2] != (info["grid_height"], info["grid_width"]):
+            raise ValueError(
+                f"codes in {path!r} are {shape[0]}x{shape[1]} grids but its side file records "
+                f"grid_height x grid_width = {info['grid_height']}x{info['grid_width']}"
+            )
     return ds
 
 

@@ -1,6 +1,8 @@
 """Trains the stage-1 PQ tokenizer and the spatial-style decoder on Parquet fashion photos.
 
     m6-fashion train-tokenizer --data ../shared/data/fashion-product-images --output_dir runs/stage1
+    m6-fashion train-tokenizer --data ../shared/data/fashion-product-images-hr --output_dir runs/hr \
+        --height 256 --width 192 --encoder_channels 32 64 128 256 256 --decoder_channels 256 256 128 64 32   # 16x12 grid
     accelerate launch -m m6_fashion.training.train_tokenizer --data ... --output_dir ...   # multi-process
 
 Losses: L1 + (1 - SSIM) reconstruction, commitment, and after `--adv_start_step` a non-saturating
@@ -8,6 +10,13 @@ adversarial loss from a StyleGAN2 discriminator with lazy R1 regularisation. Cod
 Checkpoints are written with `accelerator.save_state` every `--checkpoint_every` steps; rerunning the same
 command resumes from the latest one exactly (same batches, same RNG state). The final models are written
 with `save_pretrained` (safetensors) to `OUTPUT_DIR/image_tokenizer` and `OUTPUT_DIR/decoder`.
+
+Image size: `--resolution S` trains on `S x S` images (each photo padded to a white square, then resized bicubic).
+`--height H --width W` (both, multiples of the encoder's downsampling factor) train a non-square model instead,
+e.g. 256 x 192 for the 3:4 catalogue photos: each photo is fitted into `H x W` with its aspect kept (bicubic) and
+centred on white, so 3:4 photos are only resized and others padded, never cropped (the pre-tokeniser does the same,
+`m6_fashion.training.pretokenize.fit_to_shape`). The tokenizer is saved with `sample_height` / `sample_width`
+(`grid_shape = (H / f, W / f)`); the decoder and the discriminator get `sample_size = max(H, W)`.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,13 +38,18 @@ from .gan_loop import (  # noqa: F401 - batch_indices and to_pixels stay importa
     adversarial_loss, batch_indices, checkpoint_or_stop, discriminator_step, log_step, optimizer_step, parse_and_train,
     progress_bar, psnr_per_image, report_eval, ssim, to_pixels,
 )
+from .pretokenize import fit_to_shape
 
 
 @dataclass
 class TokenizerTrainingArguments:
     data: str = field(metadata={"help": "folder with train.parquet/test.parquet (or one .parquet file) with an `image` column"})
     output_dir: str = field(metadata={"help": "where checkpoints, logs and the final models go"})
-    resolution: int = field(default=64, metadata={"help": "image side in pixels (64, 128 or 256)"})
+    resolution: int = field(default=64, metadata={"help": "image side in pixels (64, 128 or 256) of square training images"})
+    height: Optional[int] = field(default=None, metadata={
+        "help": "with --width: train on height x width images instead of the --resolution square, e.g. 256 x 192 "
+                "(photos fitted keeping their aspect, padded with white); multiples of the downsampling factor"})
+    width: Optional[int] = field(default=None, metadata={"help": "with --height: training image width in pixels"})
     quantizer_type: str = field(default="product", metadata={"help": "product | vector | residual"})
     num_groups: int = field(default=4, metadata={"help": "M, codebook groups (PQ) or stages (RQ)"})
     codebook_size: int = field(default=256, metadata={"help": "K, codes per codebook"})
@@ -43,6 +57,9 @@ class TokenizerTrainingArguments:
     encoder_channels: List[int] = field(default_factory=lambda: [64, 128, 256], metadata={"help": "encoder widths; len-1 = number of 2x downsamplings"})
     decoder_channels: List[int] = field(default_factory=lambda: [256, 128, 64], metadata={"help": "decoder widths per resolution"})
     style_channels: int = field(default=128)
+    disc_channels: List[int] = field(default_factory=lambda: [64, 128, 256, 256], metadata={
+        "help": "discriminator widths; each after the first halves the resolution (add levels for large images: its "
+                "last linear layer grows with the grid left)"})
     train_batch_size: int = field(default=32, metadata={"help": "per process"})
     max_train_steps: int = field(default=2000)
     learning_rate: float = field(default=2e-4)
@@ -61,6 +78,36 @@ class TokenizerTrainingArguments:
     num_proc: Optional[int] = field(default=None, metadata={"help": "processes for image decoding"})
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (accelerate)"})
     max_minutes: Optional[float] = field(default=None, metadata={"help": "stop (after checkpointing) once this much wall time has passed"})
+
+
+def sample_shape(args: TokenizerTrainingArguments) -> Tuple[int, int]:
+    """``(height, width)`` of the training images: ``(--height, --width)`` when given, else the ``--resolution`` square.
+    Raises ``ValueError`` when only one is given, or a side is not a positive multiple of the encoder's downsampling
+    factor (or of the discriminator's)."""
+    factor = 2 ** (len(args.encoder_channels) - 1)
+    if (args.height is None) != (args.width is None):
+        raise ValueError(
+            f"give both --height and --width (got --height {args.height}, --width {args.width}), or neither to train "
+            f"on --resolution {args.resolution} x {args.resolution} images"
+        )
+    if args.height is None:
+        shape, names = (args.resolution, args.resolution), ("--resolution", "--resolution")
+    else:
+        shape, names = (args.height, args.width), ("--height", "--width")
+    for name, value in zip(names, shape):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % factor:
+            raise ValueError(
+                f"{name} {value} must be a positive multiple of {factor}, the downsampling factor of "
+                f"--encoder_channels {' '.join(map(str, args.encoder_channels))} ({len(args.encoder_channels)} levels, "
+                f"2^{len(args.encoder_channels) - 1}): a {factor}x{factor}-pixel cell per token"
+            )
+    disc_factor = 2 ** (len(args.disc_channels) - 1)
+    if len(args.disc_channels) < 2 or any(v % disc_factor for v in shape):
+        raise ValueError(
+            f"--disc_channels {' '.join(map(str, args.disc_channels))} downsamples by {disc_factor}, which must divide "
+            f"the image size {shape[0]} x {shape[1]} (and give at least 2 levels)"
+        )
+    return shape
 
 
 @torch.no_grad()
@@ -91,34 +138,66 @@ def evaluate(tokenizer: PQTokenizer, decoder: StyleDecoder, images: np.ndarray, 
     }
 
 
+def images_to_array_shape(dataset, height: int, width: int, num_proc: Optional[int] = None,
+                          limit: Optional[int] = None) -> np.ndarray:
+    """Decodes every image of a ``datasets.Dataset`` -> uint8 ``(N, 3, height, width)`` through
+    :func:`~m6_fashion.training.pretokenize.fit_to_shape` (aspect kept, white padding only where the aspect differs);
+    cached by ``datasets`` between runs, as ``images_to_array`` (the square path)."""
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+
+    def _convert(batch):
+        return {"pixels": [np.asarray(fit_to_shape(im, height, width), dtype=np.uint8).transpose(2, 0, 1)
+                           for im in batch["image"]]}
+
+    mapped = dataset.map(
+        _convert, batched=True, batch_size=256, num_proc=num_proc,
+        remove_columns=dataset.column_names, desc=f"decoding images at {height}x{width}px",
+    )
+    return np.asarray(mapped.with_format("numpy")["pixels"], dtype=np.uint8)
+
+
 def _load_images(args: TokenizerTrainingArguments, accelerator):
-    """uint8 ``(N, 3, resolution, resolution)`` train and test images (5 % of train held out when there is no test
-    split), decoded once by the main process and cached by ``datasets``."""
+    """uint8 ``(N, 3, height, width)`` train and test images (5 % of train held out when there is no test split),
+    decoded once by the main process and cached by ``datasets``. Square sizes go through ``images_to_array``
+    (padded to a white square, resized) as always."""
+    height, width = sample_shape(args)
     ds = load_parquet_splits(args.data, required_columns=("image",))
     if "test" not in ds:
         ds = ds["train"].train_test_split(test_size=0.05, seed=args.seed)
     with accelerator.main_process_first():
-        train_images = images_to_array(ds["train"], args.resolution, args.num_proc, args.train_limit)
-        test_images = images_to_array(ds["test"], args.resolution, args.num_proc, args.eval_limit)
+        if height == width:
+            train_images = images_to_array(ds["train"], height, args.num_proc, args.train_limit)
+            test_images = images_to_array(ds["test"], height, args.num_proc, args.eval_limit)
+        else:
+            train_images = images_to_array_shape(ds["train"], height, width, args.num_proc, args.train_limit)
+            test_images = images_to_array_shape(ds["test"], height, width, args.num_proc, args.eval_limit)
     return train_images, test_images
 
 
 def _build_models(args: TokenizerTrainingArguments):
-    """``(tokenizer, decoder, discriminator)``; the decoder must upsample the token grid back to ``resolution``."""
+    """``(tokenizer, decoder, discriminator)``; the decoder must upsample the token grid back to the image size.
+    A non-square size is saved in the tokenizer's config as ``sample_height`` / ``sample_width`` (a square one as
+    ``sample_size`` alone, as before); the decoder's ``sample_size`` is the longest side."""
+    height, width = sample_shape(args)
+    side = max(height, width)
+    shape_kwargs = {} if height == width else {"sample_height": height, "sample_width": width}
     tokenizer = PQTokenizer(
-        sample_size=args.resolution, block_out_channels=tuple(args.encoder_channels), latent_channels=args.latent_channels,
-        quantizer_type=args.quantizer_type, num_groups=args.num_groups, codebook_size=args.codebook_size,
+        sample_size=side, block_out_channels=tuple(args.encoder_channels), latent_channels=args.latent_channels,
+        quantizer_type=args.quantizer_type, num_groups=args.num_groups, codebook_size=args.codebook_size, **shape_kwargs,
     )
     decoder = StyleDecoder(
         latent_channels=args.latent_channels, style_channels=args.style_channels,
-        block_out_channels=tuple(args.decoder_channels), sample_size=args.resolution,
+        block_out_channels=tuple(args.decoder_channels), sample_size=side,
     )
-    if tokenizer.grid_size * decoder.upsample_factor != args.resolution:
+    if tokenizer.downsample_factor != decoder.upsample_factor:
+        rows, cols = tokenizer.grid_shape
         raise ValueError(
-            f"encoder downsamples {args.resolution}px to {tokenizer.grid_size}x{tokenizer.grid_size} but the decoder upsamples by "
+            f"encoder downsamples {height}x{width}px to {rows}x{cols} but the decoder upsamples by "
             f"{decoder.upsample_factor}; give decoder_channels {len(args.encoder_channels)} levels"
         )
-    return tokenizer, decoder, StyleGANDiscriminator(sample_size=args.resolution)
+    disc = StyleGANDiscriminator(sample_size=side, block_out_channels=tuple(args.disc_channels), **shape_kwargs)
+    return tokenizer, decoder, disc
 
 
 def _train_step(args: TokenizerTrainingArguments, accelerator, models, optimizers, x: torch.Tensor, step: int) -> dict:
@@ -171,6 +250,7 @@ def train(args: TokenizerTrainingArguments) -> dict:
 
     if args.quantizer_type not in ("product", "vector", "residual"):
         raise ValueError(f"unknown quantizer_type {args.quantizer_type!r}; accepted: product, vector, residual")
+    height, width = sample_shape(args)  # checked before any image is decoded
     # on a machine without a GPU, cpu=True makes accelerate set up gloo data parallelism under torchrun /
     # accelerate launch (otherwise each process would train alone)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
@@ -185,8 +265,17 @@ def train(args: TokenizerTrainingArguments) -> dict:
     tokenizer, decoder, disc, opt_g, opt_d = accelerator.prepare(tokenizer, decoder, disc, opt_g, opt_d)
     tok_m, dec_m = (accelerator.unwrap_model(m) for m in (tokenizer, decoder))
 
-    state, resume = resume_latest(accelerator, args.output_dir, {"step": 0, "history": []})
+    state, resume = resume_latest(accelerator, args.output_dir, {"step": 0, "history": [], "sample_shape": [height, width]})
     if resume:
+        # the convolutions would load at any size, so a changed size is refused here rather than trained on silently
+        # (checkpoints written before the key existed are not checked)
+        saved = state.get("sample_shape")
+        if saved is not None and list(saved) != [height, width]:
+            raise SystemExit(
+                f"error: {resume} was trained on {saved[0]}x{saved[1]} images but this run asks for {height}x{width} "
+                "(--resolution / --height / --width); use the same size to resume, or another --output_dir"
+            )
+        state["sample_shape"] = [height, width]
         accelerator.print(f"resumed from {resume} at step {state['step']}")
     start_time = time.time()
     progress = progress_bar(accelerator, state, args.max_train_steps, "stage-1")
