@@ -8,7 +8,7 @@ Every tab runs `M6FashionPipeline` and reports the SMART passes as progress; bad
 a box outside the image, an unreadable upload, an empty prompt) is shown as a message in the page.
 
 The studio works at the pipeline's default output size (`pipe.default_size`: 192x256 for the shipped model,
-64x64 without its high-resolution decoder): editors have the output's shape, masks and boxes are pixels of the
+64x64 without its high-resolution decoder, the whole canvas of a non-square grid): editors have the output's shape, masks and boxes are pixels of the
 output, uploads are padded on white to its shape (as the model pads photos), and results are shown at their
 real size (small ones upscaled so the long side is `DISPLAY_SIZE`).
 
@@ -170,7 +170,7 @@ def pad_to_aspect(image: PIL.Image.Image, width: int, height: int, fill) -> PIL.
 
 def fit_to(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
     """An image placed onto a `width` x `height` output or box: scaled to fit, aspect kept, centred on white (as the
-    pipeline places an outpainting image in its box, and as padding a photo to the square canvas lines it up)."""
+    pipeline places an outpainting image in its box, and as padding a photo to the model's canvas lines it up)."""
     image = to_rgb(image)
     return image if image.size == (width, height) else fit_onto(image, width, height)
 
@@ -325,7 +325,7 @@ class Studio:
     def __init__(self, pipe, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, batch_wait: float = DEFAULT_BATCH_WAIT):
         self.pipe = pipe
         self.height, self.width = (int(v) for v in pipe.default_size)
-        self.canvas = pipe.output_canvas(self.height, self.width)  # where the output lies on the square the model paints
+        self.canvas = pipe.output_canvas(self.height, self.width)  # where the output lies on the canvas the model paints
         self.max_batch_size, self.batch_wait = check_batch_settings(max_batch_size, batch_wait)
         self._lock = threading.Lock()  # held during every pipeline call
         self._queue = threading.Condition()  # guards the text-to-image queue below

@@ -4,7 +4,8 @@ A bundle (written by ``m6-fashion export onnx``) holds::
 
     bundle.json            format, format_version, geometry, canvases, default_size, special_token_ids,
                            scheduler, files, sha256
-    image_encoder.onnx     pixels (B, 3, S, S) in [-1, 1] -> tokens (B, h, w, M) int64
+    image_encoder.onnx     pixels (B, 3, S, S) in [-1, 1] -> tokens (B, h, w, M) int64 ((B, 3, Sh, Sw) for a
+                           non-square grid)
     image_decoder.onnx     tokens (B, h, w, M) int64 -> pixels (B, 3, S, S) in [-1, 1]
     image_decoder_hr.onnx  optional, tokens (B, h, w, M) int64 -> pixels (B, 3, D, D), D > S (the pipeline's decoder_hr)
     transformer.onnx       one SMART pass: 5 layout tensors -> logits (B, N, M, K)
@@ -23,9 +24,17 @@ Format 4 bundles also record ``image_grid_max``: the image encoder and decoders 
 ``rows`` x ``cols`` from ``grid_size`` to ``image_grid_max`` cells (pixels: 4x that at the encoder's cell), which
 outpainting onto a canvas larger than the decoder's square needs; older bundles take the square only (0).
 
-``canvases`` maps each decoder's file key to the side of the square it paints (``{"image_decoder": 64,
-"image_decoder_hr": 256}``); ``default_size`` is ``{"height": ..., "width": ...}`` of the output made when none
-is given. Format version 1 bundles have neither: their only canvas is the ``sample_size`` square.
+Format 5 bundles hold a model with a non-square token grid (e.g. 16 x 12 for 3:4 photos): the geometry adds
+``grid_height`` and ``grid_width`` (rows and columns; ``grid_size`` is the longer, ``num_image_tokens`` their
+product) and ``sample_height`` / ``sample_width`` (the pixels the image encoder reads); each canvas is named by its
+longest side and is ``grid_height`` x ``grid_width`` cells. Their image graphs take ``rows`` from ``grid_height``
+to ``grid_height * image_grid_max / grid_size`` and ``cols`` likewise (each side up to twice the model's). In
+older bundles these keys are absent and default to ``grid_size`` / ``sample_size`` (a square grid).
+
+``canvases`` maps each decoder's file key to the side of the square it paints, the longest side of the canvas
+for a non-square grid (``{"image_decoder": 64, "image_decoder_hr": 256}``); ``default_size`` is
+``{"height": ..., "width": ...}`` of the output made when none is given. Format version 1 bundles have neither:
+their only canvas is the ``sample_size`` square.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from m6_fashion_core import validation
 
@@ -42,8 +51,9 @@ from .canvas import default_size as canvas_default_size
 
 BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
 # 2: canvases, default_size, image_decoder_hr; 3: split transformer, shared weights; 4: image graphs with free grid
-# sides (image_grid_max) for outpainting beyond the canvas
-SUPPORTED_FORMAT_VERSIONS = (1, 2, 3, 4)
+# sides (image_grid_max) for outpainting beyond the canvas; 5: a non-square token grid (GRID_SHAPE_KEYS)
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3, 4, 5)
+NONSQUARE_FORMAT_VERSION = 5
 BUNDLE_JSON = "bundle.json"
 REQUIRED_FILES = ("image_encoder", "image_decoder", "transformer", "tokenizer")
 SPLIT_KEYS = ("transformer_prefix", "transformer_target")
@@ -52,6 +62,8 @@ GEOMETRY_KEYS = (
     "sample_size", "grid_size", "num_groups", "codebook_size", "num_image_tokens",
     "max_text_length", "max_condition_tokens", "max_position_embeddings", "vocab_size",
 )
+# geometry of a non-square grid (format 5; older bundles: grid_size / sample_size)
+GRID_SHAPE_KEYS = ("grid_height", "grid_width", "sample_height", "sample_width")
 SPECIAL_TOKENS = ("pad", "unk", "sep", "eov", "eot", "img", "mask")
 REEXPORT_HINT = "re-create the bundle with `m6-fashion export onnx --model PIPELINE_DIR --out BUNDLE_DIR`"
 
@@ -75,11 +87,40 @@ class Geometry:
     max_condition_tokens: int
     max_position_embeddings: int
     vocab_size: int
+    grid_height: Optional[int] = None  # rows of the token grid; None (a square grid): grid_size
+    grid_width: Optional[int] = None  # columns; None: grid_size
+    sample_height: Optional[int] = None  # pixels the image encoder reads; None: the canvas of the grid (sample_size square)
+    sample_width: Optional[int] = None
+
+    def __post_init__(self):
+        if self.grid_height is None:
+            self.grid_height = self.grid_size
+        if self.grid_width is None:
+            self.grid_width = self.grid_size
+        cell = self.cell if isinstance(self.grid_size, int) and self.grid_size > 0 else 0  # a bad grid is reported later
+        if self.sample_height is None:
+            self.sample_height = self.grid_height * cell if cell else self.sample_size
+        if self.sample_width is None:
+            self.sample_width = self.grid_width * cell if cell else self.sample_size
 
     @property
     def cell(self) -> int:
-        """Pixels per token cell on the sample_size square (the high-resolution canvas has its own, see canvas.py)."""
+        """Pixels per token cell on the sample_size canvas (the high-resolution canvas has its own, see canvas.py)."""
         return self.sample_size // self.grid_size
+
+    @property
+    def grid_shape(self) -> Tuple[int, int]:
+        """``(rows, cols)`` of the token grid (``(grid_size, grid_size)`` for a square model)."""
+        return self.grid_height, self.grid_width
+
+    @property
+    def sample_shape(self) -> Tuple[int, int]:
+        """``(height, width)`` in pixels of what the image encoder reads (``(sample_size, sample_size)`` when square)."""
+        return self.sample_height, self.sample_width
+
+    @property
+    def is_square(self) -> bool:
+        return self.grid_height == self.grid_width
 
     @property
     def mask_code(self) -> int:
@@ -99,14 +140,24 @@ class Bundle:
     sha256: Dict[str, str] = field(default_factory=dict)
     canvases: Dict[str, int] = field(default_factory=dict)  # decoder file key -> canvas side, base decoder first
     default_size: Tuple[int, int] = (0, 0)  # (height, width)
-    image_grid_max: int = 0  # largest grid side the image graphs take (format 4); 0: only grid_size x grid_size
+    image_grid_max: int = 0  # largest grid side the image graphs take (format 4); 0: only the model's grid
+
+    @property
+    def image_grid_max_shape(self) -> Tuple[int, int]:
+        """``(rows, cols)`` limits of the grids the image graphs take: ``image_grid_max`` for both sides of a square
+        grid, each side scaled by ``image_grid_max / grid_size`` for a non-square one; ``(0, 0)`` before format 4."""
+        g, top = self.geometry.grid_size, self.image_grid_max
+        if not top:
+            return 0, 0
+        return self.geometry.grid_height * top // g, self.geometry.grid_width * top // g
 
     def canvas_sides(self) -> List[int]:
-        """Sides of the squares the bundle's decoders paint: ``sample_size`` first, then larger ones."""
+        """Sides of the squares the bundle's decoders paint (longest sides, for a non-square grid): ``sample_size``
+        first, then larger ones."""
         return sorted(self.canvases.values())
 
     def decoder_for(self, side: int) -> str:
-        """The file key of the decoder graph that paints a ``side`` x ``side`` canvas."""
+        """The file key of the decoder graph that paints the canvas of longest side ``side``."""
         for key, s in self.canvases.items():
             if s == side:
                 return key
@@ -185,6 +236,7 @@ def load_bundle(root: str) -> Bundle:
     if missing:
         raise BundleError(f"{cfg_path}: geometry lacks {missing}; {REEXPORT_HINT}")
     geometry = Geometry(**{k: _int(geo[k], f"geometry.{k}") for k in GEOMETRY_KEYS})
+    _read_grid_shape(geo, geometry, version, cfg_path)
     special = cfg["special_token_ids"]
     missing = [k for k in SPECIAL_TOKENS if k not in special]
     if missing:
@@ -194,7 +246,7 @@ def load_bundle(root: str) -> Bundle:
     mismatches = validation.component_mismatches(
         grid_size=geometry.grid_size, codebook_size=geometry.codebook_size, num_groups=geometry.num_groups,
         vocab_size=geometry.vocab_size, mask_code=scheduler.get("mask_token_id"), sample_size=geometry.sample_size,
-        num_image_tokens=geometry.num_image_tokens, special_token_ids=special,
+        num_image_tokens=geometry.num_image_tokens, special_token_ids=special, grid_shape=geometry.grid_shape,
     )
     if mismatches:
         raise BundleError(f"{cfg_path}: the model's parts do not fit together: {'; '.join(mismatches)}; {REEXPORT_HINT}")
@@ -230,11 +282,41 @@ def load_bundle(root: str) -> Bundle:
     )
 
 
+def _read_grid_shape(geo: dict, geometry: Geometry, version: int, cfg_path: str) -> None:
+    """Fills ``geometry``'s grid rows / cols and sample height / width from ``geo`` (format 5 must have them; older
+    formats may not, and then describe the ``grid_size`` square) and checks them against the rest."""
+    present = [k for k in GRID_SHAPE_KEYS if k in geo]
+    if version >= NONSQUARE_FORMAT_VERSION and len(present) != len(GRID_SHAPE_KEYS):
+        missing = [k for k in GRID_SHAPE_KEYS if k not in geo]
+        raise BundleError(f"{cfg_path}: geometry lacks {missing} (bundle format {version}); {REEXPORT_HINT}")
+    if not present:
+        return
+    values = {k: _int(geo[k], f"geometry.{k}") for k in present}
+    for key, value in values.items():
+        if value < 1:
+            raise BundleError(f"{cfg_path}: geometry.{key} must be a positive integer; got {value}; {REEXPORT_HINT}")
+    g = geometry.grid_size
+    rows, cols = values.get("grid_height", g), values.get("grid_width", g)
+    if g < 1:  # component_mismatches names the bad grid_size
+        geometry.grid_height, geometry.grid_width = rows, cols
+        return
+    cell = geometry.cell
+    expected = (rows * cell, cols * cell)
+    got = (values.get("sample_height", expected[0]), values.get("sample_width", expected[1]))
+    if got != expected:
+        raise BundleError(
+            f"{cfg_path}: geometry sample_height x sample_width {got[0]}x{got[1]} is not the {rows}x{cols} grid at "
+            f"{cell}-px cells ({expected[0]}x{expected[1]}); {REEXPORT_HINT}"
+        )
+    geometry.grid_height, geometry.grid_width = rows, cols
+    geometry.sample_height, geometry.sample_width = got
+
+
 def _read_canvases(cfg: dict, root: str, version: int, geometry: Geometry, files: Dict[str, str]) -> Tuple[Dict[str, int], Tuple[int, int]]:
     """``canvases`` (decoder file key -> side, base decoder first) and ``default_size`` (height, width) of a
     bundle, checked against the geometry and the decoder files; version 1: the ``sample_size`` square only."""
     cfg_path = os.path.join(root, BUNDLE_JSON)
-    s, g = geometry.sample_size, geometry.grid_size
+    s, g, grid = geometry.sample_size, geometry.grid_size, geometry.grid_shape
     if version == 1:
         return {BASE_DECODER: s}, (s, s)
     raw = cfg.get("canvases")
@@ -258,11 +340,11 @@ def _read_canvases(cfg: dict, root: str, version: int, geometry: Geometry, files
     if not isinstance(size, dict) or "height" not in size or "width" not in size:
         raise BundleError(f"{cfg_path}: missing or malformed 'default_size' section ({{\"height\": H, \"width\": W}}); {REEXPORT_HINT}")
     default = (_int(size["height"], "default_size.height"), _int(size["width"], "default_size.width"))
-    expected = canvas_default_size(list(ordered.values()), g)
+    expected = canvas_default_size(list(ordered.values()), grid)
     if default != expected:
         raise BundleError(
             f"{cfg_path}: default_size {default[1]}x{default[0]} (width x height) is not the default of canvases "
-            f"{list(ordered.values())} on a {g}x{g} grid ({expected[1]}x{expected[0]}); {REEXPORT_HINT}"
+            f"{list(ordered.values())} on a {grid[0]}x{grid[1]} grid ({expected[1]}x{expected[0]}); {REEXPORT_HINT}"
         )
     return ordered, default
 

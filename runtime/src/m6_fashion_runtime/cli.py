@@ -147,7 +147,7 @@ def _info(args) -> None:
         b = load_bundle(args.bundle)
         if args.verify:
             b.verify_checksums()
-    sizes = output_sizes(b.canvas_sides(), b.geometry.grid_size)
+    sizes = output_sizes(b.canvas_sides(), b.geometry.grid_shape)
     print(json.dumps({"format_version": b.format_version, "geometry": vars(b.geometry), "special_token_ids": b.special_token_ids,
                       "scheduler": b.scheduler, "files": b.files, "int8": b.has_int8, "canvases": b.canvases,
                       "default_size": {"height": b.default_size[0], "width": b.default_size[1]},

@@ -114,7 +114,7 @@ class M6FashionRuntime:
         geo = self.geometry
         mismatches = validation.component_mismatches(  # load_bundle checked the rest; the tokenizer is read here
             grid_size=geo.grid_size, codebook_size=geo.codebook_size, num_groups=geo.num_groups, vocab_size=geo.vocab_size,
-            text_vocab_size=self.tokenizer.get_vocab_size(),
+            text_vocab_size=self.tokenizer.get_vocab_size(), grid_shape=geo.grid_shape,
         )
         if mismatches:
             from .bundle import REEXPORT_HINT, BundleError
@@ -147,7 +147,23 @@ class M6FashionRuntime:
     # ------------------------------------------------------------------ components
     @property
     def sample_size(self) -> int:
+        """Longest side in pixels of the canvas the image encoder reads (the side of the square for square models)."""
         return self.geometry.sample_size
+
+    @property
+    def grid_size(self) -> int:
+        """Longest side of the token grid (the side of a square grid)."""
+        return self.geometry.grid_size
+
+    @property
+    def grid_shape(self) -> Tuple[int, int]:
+        """``(rows, cols)`` of the token grid (``(grid_size, grid_size)`` for a square model; 16 x 12 for 3:4)."""
+        return self.geometry.grid_shape
+
+    @property
+    def sample_shape(self) -> Tuple[int, int]:
+        """``(height, width)`` in pixels of the canvas the image encoder reads: ``grid_shape * cell``."""
+        return self.geometry.sample_shape
 
     def encode_prompt(self, prompts: Sequence[str]) -> List[List[int]]:
         """Captions -> id lists (no special tokens), truncated to ``max_text_length`` with a warning."""
@@ -162,27 +178,29 @@ class M6FashionRuntime:
         return out
 
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        """Pixels (B, 3, S, S) float32 in [-1, 1] -> tokens (B, N, M) int64."""
-        s = self.sample_size
-        if pixels.ndim != 4 or pixels.shape[1:] != (3, s, s):
+        """Pixels (B, 3, H, W) float32 in [-1, 1] (``sample_shape``, or a wide outpainting canvas) -> tokens (B, N, M)
+        int64."""
+        sh, sw = self.sample_shape
+        if pixels.ndim != 4 or pixels.shape[1:] != (3, sh, sw):
             if not (pixels.ndim == 4 and pixels.shape[1] == 3 and self._wide_grid_fits(pixels.shape[2:], self.geometry.cell)):
-                raise ValueError(f"pixels must have shape (B, 3, {s}, {s}); got {pixels.shape}")
+                raise ValueError(f"pixels must have shape (B, 3, {sh}, {sw}); got {pixels.shape}")
         tokens = self._session("image_encoder").run(None, {"pixel_values": pixels.astype(np.float32)})[0]
         return tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]).astype(np.int64)
 
     def decode_tokens(self, tokens: np.ndarray, side: Optional[int] = None) -> np.ndarray:
-        """Tokens (B, N, M) or (B, h, w, M) in [0, K) -> pixels (B, 3, side, side) in [-1, 1].
+        """Tokens (B, N, M) (the model's ``grid_shape``) or (B, h, w, M) in [0, K) -> pixels (B, 3, h * cell,
+        w * cell) in [-1, 1] (``side`` x ``side`` for a square grid).
 
-        ``side`` picks the decoder graph: ``sample_size`` (default, ``image_decoder``) or the high-resolution
-        decoder's canvas (``image_decoder_hr``); ``canvas_sides()`` lists them.
+        ``side`` picks the decoder graph by the longest side of its canvas: ``sample_size`` (default,
+        ``image_decoder``) or the high-resolution decoder's (``image_decoder_hr``); ``canvas_sides()`` lists them.
         """
-        g, m, k = self.geometry.grid_size, self.geometry.num_groups, self.geometry.codebook_size
+        (gr, gc), m, k = self.grid_shape, self.geometry.num_groups, self.geometry.codebook_size
         tokens = np.asarray(tokens)
-        if tokens.ndim == 3:
-            tokens = tokens.reshape(tokens.shape[0], g, g, tokens.shape[-1])
-        if tokens.ndim != 4 or tokens.shape[1:] != (g, g, m):
+        if tokens.ndim == 3 and tokens.shape[1] == gr * gc:
+            tokens = tokens.reshape(tokens.shape[0], gr, gc, tokens.shape[-1])
+        if tokens.ndim != 4 or tokens.shape[1:] != (gr, gc, m):
             if not (tokens.ndim == 4 and tokens.shape[-1] == m and self._wide_grid_fits(tokens.shape[1:3], 1)):
-                raise ValueError(f"tokens must have shape (B, {g * g}, {m}) or (B, {g}, {g}, {m}); got {tokens.shape}")
+                raise ValueError(f"tokens must have shape (B, {gr * gc}, {m}) or (B, {gr}, {gc}, {m}); got {tokens.shape}")
         if tokens.size and (tokens.min() < 0 or tokens.max() >= k):
             raise ValueError(f"token values must lie in [0, {k}) (no MASK left); got [{tokens.min()}, {tokens.max()}]")
         key = self.bundle.decoder_for(self.sample_size if side is None else side)
@@ -190,9 +208,12 @@ class M6FashionRuntime:
 
     def _wide_grid_fits(self, shape: Sequence[int], cell: int) -> bool:
         """Whether a wide outpainting grid of `shape` (pixels of `cell`, or cells with `cell=1`) fits the bundle's
-        image graphs (format 4 exports them with free grid sides from `grid` to `image_grid_max`)."""
-        g, top = self.geometry.grid_size, self.bundle.image_grid_max
-        return top > 0 and all(v % cell == 0 and g <= v // cell <= top for v in shape)
+        image graphs (format 4 exports them with free grid sides from the model's grid to `image_grid_max`, each
+        side of a non-square grid to its own limit, `Bundle.image_grid_max_shape`)."""
+        lows, tops = self.grid_shape, self.bundle.image_grid_max_shape
+        return self.bundle.image_grid_max > 0 and all(
+            v % cell == 0 and low <= v // cell <= top for v, low, top in zip(shape, lows, tops)
+        )
 
     def transformer_logits(self, inputs: Dict[str, np.ndarray]) -> np.ndarray:
         """One SMART pass on the whole sequence: the layout tensors -> logits (B, N, M, K) float32."""
@@ -225,42 +246,45 @@ class M6FashionRuntime:
 
     # ------------------------------------------------------------------ output geometry
     def canvas_sides(self) -> List[int]:
-        """Sides of the squares the bundle's decoders paint: ``sample_size``, and the high-resolution one if present."""
+        """Longest sides of the canvases the bundle's decoders paint (``grid_shape`` cells each): ``sample_size``,
+        and the high-resolution one if present."""
         return self.bundle.canvas_sides()
 
     @property
     def default_size(self) -> Tuple[int, int]:
         """``(height, width)`` made when none is given: the 3:4 portrait of the high-resolution canvas when the
-        bundle has ``image_decoder_hr`` (192x256 for the shipped model), else the ``sample_size`` square."""
+        bundle has ``image_decoder_hr`` (192x256 for the shipped model), else the ``sample_size`` square; a
+        non-square model: its whole largest canvas."""
         return self.bundle.default_size
 
     def output_sizes(self) -> List[Tuple[int, int]]:
         """Every ``(height, width)`` this bundle can make: centred crops of a canvas, at least half its side,
         aligned to whole token cells on both sides."""
-        return output_sizes(self.canvas_sides(), self.geometry.grid_size)
+        return output_sizes(self.canvas_sides(), self.grid_shape)
 
     def output_canvas(self, height: Optional[int] = None, width: Optional[int] = None, outpainting: bool = False) -> OutputCanvas:
         """The canvas and crop for an output of ``height`` x ``width`` pixels (default: ``default_size``; one side
         alone keeps the default aspect ratio); raises ``ValueError`` naming the accepted sizes. ``outpainting=True``
         (an ``image`` with an ``image_box``) also accepts sizes larger than the largest canvas and returns a
         ``WideCanvas`` for them, as the pipeline does (``m6_fashion_core.outpainting``)."""
-        sides, g = self.canvas_sides(), self.geometry.grid_size
+        sides, grid = self.canvas_sides(), self.grid_shape
         if outpainting:
-            wide = core_outpainting.wide_canvas(sides, g, height, width)
+            wide = core_outpainting.wide_canvas(sides, grid, height, width)
             if wide is not None:
-                if self.bundle.image_grid_max < max(wide.rows, wide.cols):
+                top_r, top_c = self.bundle.image_grid_max_shape
+                if wide.rows > top_r or wide.cols > top_c:
                     raise ValueError(
                         f"outpainting onto a {width}x{height} (width x height) canvas needs image graphs that take "
-                        f"{wide.rows}x{wide.cols} token grids; this bundle's take only {g}x{g} (bundle format "
-                        f"{self.bundle.format_version}): re-export it with `m6-fashion export onnx` (format 4)"
+                        f"{wide.rows}x{wide.cols} token grids; this bundle's take only {grid[0]}x{grid[1]} (bundle "
+                        f"format {self.bundle.format_version}): re-export it with `m6-fashion export onnx` (format 4)"
                     )
                 return wide
         try:
-            return output_canvas(sides, g, height, width)
+            return output_canvas(sides, grid, height, width)
         except ValueError as error:
             if not outpainting:
                 raise
-            raise ValueError(f"{error}; {core_outpainting.wide_sizes_hint(sides, g)}") from None
+            raise ValueError(f"{error}; {core_outpainting.wide_sizes_hint(sides, grid)}") from None
 
     def box_to_cells(self, box: Sequence[int], canvas: Optional[OutputCanvas] = None) -> Tuple[int, int, int, int]:
         """Pixel box (left, top, right, bottom) on the output image -> grid box (top, left, height, width),
@@ -269,38 +293,39 @@ class M6FashionRuntime:
 
     def _reference_patch(self, image: ImageInput, box: Sequence[int], canvas: OutputCanvas,
                          name: str = "reference_images") -> Tuple[np.ndarray, np.ndarray]:
-        """A reference patch resized into ``box`` (on the output) on a white ``sample_size`` square and encoded:
+        """A reference patch resized into ``box`` (on the output) on a white ``sample_shape`` canvas and encoded:
         (codes (n, M), positions (n,))."""
-        s, c, g = self.sample_size, self.geometry.cell, self.geometry.grid_size
+        s, c, cols = self.sample_shape, self.geometry.cell, self.grid_shape[1]
         top, left, h, w = canvas.box_to_cells(box, f"{name} box")
         pil = image if isinstance(image, Image.Image) else postprocess(preprocess(image, s, name))[0]
-        sheet = Image.new("RGB", (s, s), (255, 255, 255))  # the image encoder reads the sample_size square
+        sheet = Image.new("RGB", (s[1], s[0]), (255, 255, 255))  # the image encoder reads the sample_shape canvas
         sheet.paste(to_rgb(pil, name).resize((w * c, h * c), Image.BICUBIC), (left * c, top * c))
         tokens = self.encode_images(preprocess(sheet, s))[0]
-        positions = (np.arange(top, top + h)[:, None] * g + np.arange(left, left + w)[None, :]).reshape(-1)
+        positions = (np.arange(top, top + h)[:, None] * cols + np.arange(left, left + w)[None, :]).reshape(-1)
         return tokens[positions], positions
 
     def _outpainting_sheets(self, images: List[ImageInput], cells: Tuple[int, int, int, int],
                             canvas: OutputCanvas) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each image fitted (aspect kept, centred on white) into the grid box ``cells`` of a white canvas.
 
-        Returns ``(pixels (B, 3, D, D), encoder pixels (B, 3, S, S), pixel mask (B, 1, D, D))`` with ``D`` the
-        canvas side, ``S`` the sample size and the mask 1 outside the box (generated), 0 inside (kept).
+        Returns ``(pixels (B, 3, *D), encoder pixels (B, 3, *S), pixel mask (B, 1, *D))`` with ``D`` the canvas's
+        ``(height, width)``, ``S`` the ``sample_shape`` and the mask 1 outside the box (generated), 0 inside (kept).
         """
-        d, c = canvas.side, canvas.cell
+        d, c = canvas.canvas_shape, canvas.cell
         top, left, h, w = cells
         sheets = []
         for im in images:
             pil = im if isinstance(im, Image.Image) else postprocess(preprocess(im, d))[0]
-            sheet = Image.new("RGB", (d, d), (255, 255, 255))
+            sheet = Image.new("RGB", (d[1], d[0]), (255, 255, 255))
             sheet.paste(fit_onto(pil, w * c, h * c), (left * c, top * c))  # aspect kept, on white
             sheets.append(sheet)
-        return preprocess(sheets, d), preprocess(sheets, self.sample_size), canvas.cells_mask([cells], 0.0, len(sheets))
+        return preprocess(sheets, d), preprocess(sheets, self.sample_shape), canvas.cells_mask([cells], 0.0, len(sheets))
 
     @staticmethod
-    def _mask_pixels(masks: List[ImageInput], side: int) -> np.ndarray:
-        """Masks -> float32 (B, 1, side, side) in {0, 1}; each must select a pixel."""
-        pixel_mask = np.stack([preprocess_mask(mk, side, "mask_image") for mk in masks])
+    def _mask_pixels(masks: List[ImageInput], size) -> np.ndarray:
+        """Masks -> float32 (B, 1, height, width) in {0, 1} (``size``: ``(height, width)`` or a square's side); each
+        must select a pixel."""
+        pixel_mask = np.stack([preprocess_mask(mk, size, "mask_image") for mk in masks])
         validation.check_masks_select_pixels(pixel_mask.reshape(pixel_mask.shape[0], -1).max(axis=1))
         return pixel_mask
 
@@ -340,8 +365,9 @@ class M6FashionRuntime:
         ``height`` x ``width``: output size in pixels (default ``default_size``: 192x256 portrait with a
         high-resolution decoder, else the ``sample_size`` square; one side alone keeps the default aspect
         ratio); ``output_sizes()`` lists the accepted sizes, others raise ``ValueError``. The decoder paints a
-        square canvas and the output is its centred crop; boxes are pixel boxes on the output. Images and masks
-        may have any size: they are padded to a square (white / black) and resized to the canvas.
+        canvas (square, or ``grid_shape`` cells for a non-square model) and the output is its centred crop; boxes
+        are pixel boxes on the output. Images and masks may have any size: they are padded to the canvas's aspect
+        ratio (white / black) and resized to it.
 
         ``context_dropout_steps``: text-guided inpainting only (image + mask_image + prompt, no style_image): the
         first this many passes show the model the kept tokens as masked, so the region follows the text; ``None``
@@ -354,8 +380,8 @@ class M6FashionRuntime:
         """
         canvas = self.output_canvas(height, width, outpainting=image is not None and image_box is not None)
         geo = self.geometry
-        g, n, m, k, s = geo.grid_size, geo.num_image_tokens, geo.num_groups, geo.codebook_size, geo.sample_size
-        d = canvas.side  # pixels for blending live on the decoded canvas; the image encoder reads the S square
+        (rows, cols), n, m, k, s = self.grid_shape, geo.num_image_tokens, geo.num_groups, geo.codebook_size, self.sample_shape
+        d = canvas.canvas_shape  # pixels for blending live on the decoded canvas; the image encoder reads sample_shape
         steps, r, guidance_scale, temperature, refine_ratio = validation.check_sampling_arguments(
             prompt, image, style_image, reference_images, num_inference_steps, num_images_per_prompt, guidance_scale,
             temperature, refine_ratio,
@@ -402,11 +428,11 @@ class M6FashionRuntime:
                 style_pixels = np.repeat(preprocess(styles, d, "style_image"), r, axis=0)
                 style_token_pixels = style_pixels if d == s else np.repeat(preprocess(styles, s, "style_image"), r, axis=0)
             base_tokens = self.encode_images(np.repeat(token_pixels, r, axis=0))
-            editable = cell_mask(pixel_mask, g)
+            editable = cell_mask(pixel_mask, (rows, cols))
             if style_image is not None:
                 base_tokens = np.where(editable[..., None], self.encode_images(style_token_pixels), base_tokens)
                 base_pixels = np.where(pixel_mask.astype(bool), style_pixels, base_pixels)
-                editable = seam(editable, g, refine_ratio, rng)
+                editable = seam(editable, (rows, cols), refine_ratio, rng)
                 pixel_mask = canvas.upsample_cells(editable)
             tokens = np.where(editable[..., None], k, base_tokens).astype(np.int64)
 
@@ -423,10 +449,10 @@ class M6FashionRuntime:
         uncond = self.prepare(uncond) if uncond is not None else None
         tokens = self._sample(cond, uncond, tokens, editable, sampler, steps, rng, guidance_scale, context_dropout_steps)
 
-        grid_tokens = tokens.reshape(b, g, g, m)
+        grid_tokens = tokens.reshape(b, rows, cols, m)
         if output_type == "tokens":
             return RuntimeOutput(images=None, tokens=grid_tokens)
-        pixels = self.decode_tokens(tokens, side=d)
+        pixels = self.decode_tokens(grid_tokens, side=canvas.side)
         if base_pixels is not None and blend_pixels:
             pixels = np.where(pixel_mask.astype(bool), pixels, base_pixels)
         return _output(canvas.crop(pixels), grid_tokens, output_type)
@@ -451,15 +477,15 @@ class M6FashionRuntime:
     def _outpaint_wide(self, canvas, prompts: List[str], images: List[ImageInput], image_box, r: int,
                        sampler: SMARTSampler, rng: np.random.Generator, steps: int, guidance_scale: float,
                        output_type: str, blend_pixels: bool) -> RuntimeOutput:
-        """Outpainting onto a canvas larger than the decoder's square, window by window, as the pipeline's
+        """Outpainting onto a canvas larger than the decoder's, window by window, as the pipeline's
         ``_outpaint_wide`` (``m6_fashion_core.outpainting``): the placed image is tokenised whole, the cells outside
-        its box are generated in ``grid`` x ``grid`` windows in ``plan_windows`` order, the whole grid is decoded
-        at once. Tokens are returned as (B, rows, cols, M)."""
+        its box are generated in windows of the model's ``grid_shape`` (gr x gc cells) in ``plan_windows`` order,
+        the whole grid is decoded at once. Tokens are returned as (B, rows, cols, M)."""
         geo = self.geometry
-        g, m, k, c_small = geo.grid_size, geo.num_groups, geo.codebook_size, geo.cell
+        (gr, gc), m, k, c_small = self.grid_shape, geo.num_groups, geo.codebook_size, geo.cell
         b, rows, cols, c = len(prompts), canvas.rows, canvas.cols, canvas.cell
         cells = canvas.box_to_cells(image_box, "image_box")
-        pils = [im if isinstance(im, Image.Image) else postprocess(preprocess(im, canvas.side))[0] for im in images]
+        pils = [im if isinstance(im, Image.Image) else postprocess(preprocess(im, canvas.canvas_shape))[0] for im in images]
         base_pixels, token_pixels = core_image.outpainting_sheets(
             pils, canvas.width, canvas.height, cells, c, (cols * c_small, rows * c_small)
         )
@@ -469,16 +495,16 @@ class M6FashionRuntime:
         text_ids = self.encode_prompt(prompts)
         # the prefix (caption, no conditions) is the same for every window and every pass writes the window's
         # tokens into the target, so the inputs (and the prefix keys/values) are prepared once
-        masked = np.full((b, g * g, m), k, dtype=np.int64)
+        masked = np.full((b, gr * gc, m), k, dtype=np.int64)
         cond = self.prepare(build_model_inputs(geo, self.special, text_ids, masked))
         uncond = None
         if guidance_scale > 1.0:
             uncond = self.prepare(build_model_inputs(geo, self.special, [[] for _ in range(b)], masked))
-        for top, left in core_outpainting.plan_windows(known, g):
-            window = np.ascontiguousarray(grid[:, top : top + g, left : left + g]).reshape(b, g * g, m)
+        for top, left in core_outpainting.plan_windows(known, (gr, gc)):
+            window = np.ascontiguousarray(grid[:, top : top + gr, left : left + gc]).reshape(b, gr * gc, m)
             editable = (window == k).all(-1)
             window = self._sample(cond, uncond, window, editable, sampler, steps, rng, guidance_scale)
-            grid[:, top : top + g, left : left + g] = window.reshape(b, g, g, m)
+            grid[:, top : top + gr, left : left + gc] = window.reshape(b, gr, gc, m)
         if output_type == "tokens":
             return RuntimeOutput(images=None, tokens=grid)
         pixels = self.decode_tokens(grid, side=canvas.side)
@@ -496,10 +522,11 @@ def _output(pixels: np.ndarray, tokens: np.ndarray, output_type: str) -> Runtime
     return RuntimeOutput(images=postprocess(pixels), tokens=tokens)
 
 
-def seam(region: np.ndarray, grid_size: int, refine_ratio: float, rng: np.random.Generator) -> np.ndarray:
+def seam(region: np.ndarray, grid_size, refine_ratio: float, rng: np.random.Generator) -> np.ndarray:
     """Cells on both sides of the border of ``region`` (B, N) bool, plus ``refine_ratio`` of the cells in and
     next to the region drawn with ``rng``: the part SMART refines after style mixing
-    (``m6_fashion_core.validation.seam_cells``, as in the pipeline)."""
+    (``m6_fashion_core.validation.seam_cells``, as in the pipeline). ``grid_size``: an int side (square grid) or
+    ``(rows, cols)``."""
     return validation.seam_cells(region, grid_size, refine_ratio, rng.random)
 
 

@@ -10,7 +10,10 @@ buffers). On a machine without them the script stops at once with a message sayi
 
 Engines (``image_encoder.plan``, ``image_decoder.plan``, ``transformer.plan``) get one optimisation
 profile each: batch ``min/opt/max`` and, for the transformer, sequence length from the shortest
-(no condition) to the longest (``max_condition_tokens``) layout, optimal at the shortest.
+(no condition) to the longest (``max_condition_tokens``) layout, optimal at the shortest. The image engines
+take the model's canvas: ``S`` x ``S`` pixels and a ``grid`` x ``grid`` token grid, or for a non-square model
+(bundle format 5) ``sample_height`` x ``sample_width`` pixels and ``grid_height`` x ``grid_width`` tokens; the
+transformer's target has ``num_image_tokens`` (rows x cols) positions either way.
 
 Precision: ``fp32`` builds from the bundle's float32 graphs. ``fp16`` uses the FP16 builder flag on
 TensorRT 10 (weak typing); TensorRT 11 removed it (networks are strongly typed), so there the graphs
@@ -74,12 +77,24 @@ def weak_fp16_available(trt) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- build
+SUPPORTED_FORMAT_VERSIONS = (ex.BUNDLE_FORMAT_VERSION, ex.NONSQUARE_FORMAT_VERSION)  # square and non-square grids
+
+
+def geometry_shapes(geo: dict) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """``((sample_height, sample_width), (grid_height, grid_width))`` of a bundle geometry; a square bundle (no such
+    keys) gives ``((S, S), (g, g))``."""
+    s, g = geo["sample_size"], geo["grid_size"]
+    return (geo.get("sample_height", s), geo.get("sample_width", s)), (geo.get("grid_height", g), geo.get("grid_width", g))
+
+
 def profiles_for(bundle_cfg: dict, min_batch: int, opt_batch: int, max_batch: int) -> Dict[str, Dict[str, Tuple[tuple, tuple, tuple]]]:
-    """``{component: {input: (min_shape, opt_shape, max_shape)}}`` from ``bundle.json``'s geometry."""
+    """``{component: {input: (min_shape, opt_shape, max_shape)}}`` from ``bundle.json``'s geometry (the image
+    engines at the model's canvas: ``sample_height`` x ``sample_width`` pixels, ``grid_height`` x ``grid_width``
+    tokens, each the square's side for a square model)."""
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ValueError(f"need 1 <= min_batch <= opt_batch <= max_batch; got {min_batch}, {opt_batch}, {max_batch}")
     geo = bundle_cfg["geometry"]
-    s, g, m = geo["sample_size"], geo["grid_size"], geo["num_groups"]
+    (sh, sw), (gr, gc), m = *geometry_shapes(geo), geo["num_groups"]
     short = geo["max_text_length"] + 2 + geo["num_image_tokens"]
     long = short + geo["max_condition_tokens"]
     b = (min_batch, opt_batch, max_batch)
@@ -88,8 +103,8 @@ def profiles_for(bundle_cfg: dict, min_batch: int, opt_batch: int, max_batch: in
         extra = (m,) if name == "image_codes" else ()
         tr[name] = ((b[0], short) + extra, (b[1], short) + extra, (b[2], long) + extra)
     return {
-        "image_encoder": {"pixel_values": tuple((x, 3, s, s) for x in b)},
-        "image_decoder": {"tokens": tuple((x, g, g, m) for x in b)},
+        "image_encoder": {"pixel_values": tuple((x, 3, sh, sw) for x in b)},
+        "image_decoder": {"tokens": tuple((x, gr, gc, m) for x in b)},
         "transformer": tr,
     }
 
@@ -210,7 +225,8 @@ def check_parity(trt, bundle_dir: str, engine_dir: str, bundle_cfg: dict, images
 
     from m6_fashion.image_processing import preprocess
 
-    s = bundle_cfg["geometry"]["sample_size"]
+    (sh, sw), _ = geometry_shapes(bundle_cfg["geometry"])
+    size = sh if sh == sw else (sh, sw)  # what the image encoder reads (preprocess takes a side or (height, width))
     tok = Tokenizer.from_file(os.path.join(bundle_dir, bundle_cfg["files"]["tokenizer"]))
     prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes", "Girls Red Dress"]
     runners = {k: TRTRunner(trt, os.path.join(engine_dir, v)) for k, v in ENGINE_FILES.items()}
@@ -218,9 +234,9 @@ def check_parity(trt, bundle_dir: str, engine_dir: str, bundle_cfg: dict, images
     report = {"image_encoder": [], "image_decoder": [], "transformer": []}
     for b in batches:
         if images:
-            pixels = preprocess((list(images) * b)[:b], s).numpy()
+            pixels = preprocess((list(images) * b)[:b], size).numpy()
         else:
-            pixels = np.random.default_rng(b).uniform(-1, 1, (b, 3, s, s)).astype(np.float32)
+            pixels = np.random.default_rng(b).uniform(-1, 1, (b, 3, sh, sw)).astype(np.float32)
         ref_tok = sessions["image_encoder"].run(None, {"pixel_values": pixels})[0]
         got_tok = runners["image_encoder"].run({"pixel_values": pixels})["tokens"].astype(np.int64)
         report["image_encoder"].append({"batch": b, "token_match": float((ref_tok == got_tok).mean())})
@@ -271,8 +287,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise SystemExit(f"error: {args.bundle!r} is not a bundle ({ex.BUNDLE_JSON} missing); run export_onnx.py first")
     with open(cfg_path) as f:
         bundle_cfg = json.load(f)
-    if bundle_cfg.get("format_version") != ex.BUNDLE_FORMAT_VERSION:
-        raise SystemExit(f"error: bundle format version {bundle_cfg.get('format_version')!r} != {ex.BUNDLE_FORMAT_VERSION}; re-export the bundle")
+    if bundle_cfg.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+        raise SystemExit(f"error: bundle format version {bundle_cfg.get('format_version')!r} is not one of "
+                         f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}; re-export the bundle")
     out = args.out or os.path.join(args.bundle, "tensorrt")
     os.makedirs(out, exist_ok=True)
     try:

@@ -6,12 +6,15 @@
 Three graphs (four with a high-resolution decoder) are exported, each with a dynamic batch axis (opset >= 18,
 weights inside the file):
 
-* ``image_encoder.onnx``: ``pixel_values (B, 3, S, S)`` float in [-1, 1] -> ``tokens (B, h, w, M)`` int64.
+* ``image_encoder.onnx``: ``pixel_values (B, 3, S, S)`` float in [-1, 1] -> ``tokens (B, h, w, M)`` int64
+  (``(B, 3, Sh, Sw)`` -> ``(B, rows, cols, M)`` for a non-square grid, e.g. 256 x 192 px -> 16 x 12 tokens).
   The CNN encoder and the nearest-code search of the product quantiser are both in the graph.
 * ``image_decoder.onnx``: ``tokens (B, h, w, M)`` int64 in [0, K) -> ``pixel_values (B, 3, S, S)`` float,
   clamped to [-1, 1] (codebook lookup + spatial-style decoder, as ``M6FashionPipeline.decode_tokens``).
 * ``image_decoder_hr.onnx`` (when the pipeline has ``decoder_hr``, or ``--decoder-hr`` gives one):
   ``tokens (B, h, w, M)`` -> ``pixel_values (B, 3, D, D)`` on the larger canvas, the same graph around ``decoder_hr``.
+* The image graphs take token grids of any ``rows`` x ``cols`` from the model's grid to ``MAX_WIDE_FACTOR`` times
+  each of its sides (outpainting beyond the canvas); the transformer graphs have ``N = rows * cols`` target tokens.
 * ``transformer.onnx``: one SMART pass, ``input_ids, position_ids, token_type_ids, attention_mask (B, L)``
   and ``image_codes (B, L, M)`` (int64, the layout of ``m6_fashion.models.sequence_layout``) ->
   ``logits (B, N, M, K)``. ``B`` and ``L`` are dynamic (``L`` varies with the condition segment).
@@ -31,8 +34,11 @@ for split models, ``transformer_target.int8.onnx`` (the prefix, run once per cal
 
 The bundle folder holds the ONNX files, ``tokenizer.json`` (the caption tokenizer, for the ``tokenizers``
 library) and ``bundle.json`` (format version, geometry, special token ids, scheduler config, file list, and
-``canvases`` (decoder file key -> side of the square it paints) and ``default_size`` (height, width), from which
-the runtime computes the output sizes and crops exactly as ``M6FashionPipeline.output_canvas`` does).
+``canvases`` (decoder file key -> side of the square it paints; the longest side of the canvas for a non-square
+grid) and ``default_size`` (height, width), from which the runtime computes the output sizes and crops exactly as
+``M6FashionPipeline.output_canvas`` does). A model with a non-square token grid (e.g. 16 x 12 for 3:4 photos) is
+written as format 5: its geometry also records ``grid_height``, ``grid_width``, ``sample_height`` and
+``sample_width``; a square model's bundle stays format 4, key for key as before.
 After export every graph is checked with ``onnx.checker``, its batch (and sequence) axes are checked to be
 symbolic, and onnxruntime is compared with PyTorch at a batch size different from the export example.
 """
@@ -68,6 +74,8 @@ BUNDLE_FORMAT = "m6-fashion-runtime-bundle"
 # 2: canvases, default_size, image_decoder_hr.onnx; 3: split transformer, shared weights; 4: image graphs with free
 # grid sides up to image_grid_max (outpainting beyond the canvas, m6_fashion_core.outpainting)
 BUNDLE_FORMAT_VERSION = 4
+# 5: a non-square token grid (geometry grid_height / grid_width, sample_height / sample_width); square models keep 4
+NONSQUARE_FORMAT_VERSION = 5
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
 EXPORT_BATCH = 2  # batch of the export example; parity is checked at other batch sizes
@@ -259,24 +267,40 @@ def _batch_dim():
     return torch.export.Dim("batch", min=1, max=4096)
 
 
+def tokenizer_grid_shape(image_tokenizer) -> Tuple[int, int]:
+    """`(rows, cols)` of the image tokenizer's grid (`(grid_size, grid_size)` for a tokenizer without `grid_shape`)."""
+    shape = getattr(image_tokenizer, "grid_shape", None)
+    g = image_tokenizer.grid_size
+    return (g, g) if shape is None else (int(shape[0]), int(shape[1]))
+
+
 def image_grid_max(image_tokenizer) -> int:
-    """Largest token-grid side the image graphs take: `MAX_WIDE_FACTOR` x the grid (outpainting beyond the canvas)."""
+    """Largest token-grid side the image graphs take: `MAX_WIDE_FACTOR` x the grid's longest side (outpainting
+    beyond the canvas; each side of a non-square grid goes up to `MAX_WIDE_FACTOR` x its own length)."""
     return core_outpainting.MAX_WIDE_FACTOR * image_tokenizer.grid_size
 
 
+def image_grid_max_shape(image_tokenizer) -> Tuple[int, int]:
+    """`(rows, cols)` limits of the grids the image graphs take: `MAX_WIDE_FACTOR` x each side of the model's grid."""
+    rows, cols = tokenizer_grid_shape(image_tokenizer)
+    return core_outpainting.MAX_WIDE_FACTOR * rows, core_outpainting.MAX_WIDE_FACTOR * cols
+
+
 def _grid_dims(image_tokenizer):
-    """Free `(rows, cols)` grid sides from the model's grid to `image_grid_max` (wide outpainting canvases)."""
-    g, top = image_tokenizer.grid_size, image_grid_max(image_tokenizer)
-    return torch.export.Dim("grid_rows", min=g, max=top), torch.export.Dim("grid_cols", min=g, max=top)
+    """Free `(rows, cols)` grid sides from the model's grid to `image_grid_max_shape` (wide outpainting canvases)."""
+    (rows, cols), (top_r, top_c) = tokenizer_grid_shape(image_tokenizer), image_grid_max_shape(image_tokenizer)
+    return torch.export.Dim("grid_rows", min=rows, max=top_r), torch.export.Dim("grid_cols", min=cols, max=top_c)
 
 
 def export_image_encoder(image_tokenizer, path: str, opset: int = DEFAULT_OPSET, example_batch: int = EXPORT_BATCH) -> str:
-    """Exports pixels -> tokens with a dynamic batch and free sides (whole cells, `grid` to `image_grid_max`
-    cells: the `S` x `S` square, or a wide outpainting canvas). Returns ``path``."""
+    """Exports pixels -> tokens with a dynamic batch and free sides (whole cells, from the model's grid to
+    `image_grid_max_shape` cells: the `S` x `S` square (`Sh` x `Sw` for a non-square grid), or a wide outpainting
+    canvas). Returns ``path``."""
     s, c = image_tokenizer.config.sample_size, image_tokenizer.config.in_channels
     cell = s // image_tokenizer.grid_size
+    gr, gc = tokenizer_grid_shape(image_tokenizer)
     rows, cols = _grid_dims(image_tokenizer)
-    example = torch.rand(example_batch, c, s, s) * 2 - 1
+    example = torch.rand(example_batch, c, gr * cell, gc * cell) * 2 - 1
     _export(ImageEncoderGraph(image_tokenizer), (example,), path, ["pixel_values"], ["tokens"],
             {"pixel_values": {0: _batch_dim(), 2: cell * rows, 3: cell * cols}}, opset)
     check_onnx_file(path, {"pixel_values": [0]}, {"tokens": [0]})
@@ -284,11 +308,11 @@ def export_image_encoder(image_tokenizer, path: str, opset: int = DEFAULT_OPSET,
 
 
 def export_image_decoder(image_tokenizer, decoder, path: str, opset: int = DEFAULT_OPSET, example_batch: int = EXPORT_BATCH) -> str:
-    """Exports tokens -> pixels with a dynamic batch and free grid sides (`grid` to `image_grid_max` cells; the
-    decoder is convolutional). Returns ``path``."""
-    g = image_tokenizer.grid_size
+    """Exports tokens -> pixels with a dynamic batch and free grid sides (the model's grid to `image_grid_max_shape`
+    cells; the decoder is convolutional). Returns ``path``."""
+    gr, gc = tokenizer_grid_shape(image_tokenizer)
     rows, cols = _grid_dims(image_tokenizer)
-    example = torch.randint(0, image_tokenizer.config.codebook_size, (example_batch, g, g, image_tokenizer.num_token_groups))
+    example = torch.randint(0, image_tokenizer.config.codebook_size, (example_batch, gr, gc, image_tokenizer.num_token_groups))
     _export(ImageDecoderGraph(image_tokenizer, decoder), (example,), path, ["tokens"], ["pixel_values"],
             {"tokens": {0: _batch_dim(), 1: rows, 2: cols}}, opset)
     check_onnx_file(path, {"tokens": [0]}, {"pixel_values": [0]})
@@ -299,7 +323,7 @@ def _transformer_example(config, batch: int) -> Dict[str, torch.Tensor]:
     """Example inputs with a short condition segment in one sample (so no axis is at a special size)."""
     from m6_fashion.models.sequence_layout import build_model_inputs
 
-    g, m, k, n = config.grid_size, config.num_groups, config.codebook_size, config.num_image_tokens
+    m, k, n = config.num_groups, config.codebook_size, config.num_image_tokens
     gen = torch.Generator().manual_seed(0)
     texts = [[7 + (i % max(1, config.vocab_size - 7))] * (1 + i % 3) for i in range(batch)]
     target = torch.randint(0, k + 1, (batch, n, m), generator=gen)
@@ -519,14 +543,26 @@ def load_parity_images(data: str, count: int) -> List:
     return [ds[i]["image"] for i in range(min(count, len(ds)))]
 
 
-def _parity_pixels(images, sample_size: int, batch: int) -> torch.Tensor:
+def _sample_shape(image_tokenizer):
+    """What the image encoder reads: the `sample_size` side (square grid) or `(height, width)` (non-square grid)."""
+    s = int(image_tokenizer.config.sample_size)
+    rows, cols = tokenizer_grid_shape(image_tokenizer)
+    if rows == cols:
+        return s
+    cell = s // image_tokenizer.grid_size
+    return rows * cell, cols * cell
+
+
+def _parity_pixels(images, sample_size, batch: int) -> torch.Tensor:
+    """`batch` images (repeated) preprocessed to `sample_size` (a side or `(height, width)`), or random pixels."""
     from m6_fashion.image_processing import preprocess
 
     if images:
         images = (list(images) * batch)[:batch]
         return preprocess(images, sample_size)
+    h, w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
     gen = torch.Generator().manual_seed(1)
-    return torch.rand(batch, 3, sample_size, sample_size, generator=gen) * 2 - 1
+    return torch.rand(batch, 3, h, w, generator=gen) * 2 - 1
 
 
 @torch.no_grad()
@@ -599,8 +635,9 @@ def transformer_parity_inputs(pipe, tokens: torch.Tensor, prompts: Sequence[str]
     flat[masked] = cfg.codebook_size
     conditions = None
     if with_condition and cfg.max_condition_tokens >= 4:
-        side = max(1, min(cfg.grid_size // 4, int(cfg.max_condition_tokens**0.5)))
-        conditions = [[crop_patch(tokens[0], (0, 0, side, side), cfg.grid_size)]] + [None] * (b - 1)
+        grid = (getattr(cfg, "grid_height", None) or cfg.grid_size, getattr(cfg, "grid_width", None) or cfg.grid_size)
+        side = max(1, min(min(grid) // 4, int(cfg.max_condition_tokens**0.5)))
+        conditions = [[crop_patch(tokens[0], (0, 0, side, side), grid)]] + [None] * (b - 1)
     text_ids = pipe.encode_prompt(list(prompts)[:b] + [""] * max(0, b - len(prompts)))
     return build_model_inputs(cfg, text_ids, flat, conditions)
 
@@ -619,8 +656,9 @@ def _save_tokenizer(tokenizer, path: str) -> None:
 
 
 def bundle_canvases(pipe, files: Dict[str, str]) -> Dict[str, int]:
-    """``{decoder file key: side of the square it paints}``: ``image_decoder`` -> ``sample_size``, and
-    ``image_decoder_hr`` -> ``decoder_hr``'s side when the bundle has that graph (then ``pipe`` must have it)."""
+    """``{decoder file key: side of the square it paints}`` (the longest side of the canvas for a non-square
+    grid): ``image_decoder`` -> ``sample_size``, and ``image_decoder_hr`` -> ``decoder_hr``'s side when the bundle
+    has that graph (then ``pipe`` must have it)."""
     sides = pipe.canvas_sides()  # [sample_size] or [sample_size, decoder_hr side]
     if (HR_DECODER in files) != (len(sides) > 1):
         raise ValueError(
@@ -633,22 +671,40 @@ def bundle_canvases(pipe, files: Dict[str, str]) -> Dict[str, int]:
     return canvases
 
 
+def transformer_grid_shape(config) -> Tuple[int, int]:
+    """`(grid_height, grid_width)` of a transformer config (each defaulting to `grid_size`)."""
+    g = config.grid_size
+    return int(getattr(config, "grid_height", None) or g), int(getattr(config, "grid_width", None) or g)
+
+
+def bundle_format_version(pipe) -> int:
+    """The bundle format a pipeline is written in: `BUNDLE_FORMAT_VERSION` (4) for a square token grid,
+    `NONSQUARE_FORMAT_VERSION` (5) for a non-square one (runtimes before 0.4 refuse it by its version instead of
+    misreading its grid)."""
+    rows, cols = transformer_grid_shape(pipe.transformer.config)
+    return BUNDLE_FORMAT_VERSION if rows == cols else NONSQUARE_FORMAT_VERSION
+
+
 def bundle_config(pipe, files: Dict[str, str], opset: int) -> dict:
     """The ``bundle.json`` content for a pipeline (geometry, canvases and default output size, special tokens,
-    scheduler, files)."""
+    scheduler, files). A non-square grid adds ``grid_height``, ``grid_width``, ``sample_height`` and
+    ``sample_width`` to the geometry (format 5); a square one writes exactly the format 4 keys."""
     tcfg = pipe.transformer.config
     itok = pipe.image_tokenizer
     sched = {k: v for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")}
+    grid = transformer_grid_shape(tcfg)
     mismatches = validation.component_mismatches(
         grid_size=tcfg.grid_size, codebook_size=tcfg.codebook_size, num_groups=tcfg.num_groups, vocab_size=tcfg.vocab_size,
         mask_code=sched.get("mask_token_id"), tokenizer_grid_size=itok.grid_size,
         tokenizer_codebook_size=itok.config.codebook_size, tokenizer_num_groups=itok.num_token_groups,
+        num_image_tokens=tcfg.num_image_tokens, grid_shape=grid, tokenizer_grid_shape=tokenizer_grid_shape(itok),
     )
     if mismatches:
         raise ValueError("the pipeline's parts do not fit together: " + "; ".join(mismatches))
-    return {
+    version = bundle_format_version(pipe)
+    config = {
         "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_FORMAT_VERSION,
+        "format_version": version,
         "opset": opset,
         "geometry": {
             "sample_size": int(itok.config.sample_size),
@@ -668,6 +724,10 @@ def bundle_config(pipe, files: Dict[str, str], opset: int) -> dict:
         "scheduler": sched,
         "files": files,
     }
+    if version == NONSQUARE_FORMAT_VERSION:
+        sh, sw = _sample_shape(itok)
+        config["geometry"].update(grid_height=grid[0], grid_width=grid[1], sample_height=int(sh), sample_width=int(sw))
+    return config
 
 
 def with_decoder_hr(pipe, decoder_hr=None, include_hr: bool = True):
@@ -874,7 +934,7 @@ def run_parity(pipe, bundle_dir: str, images=None, batches: Sequence[int] = (1, 
     ``image_decoder_hr`` is compared with the pipeline's ``decoder_hr`` when both the pipeline and the bundle
     have it (same pixel tolerance as ``image_decoder``).
     """
-    s = pipe.image_tokenizer.config.sample_size
+    s = _sample_shape(pipe.image_tokenizer)
     prompts = list(prompts or ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes", "Girls Red Dress"])
     out = {"image_encoder": [], "image_decoder": [], "transformer": []}
     hr_path = os.path.join(bundle_dir, HR_DECODER_FILE)
