@@ -192,21 +192,27 @@ def build_tiny_decoder_hr():
                         layers_per_block=1, sample_size=128).eval()
 
 
-def build_tiny_pipeline(deterministic: bool = True, hr: bool = False):
+def build_tiny_pipeline(deterministic: bool = True, hr: bool = False, rows: int = 8, cols: int = 8):
     """A tiny randomly initialised M6FashionPipeline (32 px, 8x8 grid, M=4, K=32) with the shipped caption tokenizer;
-    with `hr`, plus `build_tiny_decoder_hr()` (the other weights are the same either way)."""
+    with `hr`, plus `build_tiny_decoder_hr()` (the other weights are the same either way). `rows` x `cols` other
+    than 8 x 8 make a non-square model read at 4 px cells (`build_tiny_nonsquare_pipeline`)."""
     import torch
 
     from m6_fashion import M6FashionConfig, M6FashionPipeline, M6FashionTransformer, PQTokenizer, SMARTScheduler, StyleDecoder
     from m6_fashion.training.text_tokenizer import config_token_kwargs, load_text_tokenizer
 
+    square = rows == cols
+    shape = {} if square else {"sample_height": 4 * rows, "sample_width": 4 * cols}
+    grid = {"grid_size": rows} if square else {"grid_height": rows, "grid_width": cols}
     torch.manual_seed(0)
     text_tok = load_text_tokenizer(shipped_tokenizer_dir())
-    image_tok = PQTokenizer(sample_size=32, block_out_channels=(8, 16, 16), latent_channels=16, num_groups=4, codebook_size=32)
+    image_tok = PQTokenizer(sample_size=4 * max(rows, cols), block_out_channels=(8, 16, 16), latent_channels=16, num_groups=4,
+                            codebook_size=32, **shape)
     spread_codebooks(image_tok, num_images=8)
-    decoder = StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8), layers_per_block=1, sample_size=32)
-    cfg = M6FashionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, grid_size=8, codebook_size=32,
-                          num_groups=4, max_condition_tokens=16, prefix_attention="isolated", **config_token_kwargs(text_tok))
+    decoder = StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8), layers_per_block=1,
+                           sample_size=4 * max(rows, cols))
+    cfg = M6FashionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, codebook_size=32,
+                          num_groups=4, max_condition_tokens=16, prefix_attention="isolated", **grid, **config_token_kwargs(text_tok))
     pipe = M6FashionPipeline(
         image_tokenizer=image_tok.eval(),
         decoder=decoder.eval(),
@@ -223,29 +229,23 @@ def build_tiny_nonsquare_pipeline(deterministic: bool = True, hr: bool = False):
     """A tiny randomly initialised non-square M6FashionPipeline: 32 x 24 px (height x width, 3:4) read as an 8 x 6
     token grid (4 px cells), M=4, K=32, the shipped caption tokenizer; with `hr`, plus a `decoder_hr` painting the
     same tokens at 16 px cells (128 x 96 px, as a native 256 x 192 model with a 16 x 12 grid)."""
-    import torch
+    return build_tiny_pipeline(deterministic, hr, rows=8, cols=6)
 
-    from m6_fashion import M6FashionConfig, M6FashionPipeline, M6FashionTransformer, PQTokenizer, SMARTScheduler, StyleDecoder
-    from m6_fashion.training.text_tokenizer import config_token_kwargs, load_text_tokenizer
 
-    torch.manual_seed(0)
-    text_tok = load_text_tokenizer(shipped_tokenizer_dir())
-    image_tok = PQTokenizer(sample_height=32, sample_width=24, block_out_channels=(8, 16, 16), latent_channels=16,
-                            num_groups=4, codebook_size=32)
-    spread_codebooks(image_tok, num_images=8)
-    decoder = StyleDecoder(latent_channels=16, style_channels=8, mapping_layers=1, block_out_channels=(16, 8, 8), layers_per_block=1, sample_size=32)
-    cfg = M6FashionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, grid_height=8, grid_width=6,
-                          codebook_size=32, num_groups=4, max_condition_tokens=16, prefix_attention="isolated", **config_token_kwargs(text_tok))
-    pipe = M6FashionPipeline(
-        image_tokenizer=image_tok.eval(),
-        decoder=decoder.eval(),
-        transformer=M6FashionTransformer(cfg).eval(),
-        tokenizer=text_tok,
-        scheduler=SMARTScheduler(mask_token_id=32, deterministic=deterministic),
-        decoder_hr=build_tiny_decoder_hr() if hr else None,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+@pytest.fixture(scope="session")
+def hr_test_photos():
+    """The first four real high-resolution test photos (PIL RGB, 192 x 256 portrait) and their captions; skips the
+    test when fashion-product-images-hr is not beside the repo."""
+    hr_test = FASHION_DIR.parent / "fashion-product-images-hr" / "test.parquet"
+    if not hr_test.is_file():
+        pytest.skip("fashion-product-images-hr/test.parquet not found beside the repo")
+    import io
+
+    import PIL.Image
+    import pyarrow.parquet as pq
+
+    rows = next(pq.ParquetFile(hr_test).iter_batches(batch_size=4, columns=["image", "text"])).to_pylist()
+    return [(PIL.Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"), r["text"]) for r in rows]
 
 
 @pytest.fixture(scope="session")

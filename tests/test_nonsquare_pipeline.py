@@ -12,27 +12,17 @@ import PIL.Image
 import pytest
 import torch
 
-from conftest import FASHION_DIR, build_tiny_nonsquare_pipeline
+from conftest import build_tiny_nonsquare_pipeline
 from m6_fashion.image_processing import preprocess
 from m6_fashion_core import canvas as core_canvas
 from m6_fashion_core import image as core_image
 from m6_fashion_core import outpainting as core_outpainting
 from m6_fashion_core import validation
 
-HR_TEST = FASHION_DIR.parent / "fashion-product-images-hr" / "test.parquet"
-
-
 @pytest.fixture(scope="module")
-def hr_photos():
+def hr_photos(hr_test_photos):
     """Four real high-resolution test photos (PIL, portrait 3:4) and their captions."""
-    if not HR_TEST.is_file():
-        pytest.skip("fashion-product-images-hr not found beside the repo")
-    import io
-
-    import pyarrow.parquet as pq
-
-    rows = next(pq.ParquetFile(HR_TEST).iter_batches(batch_size=4, columns=["image", "text"])).to_pylist()
-    return [(PIL.Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"), r["text"]) for r in rows]
+    return hr_test_photos
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ A square model's bundle keeps format 4, key for key.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
@@ -32,7 +31,6 @@ from m6_fashion.export import export_onnx as ex  # noqa: E402
 
 import m6_fashion_runtime as mrt  # noqa: E402
 
-HR_TEST = REPO_ROOT.parent / "shared" / "data" / "fashion-product-images-hr" / "test.parquet"
 STEPS = 2  # few SMART passes keep the file quick; parity does not depend on the count
 GRID = (8, 6)  # rows x cols of the tiny non-square model
 HR_DEFAULT, BASE_DEFAULT = (128, 96), (32, 24)  # (height, width): the whole largest canvas
@@ -51,14 +49,9 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def photos():
+def photos(hr_test_photos):
     """Three real catalogue photos (192 x 256, RGB) and their captions from the hr test split."""
-    if not HR_TEST.is_file():
-        pytest.skip("fashion-product-images-hr/test.parquet not found beside the repo (real photos for the parity checks)")
-    import pyarrow.parquet as pq
-
-    rows = next(pq.ParquetFile(HR_TEST).iter_batches(batch_size=3, columns=["image", "text"])).to_pylist()
-    return [(PIL.Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"), r["text"]) for r in rows]
+    return hr_test_photos[:3]
 
 
 @pytest.fixture(scope="module")

@@ -543,6 +543,8 @@ def _settings_hr(pipe, data: Dict, canvas, lo, height, width, num_samples, num_r
         "canvas": canvas.side,
         "baseline_native_size": list(lo),
         "sample_size": pipe.sample_size,
+        "grid_shape": list(pipe.grid_shape),
+        "sample_shape": list(pipe.sample_shape),
         "steps": steps,
         "temperature": float(pipe.scheduler.config.temperature if temperature is None else temperature),
         "sampling": describe_sampling(pipe, temperature),
@@ -688,7 +690,9 @@ def format_summary_hr(results: Dict) -> str:
                      + ", ".join(f"{k}: {_f(v['sharpness'], 1)}" for k, v in real["sharpness_by_source_size"].items()) + ")")
     r = results.get("reconstruction")
     if r:
-        lines.append(f"reconstruction ({r['num_images']} photos, tokens of the {st['sample_size']}-px input):")
+        h, w = st.get("sample_shape", [st["sample_size"]] * 2)
+        shown = f"{h}-px" if h == w else f"{w}x{h}"
+        lines.append(f"reconstruction ({r['num_images']} photos, tokens of the {shown} input):")
         for name, label in (("hr", f"(a) decoder_hr {w}x{h}"), ("baseline", f"(b) {lw}x{lh} + bicubic")):
             x = r[name]
             lines.append(f"  {label}: PSNR {_f(x['psnr'], 2)} dB, SSIM {_f(x['ssim'], 4)}, rFID {_f(x['rfid_inception'], 2)}, "
