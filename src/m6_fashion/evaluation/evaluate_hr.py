@@ -690,8 +690,8 @@ def format_summary_hr(results: Dict) -> str:
                      + ", ".join(f"{k}: {_f(v['sharpness'], 1)}" for k, v in real["sharpness_by_source_size"].items()) + ")")
     r = results.get("reconstruction")
     if r:
-        h, w = st.get("sample_shape", [st["sample_size"]] * 2)
-        shown = f"{h}-px" if h == w else f"{w}x{h}"
+        sh, sw = st.get("sample_shape", [st["sample_size"]] * 2)
+        shown = f"{sh}-px" if sh == sw else f"{sw}x{sh}"
         lines.append(f"reconstruction ({r['num_images']} photos, tokens of the {shown} input):")
         for name, label in (("hr", f"(a) decoder_hr {w}x{h}"), ("baseline", f"(b) {lw}x{lh} + bicubic")):
             x = r[name]
