@@ -37,15 +37,7 @@ HR_DEFAULT, BASE_DEFAULT = (128, 96), (32, 24)  # (height, width): the whole lar
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models run faster on one torch thread than on two contended ones of a small machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread is faster (conftest)
 
 
 @pytest.fixture(scope="module")

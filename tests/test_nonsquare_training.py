@@ -56,18 +56,18 @@ def _photos(data, split="train"):
 def test_photos_are_fitted_keeping_their_aspect(hr_subset):
     import PIL.Image
 
-    from m6_fashion.training.pretokenize import fit_to_shape
+    from m6_fashion_core.image import square_image
 
     ds = _photos(hr_subset)
     portrait, square = ds[0]["image"], ds[len(ds) - 1]["image"]
     assert portrait.size[0] * 4 == portrait.size[1] * 3 and square.size[0] == square.size[1]
     # a 3:4 photo is only resized (bicubic), no padding
-    got = np.asarray(fit_to_shape(portrait, H, W))
+    got = np.asarray(square_image(portrait, (H, W)))
     assert got.shape == (H, W, 3)
     np.testing.assert_array_equal(got, np.asarray(portrait.convert("RGB").resize((W, H), PIL.Image.BICUBIC)))
     # a square photo is padded on white above and below to 3:4 (never cropped), then resized: what the pipeline
     # does with an input image on a non-square canvas
-    got = np.asarray(fit_to_shape(square, H, W))
+    got = np.asarray(square_image(square, (H, W)))
     padded = PIL.Image.new("RGB", (square.width, square.width * H // W), (255, 255, 255))
     padded.paste(square.convert("RGB"), (0, (padded.height - square.height) // 2))
     np.testing.assert_array_equal(got, np.asarray(padded.resize((W, H), PIL.Image.BICUBIC)))
@@ -128,7 +128,7 @@ def stage1(hr_subset, tmp_path_factory):
 
 def test_stage1_saves_a_nonsquare_tokenizer_and_decoder(stage1, hr_subset):
     from m6_fashion import PQTokenizer, StyleDecoder
-    from m6_fashion.training.train_tokenizer import images_to_array_shape
+    from m6_fashion.training.data import images_to_array
 
     full, _ = stage1
     cfg = json.loads((full / "image_tokenizer" / "config.json").read_text())
@@ -137,7 +137,7 @@ def test_stage1_saves_a_nonsquare_tokenizer_and_decoder(stage1, hr_subset):
     dec = StyleDecoder.from_pretrained(full / "decoder").eval()
     assert tok.sample_shape == (H, W) and tok.grid_shape == (ROWS, COLS) and tok.grid_size == ROWS
     assert dec.config.sample_size == H and dec.upsample_factor == tok.downsample_factor == 4
-    pixels = torch.from_numpy(images_to_array_shape(_photos(hr_subset, "test"), H, W)).float() / 127.5 - 1
+    pixels = torch.from_numpy(images_to_array(_photos(hr_subset, "test"), (H, W))).float() / 127.5 - 1
     assert pixels.shape == (8, 3, H, W)
     with torch.no_grad():
         tokens = tok.encode(pixels)
@@ -179,7 +179,7 @@ def test_resuming_at_another_size_is_refused(stage1, hr_subset):
 def test_pretokenize_at_the_tokenizer_sample_shape(stage1, hr_subset, tmp_path):
     from m6_fashion import PQTokenizer
     from m6_fashion.training.pretokenize import load_pretokenized, pretokenize, read_pretokenized_info
-    from m6_fashion.training.train_tokenizer import images_to_array_shape
+    from m6_fashion.training.data import images_to_array
 
     tok_dir = stage1[0] / "image_tokenizer"
     path = pretokenize(str(hr_subset), str(tok_dir), "train", output_dir=str(tmp_path), batch_size=16)
@@ -193,7 +193,7 @@ def test_pretokenize_at_the_tokenizer_sample_shape(stage1, hr_subset, tmp_path):
     codes = np.asarray(ds.with_format("numpy")["codes"])
     assert codes.shape == (24, ROWS, COLS, M)
     # the same pixels as stage-1 training saw (aspect kept, the square photo padded), the same codes
-    pixels = torch.from_numpy(images_to_array_shape(_photos(hr_subset), H, W)).float() / 127.5 - 1
+    pixels = torch.from_numpy(images_to_array(_photos(hr_subset), (H, W))).float() / 127.5 - 1
     with torch.no_grad():
         expected = PQTokenizer.from_pretrained(tok_dir).eval().encode(pixels).numpy()
     np.testing.assert_array_equal(codes, expected)

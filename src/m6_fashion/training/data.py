@@ -8,6 +8,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import PIL.Image
 
+from m6_fashion_core.image import square_image
+
 from ..image_processing import pad_to_square, to_rgb
 
 IMAGE_COLUMNS = ("image",)
@@ -48,14 +50,20 @@ def load_parquet_splits(data: str, required_columns: Sequence[str] = ("image",))
     return ds
 
 
-def image_to_uint8(image: PIL.Image.Image, size: int) -> np.ndarray:
-    """PIL image -> uint8 array (3, size, size): RGB, padded to square on white, bicubic resize."""
-    image = pad_to_square(to_rgb(image)).resize((size, size), PIL.Image.BICUBIC)
+def image_to_uint8(image: PIL.Image.Image, size) -> np.ndarray:
+    """PIL image -> uint8 array (3, size, size): RGB, padded to square on white, bicubic resize. `size` may be
+    `(height, width)`: padded on white to that aspect ratio instead (`m6_fashion_core.image.square_image`, what the
+    pipeline does with an input image), so a 3:4 photo into a 3:4 size is only resized."""
+    if isinstance(size, (tuple, list)):
+        image = square_image(image, size)
+    else:
+        image = pad_to_square(to_rgb(image)).resize((size, size), PIL.Image.BICUBIC)
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def images_to_array(dataset, size: int, num_proc: Optional[int] = None, limit: Optional[int] = None) -> np.ndarray:
-    """Decodes and resizes every image of a `datasets.Dataset` -> uint8 array (N, 3, size, size).
+def images_to_array(dataset, size, num_proc: Optional[int] = None, limit: Optional[int] = None) -> np.ndarray:
+    """Decodes and resizes every image of a `datasets.Dataset` -> uint8 array (N, 3, size, size), or
+    (N, 3, height, width) for a `(height, width)` size (see `image_to_uint8`).
 
     Uses `datasets.map(batched=True)` so the result is cached by `datasets` between runs.
     """
@@ -67,7 +75,8 @@ def images_to_array(dataset, size: int, num_proc: Optional[int] = None, limit: O
 
     mapped = dataset.map(
         _convert, batched=True, batch_size=256, num_proc=num_proc,
-        remove_columns=dataset.column_names, desc=f"decoding images at {size}px",
+        remove_columns=dataset.column_names,
+        desc=f"decoding images at {size[0]}x{size[1]}px" if isinstance(size, (tuple, list)) else f"decoding images at {size}px",
     )
     mapped = mapped.with_format("numpy")
     return np.asarray(mapped["pixels"], dtype=np.uint8)

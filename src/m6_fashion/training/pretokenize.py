@@ -6,9 +6,9 @@ is a Parquet file (read back with ``datasets.load_dataset("parquet", ...)``) wit
 * ``codes``: ``Array3D(shape=(rows, cols, M))`` of ``uint8`` (``K <= 256``) or ``uint16``: the images are
   brought to the tokenizer's ``sample_shape`` ``(sample_height, sample_width)`` and encoded to its
   ``grid_shape`` grid. A square tokenizer (``sample_size`` only) pads each photo to a white square and
-  resizes it (:func:`m6_fashion.image_processing.preprocess`, unchanged); a non-square one (e.g. 256 x 192 px
-  -> 16 x 12 tokens) fits the photo into ``sample_height x sample_width`` keeping its aspect (bicubic), centred
-  on white (:func:`fit_to_shape`: the same pixels as the stage-1 trainer and the pipeline),
+  resizes it (:func:`m6_fashion.image_processing.preprocess`); a non-square one (e.g. 256 x 192 px -> 16 x 12
+  tokens) pads the photo on white to the ``sample_height x sample_width`` aspect ratio and resizes it (the same
+  function with a ``(height, width)`` size: the same pixels as the stage-1 trainer and the pipeline),
 * the caption (``text``) and the attribute columns that exist (``id``, ``gender``, ...),
 
 and a JSON side file (same name, ``.json``) recording the tokenizer geometry (``grid_height``,
@@ -34,8 +34,6 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from m6_fashion_core.image import square_image
-
 from ..image_processing import preprocess
 
 __all__ = [
@@ -47,8 +45,6 @@ __all__ = [
     "load_pretokenized",
     "read_pretokenized_info",
     "default_cache_dir",
-    "fit_to_shape",
-    "preprocess_to_shape",
 ]
 
 REQUIRED_COLUMNS = ("image", "text")
@@ -82,21 +78,6 @@ def _resolve_files(data: str, split: str) -> str:
     if os.path.isfile(data) and data.endswith(".parquet"):
         return data
     raise FileNotFoundError(f"{data!r} is neither a folder with {split}.parquet nor a .parquet file")
-
-
-def fit_to_shape(image, height: int, width: int):
-    """A PIL image (any accepted mode) -> RGB ``width x height`` PIL image: padded on white to the target's aspect
-    ratio (never cropped) and resized bicubic (:func:`m6_fashion_core.image.square_image` with a ``(height, width)``
-    size), exactly what the pipeline does with an input image on a non-square canvas; a photo of the target's
-    aspect (a 3:4 catalogue photo into 256 x 192) is only resized."""
-    return square_image(image, (height, width))
-
-
-def preprocess_to_shape(images, height: int, width: int) -> torch.Tensor:
-    """PIL images -> float32 ``(B, 3, height, width)`` in [-1, 1] (``pixel / 127.5 - 1``, as the stage-1 trainer)
-    through :func:`fit_to_shape`."""
-    arrays = [np.asarray(fit_to_shape(im, height, width), dtype=np.uint8).transpose(2, 0, 1) for im in images]
-    return torch.from_numpy(np.stack(arrays)).float().div(127.5).sub(1.0).contiguous()
 
 
 def _sample_shape(tokenizer):
@@ -200,13 +181,10 @@ def pretokenize_dataset(
     features = datasets.Features({c: dataset.features[c] for c in keep})
     rows, cols = geo["grid_height"], geo["grid_width"]
     features[CODES_COLUMN] = datasets.Array3D(shape=(rows, cols, geo["num_groups"]), dtype=dtype)
-    square = geo["sample_height"] == geo["sample_width"]
+    size = (geo["sample_height"], geo["sample_width"])  # a square: padded to a white square and resized, as always
 
     def encode(batch: Dict[str, List]) -> Dict[str, List]:
-        if square:  # the square path exactly as before (pad to a white square, resize)
-            pixels = preprocess(batch["image"], geo["sample_size"]).to(dev)
-        else:
-            pixels = preprocess_to_shape(batch["image"], geo["sample_height"], geo["sample_width"]).to(dev)
+        pixels = preprocess(batch["image"], size).to(dev)
         with torch.no_grad():
             codes = tokenizer.encode(pixels).cpu().numpy()
         if codes.shape[1:] != (rows, cols, geo["num_groups"]):

@@ -13,9 +13,9 @@ with `save_pretrained` (safetensors) to `OUTPUT_DIR/image_tokenizer` and `OUTPUT
 
 Image size: `--resolution S` trains on `S x S` images (each photo padded to a white square, then resized bicubic).
 `--height H --width W` (both, multiples of the encoder's downsampling factor) train a non-square model instead,
-e.g. 256 x 192 for the 3:4 catalogue photos: each photo is fitted into `H x W` with its aspect kept (bicubic) and
-centred on white, so 3:4 photos are only resized and others padded, never cropped (the pre-tokeniser does the same,
-`m6_fashion.training.pretokenize.fit_to_shape`). The tokenizer is saved with `sample_height` / `sample_width`
+e.g. 256 x 192 for the 3:4 catalogue photos: each photo is padded on white to the `H x W` aspect ratio and resized
+(bicubic), so 3:4 photos are only resized and others padded, never cropped (`m6_fashion_core.image.square_image`
+with an `(H, W)` size: what the pre-tokeniser and the pipeline do). The tokenizer is saved with `sample_height` / `sample_width`
 (`grid_shape = (H / f, W / f)`); the decoder and the discriminator get `sample_size = max(H, W)`.
 """
 
@@ -38,7 +38,6 @@ from .gan_loop import (  # noqa: F401 - batch_indices and to_pixels stay importa
     adversarial_loss, batch_indices, checkpoint_or_stop, discriminator_step, log_step, optimizer_step, parse_and_train,
     progress_bar, psnr_per_image, report_eval, ssim, to_pixels,
 )
-from .pretokenize import fit_to_shape
 
 
 @dataclass
@@ -138,40 +137,18 @@ def evaluate(tokenizer: PQTokenizer, decoder: StyleDecoder, images: np.ndarray, 
     }
 
 
-def images_to_array_shape(dataset, height: int, width: int, num_proc: Optional[int] = None,
-                          limit: Optional[int] = None) -> np.ndarray:
-    """Decodes every image of a ``datasets.Dataset`` -> uint8 ``(N, 3, height, width)`` through
-    :func:`~m6_fashion.training.pretokenize.fit_to_shape` (aspect kept, white padding only where the aspect differs);
-    cached by ``datasets`` between runs, as ``images_to_array`` (the square path)."""
-    if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
-
-    def _convert(batch):
-        return {"pixels": [np.asarray(fit_to_shape(im, height, width), dtype=np.uint8).transpose(2, 0, 1)
-                           for im in batch["image"]]}
-
-    mapped = dataset.map(
-        _convert, batched=True, batch_size=256, num_proc=num_proc,
-        remove_columns=dataset.column_names, desc=f"decoding images at {height}x{width}px",
-    )
-    return np.asarray(mapped.with_format("numpy")["pixels"], dtype=np.uint8)
-
-
 def _load_images(args: TokenizerTrainingArguments, accelerator):
     """uint8 ``(N, 3, height, width)`` train and test images (5 % of train held out when there is no test split),
-    decoded once by the main process and cached by ``datasets``. Square sizes go through ``images_to_array``
-    (padded to a white square, resized) as always."""
+    decoded once by the main process and cached by ``datasets`` (``images_to_array``: square sizes padded to a
+    white square and resized as always, others padded on white to their aspect ratio)."""
     height, width = sample_shape(args)
     ds = load_parquet_splits(args.data, required_columns=("image",))
     if "test" not in ds:
         ds = ds["train"].train_test_split(test_size=0.05, seed=args.seed)
+    size = height if height == width else (height, width)
     with accelerator.main_process_first():
-        if height == width:
-            train_images = images_to_array(ds["train"], height, args.num_proc, args.train_limit)
-            test_images = images_to_array(ds["test"], height, args.num_proc, args.eval_limit)
-        else:
-            train_images = images_to_array_shape(ds["train"], height, width, args.num_proc, args.train_limit)
-            test_images = images_to_array_shape(ds["test"], height, width, args.num_proc, args.eval_limit)
+        train_images = images_to_array(ds["train"], size, args.num_proc, args.train_limit)
+        test_images = images_to_array(ds["test"], size, args.num_proc, args.eval_limit)
     return train_images, test_images
 
 
