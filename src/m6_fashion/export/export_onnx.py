@@ -268,10 +268,9 @@ def _batch_dim():
 
 
 def tokenizer_grid_shape(image_tokenizer) -> Tuple[int, int]:
-    """`(rows, cols)` of the image tokenizer's grid (`(grid_size, grid_size)` for a tokenizer without `grid_shape`)."""
-    shape = getattr(image_tokenizer, "grid_shape", None)
-    g = image_tokenizer.grid_size
-    return (g, g) if shape is None else (int(shape[0]), int(shape[1]))
+    """`(rows, cols)` of the image tokenizer's grid (`PQTokenizer.grid_shape`)."""
+    rows, cols = image_tokenizer.grid_shape
+    return int(rows), int(cols)
 
 
 def image_grid_max(image_tokenizer) -> int:
@@ -545,12 +544,8 @@ def load_parity_images(data: str, count: int) -> List:
 
 def _sample_shape(image_tokenizer):
     """What the image encoder reads: the `sample_size` side (square grid) or `(height, width)` (non-square grid)."""
-    s = int(image_tokenizer.config.sample_size)
-    rows, cols = tokenizer_grid_shape(image_tokenizer)
-    if rows == cols:
-        return s
-    cell = s // image_tokenizer.grid_size
-    return rows * cell, cols * cell
+    h, w = image_tokenizer.sample_shape
+    return int(h) if h == w else (int(h), int(w))
 
 
 def _parity_pixels(images, sample_size, batch: int) -> torch.Tensor:
@@ -671,17 +666,11 @@ def bundle_canvases(pipe, files: Dict[str, str]) -> Dict[str, int]:
     return canvases
 
 
-def transformer_grid_shape(config) -> Tuple[int, int]:
-    """`(grid_height, grid_width)` of a transformer config (each defaulting to `grid_size`)."""
-    g = config.grid_size
-    return int(getattr(config, "grid_height", None) or g), int(getattr(config, "grid_width", None) or g)
-
-
 def bundle_format_version(pipe) -> int:
     """The bundle format a pipeline is written in: `BUNDLE_FORMAT_VERSION` (4) for a square token grid,
     `NONSQUARE_FORMAT_VERSION` (5) for a non-square one (runtimes before 0.4 refuse it by its version instead of
     misreading its grid)."""
-    rows, cols = transformer_grid_shape(pipe.transformer.config)
+    rows, cols = pipe.transformer.config.grid_shape
     return BUNDLE_FORMAT_VERSION if rows == cols else NONSQUARE_FORMAT_VERSION
 
 
@@ -692,7 +681,7 @@ def bundle_config(pipe, files: Dict[str, str], opset: int) -> dict:
     tcfg = pipe.transformer.config
     itok = pipe.image_tokenizer
     sched = {k: v for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")}
-    grid = transformer_grid_shape(tcfg)
+    grid = tuple(tcfg.grid_shape)
     mismatches = validation.component_mismatches(
         grid_size=tcfg.grid_size, codebook_size=tcfg.codebook_size, num_groups=tcfg.num_groups, vocab_size=tcfg.vocab_size,
         mask_code=sched.get("mask_token_id"), tokenizer_grid_size=itok.grid_size,

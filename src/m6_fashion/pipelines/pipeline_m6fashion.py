@@ -357,8 +357,8 @@ class M6FashionPipeline(DiffusionPipeline):
     @property
     def grid_shape(self) -> Tuple[int, int]:
         """`(rows, cols)` of the token grid (`(grid_size, grid_size)` for a square model; 16 x 12 for 3:4)."""
-        cfg = self.transformer.config
-        return int(getattr(cfg, "grid_height", None) or cfg.grid_size), int(getattr(cfg, "grid_width", None) or cfg.grid_size)
+        rows, cols = self.transformer.config.grid_shape
+        return int(rows), int(cols)
 
     @property
     def sample_shape(self) -> Tuple[int, int]:
@@ -919,7 +919,7 @@ def check_components(image_tokenizer, transformer, scheduler, decoder=None, deco
         grid_size=t.grid_size, codebook_size=t.codebook_size, num_groups=t.num_groups, vocab_size=t.vocab_size,
         mask_code=sc.mask_token_id, sample_size=getattr(q, "sample_size", None),
         tokenizer_grid_size=getattr(image_tokenizer, "grid_size", None),
-        grid_shape=(getattr(t, "grid_height", None) or t.grid_size, getattr(t, "grid_width", None) or t.grid_size),
+        grid_shape=tuple(t.grid_shape),
         tokenizer_grid_shape=getattr(image_tokenizer, "grid_shape", None),
         tokenizer_codebook_size=getattr(q, "codebook_size", None),
         tokenizer_num_groups=getattr(image_tokenizer, "num_token_groups", None),
