@@ -9,8 +9,9 @@ gallery, whose PNG files the client downloads) and at once sends the next one (a
 Each user sends other descriptions and seeds.
 
 For each number of users and each mode, the users run for `--warmup` seconds (not counted: batches form), then
-for the `--seconds` measurement window, and then stop sending (the requests in flight finish, uncounted, before
-the next row starts). Reported per row:
+for the `--seconds` measurement window (stretched until `--min-requests` requests have completed in it, for the
+CI smoke run on a busy machine), and then stop sending (the requests in flight finish, uncounted, before the next
+row starts). Reported per row:
 
 * images/s: images of the requests that completed inside the window / the window's length;
 * median and p90 latency: client-side seconds from sending a request to having its result, over those requests;
@@ -98,19 +99,27 @@ class Server:
         self.app.close()
 
 
-def run_users(server: Server, users: int, steps: int, images: int, warmup: float, seconds: float, seed_base: int) -> dict:
+def run_users(server: Server, users: int, steps: int, images: int, warmup: float, seconds: float, seed_base: int,
+              min_requests: int = 0) -> dict:
     """`users` closed-loop users for warmup + seconds; each finishes its request in flight at the end (not counted
-    when it ends after the window). Returns the counted latencies and images, the errors and the batch sizes."""
+    when it ends after the window). The window is longer than `seconds` when fewer than `min_requests` requests
+    completed in it: it then ends when the `min_requests`-th does (a busy machine still yields a figure), and its
+    real length is returned. Returns the counted latencies and images, the window's seconds, the errors and the
+    batch sizes."""
     done, errors = [], []
     lock = threading.Lock()
     start = time.perf_counter()
     stop_at = start + warmup + seconds
     n_batches = len(server.app.studio.batch_sizes)
 
+    def in_window() -> int:
+        with lock:
+            return sum(start + warmup <= b for _, b, _ in done)
+
     def user(i: int):
         client = server.clients[i]
         k = 0
-        while time.perf_counter() < stop_at:
+        while time.perf_counter() < stop_at or (in_window() < min_requests and not errors):
             prompt = PROMPTS[(i + k) % len(PROMPTS)]
             seed = seed_base + 1000 * i + k
             t0 = time.perf_counter()
@@ -130,11 +139,14 @@ def run_users(server: Server, users: int, steps: int, images: int, warmup: float
     for t in threads:
         t.join(warmup + seconds + 600)
     server.wait_idle()  # the next row starts on an idle pipeline
+    ends = sorted(b for _, b, _ in done if b >= start + warmup)
+    if len([b for b in ends if b <= stop_at]) < min_requests and len(ends) >= min_requests > 0:
+        stop_at = ends[min_requests - 1]  # the window stretched until the min_requests-th request completed
     window = (start + warmup, stop_at)
     counted = [(a, b, n) for a, b, n in done if window[0] <= b <= window[1]]
     latencies = [b - a for a, b, _ in counted]
     batches = server.app.studio.batch_sizes[n_batches:]
-    return {"latencies": latencies, "images": sum(n for *_, n in counted), "seconds": seconds, "errors": errors,
+    return {"latencies": latencies, "images": sum(n for *_, n in counted), "seconds": window[1] - window[0], "errors": errors,
             "batches": batches}
 
 
@@ -161,7 +173,9 @@ def render(data: dict) -> str:
         f"its next request as soon as it has the previous result). Requests: {s['width']}x{s['height']} output, "
         f"T={s['steps']} SMART steps, {s['images_per_request']} image(s) each, other descriptions and seeds per user. "
         f"Batching on = up to {s['max_batch_size']} requests per pipeline call; off = 1. Each row pools {s['rounds']} "
-        f"round(s) of a {s['seconds']:g} s window after {s['warmup']:g} s of warm-up; the modes alternate. "
+        f"round(s) of a {s['seconds']:g} s window after {s['warmup']:g} s of warm-up"
+        + (f" (longer when fewer than {s['min_requests']} request(s) completed in it)" if s.get("min_requests") else "")
+        + "; the modes alternate. "
         "Latency: client-side, sending to having the result.\n"
     )
     md.append(table(data))
@@ -199,6 +213,9 @@ def main(argv=None) -> dict:
     p.add_argument("--seconds", type=float, default=None, help="measurement window per round (default 20; 2 with --fast)")
     p.add_argument("--warmup", type=float, default=None, help="uncounted seconds before each window (default 3; 0.5 with --fast)")
     p.add_argument("--rounds", type=int, default=None, help="off/on rounds per number of users (default 2; 1 with --fast)")
+    p.add_argument("--min-requests", type=int, default=None,
+                   help="a window lasts until at least this many requests completed in it, even past --seconds (default 0; 1 with --fast, "
+                        "so a busy machine still gives a figure)")
     add_run_args(p, fast_help="CI smoke run: 1 and 4 users, T=2, one 2 s round (the numbers mean nothing)")
     args = p.parse_args(argv)
     from m6_fashion.studio import DEFAULT_MAX_BATCH_SIZE, MAX_IMAGES, MAX_STEPS, check_batch_settings
@@ -213,12 +230,14 @@ def main(argv=None) -> dict:
     seconds = pick(args.seconds, 2.0, 20.0)
     warmup = pick(args.warmup, 0.5, 3.0)
     rounds = pick(args.rounds, 1, 2)
+    min_requests = pick(args.min_requests, 1, 0)
     max_batch = pick(args.max_batch_size, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_SIZE)
     checks = [(all(1 <= u <= 64 for u in users_list), f"--users must be from 1 to 64; got {users_list}"),
               (1 <= steps <= MAX_STEPS, f"--steps must be from 1 to {MAX_STEPS}; got {steps}"),
               (1 <= args.images_per_request <= MAX_IMAGES, f"--images-per-request must be from 1 to {MAX_IMAGES}; got {args.images_per_request}"),
               (seconds > 0 and warmup >= 0, f"--seconds must be > 0 and --warmup >= 0; got {seconds} and {warmup}"),
-              (rounds >= 1, f"--rounds must be >= 1; got {rounds}")]
+              (rounds >= 1, f"--rounds must be >= 1; got {rounds}"),
+              (min_requests >= 0, f"--min-requests must be >= 0; got {min_requests}")]
     for ok, message in checks:
         if not ok:
             p.error(message)
@@ -243,7 +262,7 @@ def main(argv=None) -> dict:
         "load_average": {"start": os.getloadavg()[0]} if hasattr(os, "getloadavg") else None,
         "settings": {"model": args.model or "shipped default", "height": height, "width": width, "steps": steps,
                      "images_per_request": args.images_per_request, "users": users_list, "max_batch_size": max_batch,
-                     "seconds": seconds, "warmup": warmup, "rounds": rounds,
+                     "seconds": seconds, "warmup": warmup, "rounds": rounds, "min_requests": min_requests,
                      "driver": "gradio_client users against the studio app served in-process"},
         "rows": [],
     }
@@ -254,9 +273,10 @@ def main(argv=None) -> dict:
             parts = {"off": [], "on": []}
             for r in range(rounds):
                 for mode in ("off", "on"):
-                    part = run_users(servers[mode], users, steps, args.images_per_request, warmup, seconds, seed_base=100000 * r)
+                    part = run_users(servers[mode], users, steps, args.images_per_request, warmup, seconds, seed_base=100000 * r,
+                                     min_requests=min_requests)
                     parts[mode].append(part)
-                    print(f"{users} user(s), batching {mode}, round {r + 1}: {part['images'] / seconds:.2f} images/s, "
+                    print(f"{users} user(s), batching {mode}, round {r + 1}: {part['images'] / part['seconds']:.2f} images/s, "
                           f"{len(part['latencies'])} requests, batches {part['batches'][:12]}{'...' if len(part['batches']) > 12 else ''}",
                           flush=True)
             for mode in ("off", "on"):

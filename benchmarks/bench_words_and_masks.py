@@ -30,6 +30,17 @@ counterfactual
     never occur together, so there is no real photo of the pair). Reference: the most frequent pairs of the
     same candidate classes (at most one per article, two per colour), scored the same way, with the
     classifier on the real test photos of exactly that pair.
+    Article judges: the attribute classifier reads colour and uses it as a cue for the article (red jeans look
+    like track pants to it), so every image is also judged by the colour-blind article classifier
+    (``pretrained/article-classifier-luma``: lightness only, trained with the garment's lightness randomised);
+    "both right (luma judge)" = colour right by the attribute classifier and article right by the luma judge, its
+    ceiling the product of the two classifiers' accuracies on the real test photos of the two classes. Judge check:
+    up to ``--judge-photos`` (12) real test photos (64-px split) of each pair's article, in a colour the recolour
+    tool can move (``m6_fashion.training.recolour``), recoloured to the pair's colour: both judges' article
+    accuracy before and after, and "both right" on them (the nearest thing to real photos of an unseen pair).
+    Besides plain guidance (``--guidance-scales``), the pairs are generated with the caption without its colour as
+    ``negative_prompt`` ("Men Jeans" for "Men Orange Jeans") at ``--negative-guidance-scales`` (3): the guidance then
+    pushes on what the colour word adds.
 inpainting
     Real high-resolution test photos of Topwear (subCategory), in row order. Mask: the central torso box,
     ``(W/4, 3H/8, 3W/4, 3H/4)`` = (48, 96, 144, 192) on 192x256 (whole 16-px token cells). Asked colour: from the
@@ -192,6 +203,64 @@ def real_test_predictions(classifier, categories=CATEGORIES) -> Dict:
     return {"pred": preds, "true": [{"baseColour": data["baseColour"][i], "articleType": data["articleType"][i]} for i in keep]}
 
 
+def recoloured_test_photos(pairs, per_pair: int, categories=CATEGORIES) -> Dict[Tuple[str, str], List]:
+    """For each (colour, article): up to `per_pair` real 64-px test photos of the article (in `categories`, in row
+    order) whose garment the recolour tool can move from its own colour class, as (original, recoloured to the pair's
+    colour) uint8 (H, W, 3) arrays."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from m6_fashion.training import recolour as rc
+
+    t = pq.read_table(DATA_64 / "test.parquet", columns=["image", "articleType", "baseColour", "masterCategory"]).to_pandas()
+    t = t[t["masterCategory"].isin(categories) & t["baseColour"].isin(rc.SOURCE_COLOURS)]
+    out = {}
+    for colour, article in pairs:
+        found = []
+        for cell, own in zip(t.loc[t["articleType"] == article, "image"], t.loc[t["articleType"] == article, "baseColour"]):
+            if own == colour:
+                continue
+            x = np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
+            y = rc.recolour(x, own, rc.srgb_to_lab(rc.REFERENCE_RGB[colour]))
+            if y is not None:
+                found.append((x, y))
+            if len(found) == per_pair:
+                break
+        out[(colour, article)] = found
+    return out
+
+
+def judge_check(pairs, classifier, luma, per_pair: int) -> Dict:
+    """Both article judges (and the colour judge) on real photos of each pair's article recoloured to its colour."""
+    photos = recoloured_test_photos(pairs, per_pair)
+    per, tot = [], Counter()
+    for (colour, article), found in photos.items():
+        if not found:
+            per.append({"colour": colour, "article": article, "photos": 0})
+            continue
+        before, after = [[im[k] for im in found] for k in (0, 1)]
+        rgb_b, rgb_a = classifier.predict(before), classifier.predict(after)
+        luma_b, luma_a = luma.predict(before), luma.predict(after)
+        r = {"colour": colour, "article": article, "photos": len(found),
+             "article_rgb_before": sum(p["articleType"] == article for p in rgb_b),
+             "article_rgb_after": sum(p["articleType"] == article for p in rgb_a),
+             "article_luma_before": sum(p["articleType"] == article for p in luma_b),
+             "article_luma_after": sum(p["articleType"] == article for p in luma_a),
+             "colour_after": sum(p["baseColour"] == colour for p in rgb_a),
+             "both_rgb_after": sum(p["baseColour"] == colour and p["articleType"] == article for p in rgb_a),
+             "both_luma_after": sum(p["baseColour"] == colour and q["articleType"] == article for p, q in zip(rgb_a, luma_a)),
+             "rgb_saw_after": dict(Counter(p["articleType"] for p in rgb_a).most_common(3))}
+        per.append(r)
+        tot.update({k: v for k, v in r.items() if isinstance(v, int)})
+    n = tot["photos"]
+    rates = {k: (tot[k] / n if n else None) for k in ("article_rgb_before", "article_rgb_after", "article_luma_before", "article_luma_after",
+                                                   "colour_after", "both_rgb_after", "both_luma_after")}
+    return {"photos": n, "pairs_with_photos": sum(r["photos"] > 0 for r in per), "per_photo_limit": per_pair, **rates, "per_pair": per}
+
+
 def class_accuracy(acc: Dict, head: str, label: str) -> Tuple[Optional[float], int]:
     hits = [p[head] == label for p, t in zip(acc["pred"], acc["true"]) if t[head] == label]
     return (sum(hits) / len(hits) if hits else None), len(hits)
@@ -311,6 +380,10 @@ def _dropout_steps(value: str):
     return int(value)
 
 
+def _accuracy(acc: Dict, head: str) -> float:
+    return sum(p[head] == t[head] for p, t in zip(acc["pred"], acc["true"])) / max(1, len(acc["pred"]))
+
+
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else None
@@ -352,71 +425,101 @@ def choose_pairs(meta, classifier, acc, min_rows: int, num_pairs: int, num_frequ
 
 
 def run_counterfactual(args) -> Dict:
-    from m6_fashion.evaluation.attribute_classifier import load_default_classifier
+    from m6_fashion.evaluation.attribute_classifier import load_default_classifier, load_luma_classifier
 
     pipe = _load_pipe(args.model)
-    classifier = load_default_classifier()
+    classifier, luma = load_default_classifier(), load_luma_classifier()
     meta = train_metadata()
     nouns, genders = article_nouns(meta), article_genders(meta)
-    acc = real_test_predictions(classifier)
+    acc, acc_luma = real_test_predictions(classifier), real_test_predictions(luma)
     pairs, frequent, counts, info = choose_pairs(meta, classifier, acc, args.min_rows, args.num_pairs, args.num_frequent, args.per_class,
                                                  args.min_class_accuracy, args.min_test_photos)
 
     def describe(c, a):
         ca, nc = class_accuracy(acc, "baseColour", c)
         aa, na = class_accuracy(acc, "articleType", a)
+        al, _ = class_accuracy(acc_luma, "articleType", a)
         pa, npair = pair_accuracy(acc, c, a)
         return {"colour": c, "article": a, "caption": caption(genders[a], c, nouns[a]), "train_rows_pair": counts[(c, a)],
                 "train_rows_colour": info["colour_rows"][c], "train_rows_article": info["article_rows"][a],
                 "ceiling_colour": ca, "test_photos_colour": nc, "ceiling_article": aa, "test_photos_article": na,
                 "ceiling_both_product": None if ca is None or aa is None else ca * aa,
+                "ceiling_article_luma": al, "ceiling_both_luma_product": None if ca is None or al is None else ca * al,
                 "real_both_right": pa, "test_photos_pair": npair}
 
     sets = {"counterfactual": [describe(c, a) for c, a in pairs], "frequent": [describe(c, a) for c, a in frequent]}
+    for it in sets["counterfactual"]:
+        it["negative_prompt"] = f"{genders[it['article']]} {nouns[it['article']]}"  # the caption without its colour
     rows, strips = [], {}
-    for set_name, guidances in (("counterfactual", args.guidance_scales), ("frequent", args.guidance_scales[:1])):
+    settings = {"counterfactual": [(g, False) for g in args.guidance_scales] + [(g, True) for g in args.negative_guidance_scales],
+                "frequent": [(args.guidance_scales[0], False)]}
+    for set_name in ("counterfactual", "frequent"):
         items = sets[set_name]
-        calls = [{"prompt": it["caption"]} for it in items for _ in range(args.samples)]
-        for g in guidances:
+        for g, negative in settings[set_name]:
+            calls = [{"prompt": it["caption"], **({"negative_prompt": it["negative_prompt"]} if negative else {})}
+                     for it in items for _ in range(args.samples)]
             images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps, guidance_scale=g)
-            preds = classify(classifier, images)
+            preds, preds_luma = classify(classifier, images), classify(luma, images)
             per_pair = []
             for k, it in enumerate(items):
                 p = preds[k * args.samples : (k + 1) * args.samples]
+                q = preds_luma[k * args.samples : (k + 1) * args.samples]
                 col = [x["baseColour"] == it["colour"] for x in p]
                 art = [x["articleType"] == it["article"] for x in p]
+                art_l = [x["articleType"] == it["article"] for x in q]
                 per_pair.append({"colour": it["colour"], "article": it["article"], "colour_hits": sum(col), "article_hits": sum(art),
-                                 "both_hits": sum(a and b for a, b in zip(col, art)), "samples": len(p),
+                                 "both_hits": sum(a and b for a, b in zip(col, art)), "article_hits_luma": sum(art_l),
+                                 "both_hits_luma": sum(a and b for a, b in zip(col, art_l)), "samples": len(p),
                                  "predicted_colours": dict(Counter(x["baseColour"] for x in p).most_common()),
-                                 "predicted_articles": dict(Counter(x["articleType"] for x in p).most_common())})
+                                 "predicted_articles": dict(Counter(x["articleType"] for x in p).most_common()),
+                                 "predicted_articles_luma": dict(Counter(x["articleType"] for x in q).most_common())})
             n = len(preds)
-            hit_c = sum(r["colour_hits"] for r in per_pair) / n
-            hit_a = sum(r["article_hits"] for r in per_pair) / n
-            both = sum(r["both_hits"] for r in per_pair) / n
+            hit = {key: sum(r[key] for r in per_pair) / n for key in ("colour_hits", "article_hits", "both_hits", "article_hits_luma", "both_hits_luma")}
             ceil_both = _mean([it["ceiling_both_product"] for it in items])
-            rows.append({"set": set_name, "guidance_scale": g, "pairs": len(items), "images": n, "hit_colour": hit_c, "hit_article": hit_a,
-                         "hit_both": both, "pairs_with_a_both_right_sample": sum(r["both_hits"] > 0 for r in per_pair),
+            ceil_both_l = _mean([it["ceiling_both_luma_product"] for it in items])
+            rows.append({"set": set_name, "guidance_scale": g, "negative_prompt": "the caption without its colour" if negative else None,
+                         "pairs": len(items), "images": n, "hit_colour": hit["colour_hits"],
+                         "hit_article": hit["article_hits"], "hit_both": hit["both_hits"],
+                         "hit_article_luma": hit["article_hits_luma"], "hit_both_luma": hit["both_hits_luma"],
+                         "pairs_with_a_both_right_sample": sum(r["both_hits"] > 0 for r in per_pair),
+                         "pairs_with_a_both_right_sample_luma": sum(r["both_hits_luma"] > 0 for r in per_pair),
                          "ceiling_colour": _mean([it["ceiling_colour"] for it in items]),
                          "ceiling_article": _mean([it["ceiling_article"] for it in items]), "ceiling_both_product": ceil_both,
+                         "ceiling_article_luma": _mean([it["ceiling_article_luma"] for it in items]),
+                         "ceiling_both_luma_product": ceil_both_l,
                          "real_both_right": _mean([it["real_both_right"] for it in items]),
-                         "both_over_ceiling": both / ceil_both if ceil_both else None, "seconds_per_image": spi, "per_pair": per_pair})
+                         "both_over_ceiling": hit["both_hits"] / ceil_both if ceil_both else None,
+                         "both_luma_over_ceiling": hit["both_hits_luma"] / ceil_both_l if ceil_both_l else None,
+                         "seconds_per_image": spi, "per_pair": per_pair})
             strips.setdefault(set_name, (images, items))
+            if negative:
+                strips.setdefault("negative", (images, items))
     data = _base("counterfactual", args, pipe)
     data.update({
         "settings": {"min_rows": args.min_rows, "min_class_accuracy": args.min_class_accuracy, "min_test_photos": args.min_test_photos,
                      "num_pairs": args.num_pairs, "num_frequent": args.num_frequent, "per_class": args.per_class,
-                     "samples": args.samples, "guidance_scales": args.guidance_scales, "seed": args.seed, "batch_size": args.batch_size,
+                     "samples": args.samples, "guidance_scales": args.guidance_scales,
+                     "negative_guidance_scales": args.negative_guidance_scales, "seed": args.seed, "batch_size": args.batch_size,
                      "categories": list(CATEGORIES)},
         "selection": {k: v for k, v in info.items() if k not in ("colour_rows", "article_rows")},
         "pairs": sets["counterfactual"], "frequent_pairs": sets["frequent"], "rows": rows,
         "test_photos_scored": len(acc["pred"]),
+        "judge_check": judge_check(pairs, classifier, luma, args.judge_photos),
+        "luma_judge": {"test_accuracy_articleType": _accuracy(acc_luma, "articleType"), "rgb_test_accuracy_articleType": _accuracy(acc, "articleType")},
         "target": {"both_over_ceiling": TARGETS["counterfactual"]},
     })
     images, items = strips["counterfactual"]
     k = min(8, len(items))
-    cols = [[images[i * args.samples + s] for s in range(min(4, args.samples))] for i in range(k)]
+    shown = min(4, args.samples)
+    cols = [[images[i * args.samples + s] for s in range(shown)] for i in range(k)]
+    label = f" (0 train rows; {shown} seeds"
+    if "negative" in strips:  # the same seeds with the negative prompt beside them
+        neg = strips["negative"][0]
+        cols = [row + [neg[i * args.samples + s] for s in range(shown)] for i, row in enumerate(cols)]
+        g = args.negative_guidance_scales[0]
+        label += f"; left: guidance {args.guidance_scales[0]:g}, right: guidance {g:g} with the caption without its colour as negative prompt"
     data["examples"] = f"{NAMES['counterfactual']}.jpg"
-    data["_strip"] = (cols, [it["caption"] + f" (0 train rows; {args.samples} seeds)" for it in items[:k]])
+    data["_strip"] = (cols, [it["caption"] + label + ")" for it in items[:k]])
     return data
 
 
@@ -427,30 +530,53 @@ def render_counterfactual(d) -> str:
               f"among {' and '.join(s['categories'])} products, classes the classifier knows: it gets >= {s['min_class_accuracy']:.0%} of "
               f">= {s['min_test_photos']} real test photos of the class right; at most {s['per_class']} pairs per class), "
               f"{s['samples']} samples each, T={d['steps']}, seed {s['seed']}, {d['output_size'][1]}x{d['output_size'][0]} outputs. "
-              f"Reference: the {len(d['frequent_pairs'])} most frequent pairs of the same candidate classes. Ceiling: the attribute "
-              f"classifier on the real test photos of the same colour classes and article classes ({d['test_photos_scored']} test photos of "
-              "those categories); for both attributes the product of the two (no real photo of an unseen pair exists).\n")
+              f"Reference: the {len(d['frequent_pairs'])} most frequent pairs of the same candidate classes. Ceiling: the "
+              f"classifiers on the real test photos of the same colour classes and article classes ({d['test_photos_scored']} test photos of "
+              "those categories); for both attributes the product of the two (no real photo of an unseen pair exists). Colour is always "
+              "judged by the attribute classifier; the article by the attribute classifier (RGB) and by the colour-blind luma judge.\n")
     rows = []
     for r in d["rows"]:
-        rows.append([f"{r['set']} pairs, guidance {r['guidance_scale']:g}", r["images"], fmt(r["hit_colour"]), fmt(r["hit_article"]),
-                     fmt(r["hit_both"]), f"{r['pairs_with_a_both_right_sample']}/{r['pairs']}", fmt(r["ceiling_colour"]), fmt(r["ceiling_article"]),
-                     fmt(r["ceiling_both_product"]), fmt(r["real_both_right"]) if r["set"] == "frequent" else "",
-                     fmt(r["both_over_ceiling"], 2)])
-    md.append(markdown_table(["prompts", "images", "hit colour", "hit article", "both right", "pairs with >= 1 both right",
-                              "ceiling colour", "ceiling article", "ceiling both (product)", "real photos of the pair: both right",
-                              "both / ceiling"], rows))
+        neg = ", negative prompt: the caption without its colour" if r.get("negative_prompt") else ""
+        rows.append([f"{r['set']} pairs, guidance {r['guidance_scale']:g}{neg}", r["images"], fmt(r["hit_colour"]),
+                     f"{fmt(r['hit_article'])} / {fmt(r.get('hit_article_luma'))}", f"{fmt(r['hit_both'])} / {fmt(r.get('hit_both_luma'))}",
+                     f"{r['pairs_with_a_both_right_sample']} / {r.get('pairs_with_a_both_right_sample_luma', '')} of {r['pairs']}",
+                     fmt(r["ceiling_colour"]), f"{fmt(r['ceiling_article'])} / {fmt(r.get('ceiling_article_luma'))}",
+                     f"{fmt(r['ceiling_both_product'])} / {fmt(r.get('ceiling_both_luma_product'))}",
+                     fmt(r["real_both_right"]) if r["set"] == "frequent" else "",
+                     f"{fmt(r['both_over_ceiling'], 2)} / {fmt(r.get('both_luma_over_ceiling'), 2)}"])
+    md.append(markdown_table(["prompts", "images", "hit colour", "hit article (RGB / luma judge)", "both right (RGB / luma)",
+                              "pairs with >= 1 both right (RGB / luma)", "ceiling colour", "ceiling article (RGB / luma)",
+                              "ceiling both, product (RGB / luma)", "real photos of the pair: both right (RGB)",
+                              "both / ceiling (RGB / luma)"], rows))
     md.append(f"\nTarget of issue 16: both right >= {TARGETS['counterfactual']:.0%} of the ceiling on the counterfactual pairs.\n")
+    j = d.get("judge_check")
+    if j:
+        lj = d["luma_judge"]
+        md.append(f"Judge check: {j['photos']} real test photos of the pairs' articles ({j['pairs_with_photos']} of {len(d['pairs'])} pairs; "
+                  f"at most {j['per_photo_limit']} each) recoloured to the pair's colour by `m6_fashion.training.recolour`. The article "
+                  f"accuracy of a judge should not fall when only the colour changes. Article accuracy on all real test photos of these "
+                  f"categories: RGB classifier {fmt(lj['rgb_test_accuracy_articleType'])}, luma judge {fmt(lj['test_accuracy_articleType'])}.\n")
+        md.append(markdown_table(
+            ["", "article right (RGB classifier)", "article right (luma judge)", "colour right", "both right (RGB)", "both right (luma judge)"],
+            [["the photos as they are", fmt(j["article_rgb_before"]), fmt(j["article_luma_before"]), "", "", ""],
+             ["recoloured to the pair's colour", fmt(j["article_rgb_after"]), fmt(j["article_luma_after"]), fmt(j["colour_after"]),
+              fmt(j["both_rgb_after"]), fmt(j["both_luma_after"])]]))
+        md.append("")
     first = next(r for r in d["rows"] if r["set"] == "counterfactual")
     pr = []
     for it, r in zip(d["pairs"], first["per_pair"]):
         pc = ", ".join(f"{k} {v}" for k, v in r["predicted_colours"].items())
         pa = ", ".join(f"{k} {v}" for k, v in r["predicted_articles"].items())
+        pl = ", ".join(f"{k} {v}" for k, v in r.get("predicted_articles_luma", {}).items())
         pr.append([it["caption"], f"{it['train_rows_colour']} / {it['train_rows_article']}", f"{r['colour_hits']}/{r['samples']}",
-                   f"{r['article_hits']}/{r['samples']}", f"{r['both_hits']}/{r['samples']}", pc, pa,
-                   f"{fmt(it['ceiling_colour'], 2)} ({it['test_photos_colour']}) / {fmt(it['ceiling_article'], 2)} ({it['test_photos_article']})"])
+                   f"{r['article_hits']} / {r.get('article_hits_luma', '')} of {r['samples']}",
+                   f"{r['both_hits']} / {r.get('both_hits_luma', '')} of {r['samples']}", pc, pa, pl,
+                   f"{fmt(it['ceiling_colour'], 2)} ({it['test_photos_colour']}) / {fmt(it['ceiling_article'], 2)} / "
+                   f"{fmt(it.get('ceiling_article_luma'), 2)} ({it['test_photos_article']})"])
     md.append(f"Per pair at guidance {first['guidance_scale']:g}:\n")
-    md.append(markdown_table(["caption", "train rows colour / article", "colour", "article", "both", "classifier saw (colour)",
-                              "classifier saw (article)", "ceiling colour (n) / article (n)"], pr))
+    md.append(markdown_table(["caption", "train rows colour / article", "colour", "article (RGB / luma)", "both (RGB / luma)",
+                              "classifier saw (colour)", "classifier saw (article)", "luma judge saw (article)",
+                              "ceiling colour (n) / article RGB / luma (n)"], pr))
     md.append(f"\n![examples]({d['examples']})")
     return "\n".join(md)
 
@@ -1024,6 +1150,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="pipeline context_dropout_steps values to try, each with every guidance scale: 'default' (the "
                                 "pipeline's own, round(0.8*T) for text-guided inpainting) and/or numbers (0 = off); default: default 0")
         if name == "counterfactual":
+            s.add_argument("--negative-guidance-scales", type=float, nargs="*", default=None,
+                           help="guidance scales also tried with the caption without its colour as negative_prompt (e.g. 'Men Jeans' "
+                                "for 'Men Orange Jeans'), which puts the guidance on the colour; default 3")
             s.add_argument("--num-pairs", type=int, default=None, help="unseen pairs (default 32; 3 with --fast)")
             s.add_argument("--num-frequent", type=int, default=None, help="frequent reference pairs (default 12; 2 with --fast)")
             s.add_argument("--samples", type=int, default=None, help="images per caption (default 4; 2 with --fast)")
@@ -1032,6 +1161,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--min-class-accuracy", type=float, default=0.4,
                            help="a class counts as known when the classifier gets at least this share of its real test photos right")
             s.add_argument("--min-test-photos", type=int, default=5, help="... on at least this many real test photos")
+            s.add_argument("--judge-photos", type=int, default=None, help="recoloured real photos per pair for the judge check (default 12; 2 with --fast)")
         if name in ("inpainting", "outpainting"):
             s.add_argument("--num-photos", type=int, default=None, help="default 64 (inpainting) / 48 (outpainting); 3 with --fast")
         if name == "seam":
@@ -1051,7 +1181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 DEFAULTS = {  # (full, fast)
     "steps": (10, 2), "num_pairs": (32, 3), "num_frequent": (12, 2), "samples": (4, 2), "num_photos": (64, 3), "num_real": (300, 8),
-    "num_captions": (12, 2), "num_reference": (None, 16),
+    "num_captions": (12, 2), "num_reference": (None, 16), "judge_photos": (12, 2),
 }
 DEFAULTS_BY_RUN = {"seam": {"num_pairs": (48, 3)}, "outpainting": {"num_photos": (48, 3)}, "diversity": {"samples": (10, 3)}}
 
@@ -1067,6 +1197,8 @@ def main(argv=None) -> Dict:
         args.sampling = [sampling_spec(t) for t in DEFAULT_SAMPLING]
     if getattr(args, "guidance_scales", "absent") is None:
         args.guidance_scales = [1.0, 3.0]
+    if getattr(args, "negative_guidance_scales", "absent") is None:
+        args.negative_guidance_scales = [3.0]
     directory = out_dir(args.out_dir, args.fast)
     run, render = RUNS[args.which]
     t0 = time.time()

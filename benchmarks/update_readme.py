@@ -196,6 +196,8 @@ def _met(ok) -> str:
 def _setting(row: dict) -> str:
     """The sampling settings of a result row that differ from the defaults, e.g. 'guidance 3'."""
     parts = [f"guidance {row['guidance_scale']:g}"]
+    if row.get("negative_prompt"):
+        parts.append(f"negative prompt: {row['negative_prompt']}")
     if "context_dropout_steps" in row:
         parts.append(f"context dropout {row['context_dropout_steps']}" + (" (default)" if row.get("pipeline_default") else ""))
     return ", ".join(parts)
@@ -220,6 +222,18 @@ def words_and_masks() -> str:
                  f"{_pct(fr['hit_article'])} / {_pct(fr['hit_both'])}",
                  f"both right >= {target:.0%} of the ceiling: {c1['both_over_ceiling'] or 0:.2f} of it, "
                  f"{_met((c1['both_over_ceiling'] or 0) >= target)}"])
+    if "hit_both_luma" in c1:  # the article also judged by the colour-blind luma classifier
+        j = cf["judge_check"]
+        rows.append(["", "colour / article / both right, article by the colour-blind luma judge",
+                     f"{_pct(c1['hit_colour'])} / {_pct(c1['hit_article_luma'])} / {_pct(c1['hit_both_luma'])}"
+                     + "".join(f"; {_setting(r)}: {_pct(r['hit_colour'])} / {_pct(r['hit_article_luma'])} / {_pct(r['hit_both_luma'])}"
+                               for r in others),
+                     f"classifiers on real photos of those classes: {_pct(c1['ceiling_colour'])} / {_pct(c1['ceiling_article_luma'])} / "
+                     f"{_pct(c1['ceiling_both_luma_product'])} (product); real photos of those articles recoloured to the pair's colour "
+                     f"({j['photos']}): article right {_pct(j['article_rgb_after'])} for the RGB classifier (before recolouring "
+                     f"{_pct(j['article_rgb_before'])}), {_pct(j['article_luma_after'])} for the luma judge ({_pct(j['article_luma_before'])})",
+                     f"{c1['both_luma_over_ceiling'] or 0:.2f} of the ceiling, {_met((c1['both_luma_over_ceiling'] or 0) >= target)}"
+                     + "".join(f"; {_setting(r)}: {r['both_luma_over_ceiling'] or 0:.2f}" for r in others)])
     # (b) text-guided inpainting
     i1 = inp["rows"][0]
     target = inp["target"]["hit_asked_colour"]

@@ -63,7 +63,15 @@ def test_words_and_masks_fast(tmp_path, which):
         assert data["pairs"] and all(p["train_rows_pair"] == 0 for p in data["pairs"])
         assert all(p["train_rows_pair"] > 0 for p in data["frequent_pairs"])
         for row in data["rows"]:
-            assert all(0 <= row[k] <= 1 for k in ("hit_colour", "hit_article", "hit_both", "ceiling_colour", "ceiling_article"))
+            assert all(0 <= row[k] <= 1 for k in ("hit_colour", "hit_article", "hit_both", "ceiling_colour", "ceiling_article",
+                                                 "hit_article_luma", "hit_both_luma", "ceiling_article_luma"))
+            assert row["hit_both_luma"] <= min(row["hit_colour"], row["hit_article_luma"])
+        # plain guidance 1 and 3, then guidance 3 with the caption without its colour as the negative prompt
+        assert [(r["guidance_scale"], bool(r["negative_prompt"])) for r in data["rows"] if r["set"] == "counterfactual"] == [
+            (1.0, False), (3.0, False), (3.0, True)]
+        assert all(p["negative_prompt"].split() == [w for w in p["caption"].split() if w not in p["colour"].split()] for p in data["pairs"])
+        judge = data["judge_check"]  # real photos recoloured to each pair's colour, scored by both article judges
+        assert judge["photos"] >= 1 and all(0 <= judge[k] <= 1 for k in ("article_rgb_after", "article_luma_after", "both_luma_after"))
     elif which == "inpainting":
         for row in data["rows"]:
             assert 0 <= row["hit_asked_colour"] <= 1 and row["outside_mean_abs_diff"] <= 1.0  # the pixels outside the mask are kept

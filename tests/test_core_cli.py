@@ -69,6 +69,15 @@ def test_defaults():
     assert (args.height, args.width, args.overwrite) == (None, None, False)
 
 
+def test_negative_prompt_needs_guidance():
+    args = _parser().parse_args(["--out", "a.png", "--prompt", "Men Orange Jeans", "--negative-prompt", "Men Jeans"])
+    assert args.negative_prompt == "Men Jeans"
+    with pytest.raises(SystemExit, match=r"--negative-prompt is read by the guidance pass.*got 1\); add e.g. --guidance-scale 3"):
+        core.check_negative_prompt(args)
+    core.check_negative_prompt(_parser().parse_args(["--out", "a.png", "--negative-prompt", "x", "--guidance-scale", "3"]))
+    core.check_negative_prompt(_parser().parse_args(["--out", "a.png"]))  # no negative prompt: nothing to check
+
+
 def test_output_paths():
     assert core.output_paths("out.png", 3) == ["out.png", "out-1.png", "out-2.png"]
     assert core.output_paths(os.path.join("d", "out"), 2) == [os.path.join("d", "out.png"), os.path.join("d", "out-1.png")]

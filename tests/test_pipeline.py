@@ -145,6 +145,37 @@ def test_classifier_free_guidance_and_callback(tiny_pipeline, real_images):
     assert changed > 0.5, changed  # same seed, only the guidance differs (measured: about 90% of the codes)
 
 
+def test_negative_prompt_is_what_the_guidance_pass_reads(tiny_pipeline, real_images):
+    """The guidance pass reads the negative prompt instead of no text: "" is exactly plain guidance, a caption
+    changes the tokens, one string or one per prompt; refused where no guidance pass runs or the batch disagrees."""
+    pipe = _text_reading_pipeline(tiny_pipeline)
+    prompts = [real_images[2]["text"], real_images[5]["text"]]
+    seen_text = []
+    encode = pipe.encode_prompt
+    pipe.encode_prompt = lambda texts: seen_text.append(list(texts)) or encode(texts)
+
+    def run(**kw):
+        return pipe(prompts, guidance_scale=3.0, num_inference_steps=4, generator=_g(), output_type="tokens", **kw).tokens
+
+    plain = run()
+    assert torch.equal(run(negative_prompt=""), plain)  # no text either way
+    seen_text.clear()
+    negative = run(negative_prompt="Men Black Jeans", num_images_per_prompt=2)
+    assert seen_text[-1] == ["Men Black Jeans"] * 4  # one negative for every image of every prompt
+    per_prompt = run(negative_prompt=["Men Black Jeans", "Women White Tops"])
+    assert seen_text[-1] == ["Men Black Jeans", "Women White Tops"]
+    assert (per_prompt != plain).float().mean() > 0.3 and negative.shape[0] == 4
+    for kwargs, err, match in [
+        (dict(negative_prompt="x", guidance_scale=1.0), ValueError, "runs only with guidance_scale > 1"),
+        (dict(negative_prompt=["a", "b", "c"], guidance_scale=3.0), ValueError, "3 entries but the call has 2 prompt"),
+        (dict(negative_prompt=[], guidance_scale=3.0), ValueError, "empty list"),
+        (dict(negative_prompt=7, guidance_scale=3.0), TypeError, "negative_prompt must be a string"),
+        (dict(negative_prompt=["a", 7], guidance_scale=3.0), TypeError, r"negative_prompt\[1\] is a int"),
+    ]:
+        with pytest.raises(err, match=match):
+            pipe(prompts, num_inference_steps=2, output_type="tokens", **kwargs)
+
+
 def test_save_load_round_trip_identical(tiny_pipeline, tmp_path):
     tiny_pipeline.save_pretrained(tmp_path / "pipe")
     assert not list((tmp_path / "pipe").rglob("*.bin")) and list((tmp_path / "pipe").rglob("*.safetensors"))

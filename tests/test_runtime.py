@@ -171,6 +171,13 @@ def test_runtime_matches_pipeline_tokens_text_to_image(tiny_onnx_pipeline, tiny_
         assert (got == ref).all(), f"{kwargs}: {_agreement(got, ref)}"
     ref = tiny_onnx_pipeline(None, output_type="tokens", num_inference_steps=5).tokens.numpy()
     assert (rt(None, output_type="tokens", num_inference_steps=5).tokens == ref).all()
+    for negative in ("Men Black Jeans", ["Women White Tops", "", "Men Jeans"]):  # the guidance pass reads it in both
+        kwargs = {"num_inference_steps": 3, "guidance_scale": 3.0, "negative_prompt": negative}
+        ref = tiny_onnx_pipeline(prompts, output_type="tokens", **kwargs).tokens.numpy()
+        got = rt(prompts, output_type="tokens", **kwargs).tokens
+        assert (got == ref).all(), f"{kwargs}: {_agreement(got, ref)}"
+    with pytest.raises(ValueError, match="runs only with guidance_scale > 1"):
+        rt(prompts, negative_prompt="Men Jeans")
 
 
 def _without_split(src: Path, dst: Path) -> Path:

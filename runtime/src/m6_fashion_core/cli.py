@@ -56,6 +56,7 @@ __all__ = [
     "check_num_images",
     "check_sides",
     "check_guidance_scale",
+    "check_negative_prompt",
     "check_temperature",
     "boxes_of",
     "check_boxes",
@@ -87,13 +88,17 @@ def positive_int(text: str) -> int:
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, steps_help: str, temperature_help: str,
                            with_prompt: bool = True) -> None:
-    """``--prompt --seed --steps --num-images --guidance-scale --temperature``, in this order (as ``--help`` lists them)."""
+    """``--prompt --seed --steps --num-images --guidance-scale --negative-prompt --temperature``, in this order (as
+    ``--help`` lists them)."""
     if with_prompt:
         p.add_argument("--prompt", default=None, help=PROMPT_HELP)
     p.add_argument("--seed", type=int, default=0, help=seed_help)
     p.add_argument("--steps", type=positive_int, default=10, help=steps_help)
     p.add_argument("--num-images", type=positive_int, default=1, help="images to write (out.png, out-1.png, ...)")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1.0 = off)")
+    p.add_argument("--negative-prompt", default=None,
+                   help="text the guidance pass reads instead of none (needs --guidance-scale > 1); e.g. the prompt without "
+                        "its colour puts the weight on the colour")
     p.add_argument("--temperature", type=float, default=None, help=temperature_help)
 
 
@@ -179,6 +184,15 @@ def check_sides(args: argparse.Namespace, flags: Sequence[str] = ("height", "wid
         value = getattr(args, flag, None)
         if value is not None and value > MAX_SIDE:
             raise SystemExit(f"error: --{flag} {value} is too large; at most {MAX_SIDE} pixels")
+
+
+def check_negative_prompt(args) -> None:
+    """``--negative-prompt`` only with ``--guidance-scale`` > 1 (the pass that reads it)."""
+    if getattr(args, "negative_prompt", None) is not None and not args.guidance_scale > 1.0:
+        raise SystemExit(
+            f"error: --negative-prompt is read by the guidance pass, which runs only with --guidance-scale > 1 (got "
+            f"{args.guidance_scale:g}); add e.g. --guidance-scale 3, or drop --negative-prompt"
+        )
 
 
 def check_guidance_scale(guidance_scale: float) -> None:

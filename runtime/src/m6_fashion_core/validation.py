@@ -127,6 +127,44 @@ def check_guidance_scale(guidance_scale, prompt, reference_images) -> float:
     return float(guidance_scale)
 
 
+def check_negative_prompt(negative_prompt, prompt, image, guidance_scale) -> None:
+    """`None`, or a string / non-empty list of strings (one for all prompts, or one per prompt) that the guidance
+    pass reads instead of no text; only with `guidance_scale` > 1, the pass that reads it.
+
+    Guidance then mixes `l_n + s * (l_c - l_n)`: it steers away from what the negative prompt says, towards what the
+    prompt adds to it (e.g. the prompt "Men Orange Jeans" with the negative prompt "Men Jeans" puts the weight on
+    "Orange").
+    """
+    if negative_prompt is None:
+        return
+    if not isinstance(negative_prompt, (str, list, tuple)):
+        raise TypeError(f"negative_prompt must be a string or a list of strings; got {type(negative_prompt).__name__}")
+    if isinstance(negative_prompt, (list, tuple)):
+        if len(negative_prompt) == 0:
+            raise ValueError("negative_prompt is an empty list; pass one string, or one per prompt")
+        for i, p in enumerate(negative_prompt):
+            if not isinstance(p, str):
+                raise ListItemTypeError(f"every negative prompt in the list must be a string; negative_prompt[{i}] is a {type(p).__name__}")
+    if not (_is_real(guidance_scale) and guidance_scale > 1.0):
+        raise ValueError(
+            f"negative_prompt is read by the classifier-free guidance pass, which runs only with guidance_scale > 1, and this "
+            f"call has guidance_scale={guidance_scale!r}, so it would change nothing; raise guidance_scale (e.g. 3) or drop negative_prompt"
+        )
+    n_prompts = len(prompt) if isinstance(prompt, (list, tuple)) else len(image) if isinstance(image, (list, tuple)) else 1
+    if isinstance(negative_prompt, (list, tuple)) and len(negative_prompt) not in (1, n_prompts):
+        raise ValueError(
+            f"negative_prompt has {len(negative_prompt)} entries but the call has {n_prompts} prompt(s); give one, or one per prompt"
+        )
+
+
+def batch_negative_prompts(negative_prompt, prompts: List[str], num_images_per_prompt: int) -> Optional[List[str]]:
+    """The negative prompt of each generated image (aligned with `batch_prompts`), or None without one."""
+    if negative_prompt is None:
+        return None
+    texts = expand_per_prompt(prompt_texts(negative_prompt), len(prompts) // num_images_per_prompt, "negative_prompt")
+    return [t for t in texts for _ in range(num_images_per_prompt)]
+
+
 def check_refine_ratio(refine_ratio, style_image) -> float:
     """A number in [0, 1]; any value but `DEFAULT_REFINE_RATIO` only with `style_image` (style mixing)."""
     if not _is_real(refine_ratio) or not 0.0 <= refine_ratio <= 1.0:

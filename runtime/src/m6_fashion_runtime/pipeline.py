@@ -165,6 +165,10 @@ class M6FashionRuntime:
         """``(height, width)`` in pixels of the canvas the image encoder reads: ``grid_shape * cell``."""
         return self.geometry.sample_shape
 
+    def _guidance_text(self, negatives: Optional[List[str]], b: int) -> List[List[int]]:
+        """The text the guidance pass reads: the negative prompts' token ids, or no text."""
+        return self.encode_prompt(negatives) if negatives is not None else [[] for _ in range(b)]
+
     def encode_prompt(self, prompts: Sequence[str]) -> List[List[int]]:
         """Captions -> id lists (no special tokens), truncated to ``max_text_length`` with a warning."""
         limit = self.geometry.max_text_length
@@ -339,6 +343,7 @@ class M6FashionRuntime:
         num_inference_steps: int = 10,
         num_images_per_prompt: int = 1,
         guidance_scale: float = 1.0,
+        negative_prompt: Union[str, Sequence[str], None] = None,
         temperature: Optional[float] = None,
         deterministic: Optional[bool] = None,
         seed: Optional[int] = None,
@@ -373,6 +378,9 @@ class M6FashionRuntime:
         first this many passes show the model the kept tokens as masked, so the region follows the text; ``None``
         (default) = ``round(0.8 * num_inference_steps)`` there and 0 elsewhere, as in the pipeline.
 
+        ``negative_prompt``: what the guidance pass reads instead of no text (one string or one per prompt; only
+        with ``guidance_scale`` > 1), as in the pipeline.
+
         ``deterministic`` overrides the bundle's scheduler (argmax tokens, lowest-confidence re-masking);
         ``seed`` seeds numpy's generator for sampling mode (and the random part of the style-mixing seam).
         Returns ``images`` of ``width`` x ``height`` (PIL, or uint8 (B, height, width, 3) for ``"np"``) and
@@ -386,6 +394,7 @@ class M6FashionRuntime:
             prompt, image, style_image, reference_images, num_inference_steps, num_images_per_prompt, guidance_scale,
             temperature, refine_ratio,
         )
+        validation.check_negative_prompt(negative_prompt, prompt, image, guidance_scale)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
         validation.check_output_type(output_type, OUTPUT_TYPES)
@@ -400,11 +409,12 @@ class M6FashionRuntime:
         prompts = validation.batch_prompts(prompt, image, r)
         b = len(prompts)
         n_prompts = b // r
+        negatives = validation.batch_negative_prompts(negative_prompt, prompts, r)
 
         if isinstance(canvas, core_outpainting.WideCanvas):
             imgs = validation.expand_per_prompt(images_in, n_prompts, "image")
             return self._outpaint_wide(canvas, prompts, imgs, image_box, r, sampler, rng, steps, guidance_scale,
-                                       output_type, blend_pixels)
+                                       output_type, blend_pixels, negatives)
 
         tokens = np.full((b, n, m), k, dtype=np.int64)
         editable = np.ones((b, n), dtype=bool)
@@ -443,7 +453,7 @@ class M6FashionRuntime:
 
         text_ids = self.encode_prompt(prompts)
         inputs = build_model_inputs(geo, self.special, text_ids, tokens, conditions)
-        uncond = build_model_inputs(geo, self.special, [[] for _ in range(b)], tokens) if guidance_scale > 1.0 else None
+        uncond = build_model_inputs(geo, self.special, self._guidance_text(negatives, b), tokens) if guidance_scale > 1.0 else None
 
         cond = self.prepare(inputs)
         uncond = self.prepare(uncond) if uncond is not None else None
@@ -476,7 +486,7 @@ class M6FashionRuntime:
 
     def _outpaint_wide(self, canvas, prompts: List[str], images: List[ImageInput], image_box, r: int,
                        sampler: SMARTSampler, rng: np.random.Generator, steps: int, guidance_scale: float,
-                       output_type: str, blend_pixels: bool) -> RuntimeOutput:
+                       output_type: str, blend_pixels: bool, negatives: Optional[List[str]] = None) -> RuntimeOutput:
         """Outpainting onto a canvas larger than the decoder's, window by window, as the pipeline's
         ``_outpaint_wide`` (``m6_fashion_core.outpainting``): the placed image is tokenised whole, the cells outside
         its box are generated in windows of the model's ``grid_shape`` (gr x gc cells) in ``plan_windows`` order,
@@ -499,7 +509,7 @@ class M6FashionRuntime:
         cond = self.prepare(build_model_inputs(geo, self.special, text_ids, masked))
         uncond = None
         if guidance_scale > 1.0:
-            uncond = self.prepare(build_model_inputs(geo, self.special, [[] for _ in range(b)], masked))
+            uncond = self.prepare(build_model_inputs(geo, self.special, self._guidance_text(negatives, b), masked))
         for top, left in core_outpainting.plan_windows(known, (gr, gc)):
             window = np.ascontiguousarray(grid[:, top : top + gr, left : left + gc]).reshape(b, gr * gc, m)
             editable = (window == k).all(-1)

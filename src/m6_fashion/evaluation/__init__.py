@@ -15,7 +15,9 @@ from .attribute_classifier import (
     default_classifier_path,
     evaluate_accuracy,
     load_default_classifier,
+    load_luma_classifier,
     load_split_cache,
+    luma_classifier_path,
     parse_attributes,
 )
 from .metrics import (
@@ -77,7 +79,9 @@ __all__ = [
     "kernel_inception_distance",
     "laplacian_variance",
     "load_default_classifier",
+    "load_luma_classifier",
     "load_split_cache",
+    "luma_classifier_path",
     "majority_rate",
     "parse_attributes",
     "psnr",

@@ -9,6 +9,12 @@ test images is stored next to its weights in ``eval_results.json``.
 
 Input: 64x64 RGB images in [-1, 1], as produced by ``m6_fashion.image_processing.preprocess(images, 64)``
 (padded to a square on white, never cropped).
+
+A classifier made with ``colour_input="luma"`` sees only the lightness of the image (Rec. 601 luma) and has no
+baseColour head: it judges article type and gender without colour as a cue. The shipped one
+(``pretrained/article-classifier-luma``, :func:`load_luma_classifier`) is trained with the garment's lightness
+randomised as well, so that a red pair of jeans is still jeans to it; the RGB classifier files most of them as
+trousers or track pants (see its README).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from torch import Tensor, nn
 from ..image_processing import preprocess
 from .metrics import HEADS, attribute_hit_rate  # noqa: F401  (the hit rate is importable from here too)
 _HEAD_CONFIG_KEYS = {"articleType": "article_type_labels", "baseColour": "base_colour_labels", "gender": "gender_labels"}
+COLOUR_INPUTS = ("rgb", "luma")
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # Rec. 601
 
 DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "fashion-product-images")
 DEFAULT_CACHE_DIR = os.path.join(".cache", "m6-fashion")
@@ -105,6 +113,10 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
     others at stride 2), each stage two 3x3 conv + BN + ReLU layers except the last, which has one; global
     average pooling; dropout; one linear head per attribute. Label vocabularies live in the config, so
     ``save_pretrained`` / ``from_pretrained`` round-trip the label names.
+
+    ``colour_input="luma"``: the model takes the same (B, 3, H, W) RGB input but its stem reads only the luma
+    channel; it then has no baseColour head (``base_colour_labels`` must be empty) and ``head_names`` is
+    ``("articleType", "gender")``.
     """
 
     config_name = "config.json"
@@ -118,13 +130,20 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         sample_size: int = 64,
         block_out_channels: Sequence[int] = (32, 64, 128, 256),
         dropout: float = 0.1,
+        colour_input: str = "rgb",
     ):
         super().__init__()
+        if colour_input not in COLOUR_INPUTS:
+            raise ValueError(f"colour_input must be one of {COLOUR_INPUTS}; got {colour_input!r}")
+        if colour_input == "luma" and len(base_colour_labels):
+            raise ValueError("a colour_input='luma' classifier cannot judge colour: leave base_colour_labels empty")
         for key, labels in (
             ("article_type_labels", article_type_labels),
             ("base_colour_labels", base_colour_labels),
             ("gender_labels", gender_labels),
         ):
+            if colour_input == "luma" and key == "base_colour_labels":
+                continue
             if len(labels) < 2:
                 raise ValueError(f"{key} needs at least 2 label names; got {len(labels)}")
             if len(set(labels)) != len(labels):
@@ -134,7 +153,7 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         if sample_size < 16 or sample_size % (2 ** len(block_out_channels)) != 0:
             raise ValueError(f"sample_size must be >= 16 and divisible by {2 ** len(block_out_channels)}; got {sample_size}")
         chans = list(block_out_channels)
-        layers: List[nn.Module] = [_conv_bn_relu(3, chans[0], 2)]
+        layers: List[nn.Module] = [_conv_bn_relu(1 if colour_input == "luma" else 3, chans[0], 2)]
         c_prev = chans[0]
         for i, c in enumerate(chans):
             layers.append(_conv_bn_relu(c_prev, c, 1 if i == 0 else 2))
@@ -143,24 +162,27 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
             c_prev = c
         self.trunk = nn.Sequential(*layers)
         self.head_dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict(
-            {
-                "articleType": nn.Linear(c_prev, len(article_type_labels)),
-                "baseColour": nn.Linear(c_prev, len(base_colour_labels)),
-                "gender": nn.Linear(c_prev, len(gender_labels)),
-            }
-        )
+        sizes = {"articleType": len(article_type_labels), "baseColour": len(base_colour_labels), "gender": len(gender_labels)}
+        self.heads = nn.ModuleDict({h: nn.Linear(c_prev, sizes[h]) for h in HEADS if sizes[h]})
 
     # -- label helpers -----------------------------------------------------------------------------
+
+    @property
+    def head_names(self) -> Tuple[str, ...]:
+        """The attributes this classifier predicts, in ``HEADS`` order (no baseColour for a luma classifier)."""
+        return tuple(self.heads.keys())
 
     def labels(self, head: str) -> List[str]:
         if head not in _HEAD_CONFIG_KEYS:
             raise ValueError(f"unknown head {head!r}; heads are {HEADS}")
+        if head not in self.heads:
+            raise ValueError(f"this classifier has no {head} head (colour_input={self.config.colour_input!r}); "
+                             f"its heads are {self.head_names}")
         return list(getattr(self.config, _HEAD_CONFIG_KEYS[head]))
 
     @property
     def label_to_index(self) -> Dict[str, Dict[str, int]]:
-        return {h: {name: i for i, name in enumerate(self.labels(h))} for h in HEADS}
+        return {h: {name: i for i, name in enumerate(self.labels(h))} for h in self.head_names}
 
     # -- forward / predict -------------------------------------------------------------------------
 
@@ -173,7 +195,10 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
                 f"pixel_values must be {size}x{size}; got {tuple(pixel_values.shape[-2:])} "
                 f"(use m6_fashion.image_processing.preprocess(images, {size}))"
             )
-        h = self.trunk(pixel_values.to(self.dtype))
+        x = pixel_values.to(self.dtype)
+        if self.config.colour_input == "luma":
+            x = to_luma(x)
+        h = self.trunk(x)
         features = h.mean(dim=(2, 3))
         z = self.head_dropout(features)
         logits = {name: head(z) for name, head in self.heads.items()}
@@ -207,11 +232,11 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         pixels = self._to_pixels(images)
         was_training = self.training
         self.eval()
-        out: Dict[str, List[Tensor]] = {h: [] for h in HEADS}
+        out: Dict[str, List[Tensor]] = {h: [] for h in self.head_names}
         try:
             for i in range(0, pixels.shape[0], batch_size):
                 logits = self(pixels[i : i + batch_size].to(self.device)).logits
-                for h in HEADS:
+                for h in self.head_names:
                     out[h].append(logits[h].float().softmax(-1).cpu())
         finally:
             self.train(was_training)
@@ -221,10 +246,16 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
     def predict(self, images, batch_size: int = 256) -> List[Dict[str, str]]:
         """Images -> one dict per image mapping each head to its predicted label name."""
         probs = self.predict_proba(images, batch_size=batch_size)
-        names = {h: self.labels(h) for h in HEADS}
-        idx = {h: probs[h].argmax(-1).tolist() for h in HEADS}
-        n = len(idx[HEADS[0]])
-        return [{h: names[h][idx[h][i]] for h in HEADS} for i in range(n)]
+        names = {h: self.labels(h) for h in self.head_names}
+        idx = {h: probs[h].argmax(-1).tolist() for h in self.head_names}
+        n = len(idx[self.head_names[0]])
+        return [{h: names[h][idx[h][i]] for h in self.head_names} for i in range(n)]
+
+
+def to_luma(pixels: Tensor) -> Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) Rec. 601 luma, in the same value range."""
+    w = pixels.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    return (pixels * w).sum(1, keepdim=True)
 
 
 def default_classifier_path() -> Path:
@@ -245,6 +276,25 @@ def load_default_classifier(path: Optional[Union[str, os.PathLike]] = None) -> A
             "`python -m m6_fashion.evaluation.train_classifier --output_dir DIR` and pass DIR"
         )
     return AttributeClassifier.from_pretrained(str(path)).eval()
+
+
+def luma_classifier_path() -> Path:
+    """Where the shipped colour-blind article judge lives (``m6_fashion/pretrained/article-classifier-luma``)."""
+    return Path(str(importlib.resources.files("m6_fashion") / "pretrained" / "article-classifier-luma"))
+
+
+def load_luma_classifier(path: Optional[Union[str, os.PathLike]] = None) -> AttributeClassifier:
+    """Loads the colour-blind article/gender classifier (``colour_input="luma"``, eval mode)."""
+    path = Path(path) if path is not None else luma_classifier_path()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no luma classifier at {str(path)!r}; train one with `python -m m6_fashion.evaluation.train_classifier "
+            "--colour_input luma --output_dir DIR` and pass DIR"
+        )
+    model = AttributeClassifier.from_pretrained(str(path), torch_dtype=torch.float32).eval()  # stored in float16
+    if model.config.colour_input != "luma":
+        raise ValueError(f"the classifier at {str(path)!r} reads colour (colour_input={model.config.colour_input!r}); expected 'luma'")
+    return model
 
 
 # ------------------------------------------------------------------------------------------------
@@ -403,7 +453,7 @@ def evaluate_accuracy(
     labels: Mapping[str, Sequence[str]],
     batch_size: int = 512,
 ) -> Dict[str, Dict[str, float]]:
-    """Top-1 accuracy per head on uint8/float images, with the majority-class rate of ``labels`` as chance.
+    """Top-1 accuracy per head of the model on uint8/float images, with the majority-class rate of ``labels`` as chance.
 
     Labels the model has never seen (not in its vocabulary) count as errors.
     """
@@ -411,7 +461,7 @@ def evaluate_accuracy(
 
     preds = model.predict(images, batch_size=batch_size)
     result: Dict[str, Dict[str, float]] = {}
-    for h in HEADS:
+    for h in model.head_names:
         truth = list(labels[h])
         if len(truth) != len(preds):
             raise ValueError(f"{len(truth)} {h} labels for {len(preds)} images")

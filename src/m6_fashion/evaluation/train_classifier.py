@@ -2,6 +2,10 @@
 
     python -m m6_fashion.evaluation.train_classifier --output_dir src/m6_fashion/pretrained/attribute-classifier --max_steps 2500
 
+With ``--colour_input luma`` the classifier reads only the lightness of the image and has no baseColour head; its
+training batches also get the garment's lightness remapped at random (``_lightness_jitter``), so that neither hue
+nor how dark a garment is can stand in for its article type.
+
 The first run decodes the split's JPEGs once into a uint8 tensor cache (``--cache_dir``, default
 ``.cache/m6-fashion``); later runs load that file in seconds. A held-out slice of the train split
 (``--val_size``) is used for progress logging; the test split is evaluated once, after training, and the
@@ -30,6 +34,7 @@ from .attribute_classifier import (
     AttributeClassifier,
     evaluate_accuracy,
     load_split_cache,
+    to_luma,
 )
 from .common import logger, progress_bar, set_quiet
 
@@ -48,6 +53,28 @@ def _augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 4) ->
         padded = padded.gather(2, rows)
         x = padded.gather(3, cols)
     return x
+
+
+def _lightness_jitter(x: torch.Tensor, generator: torch.Generator, keep: float = 0.25, white: float = 0.92,
+                      ramp: float = 0.06) -> torch.Tensor:
+    """Luma of RGB ``x`` (B, 3, H, W) in [-1, 1] with the product's lightness remapped at random, as 3 equal channels.
+
+    Per image (a share ``keep`` left as it is): luma ``y`` in [0, 1] of the non-background pixels becomes
+    ``a + b * y`` with ``b`` ~ U(0.3, 1) (shading keeps its direction, with less contrast) and ``a`` ~ U(0, 0.85 (1 - b)),
+    so a black garment may come out light grey and a white one mid grey; the white background (``y >= white``)
+    stays, blended over ``ramp`` below it. Stands in for recolouring: the article judge must not learn "dark and
+    shiny = formal shoes" or "mid-blue = jeans".
+    """
+    b = x.shape[0]
+    y = (to_luma(x) + 1.0) / 2.0
+    gain = 0.3 + 0.7 * torch.rand(b, generator=generator)
+    offset = torch.rand(b, generator=generator) * 0.85 * (1.0 - gain)
+    on = (torch.rand(b, generator=generator) >= keep).float()
+    gain, offset = gain * on + (1 - on), offset * on
+    garment = ((white - y) / ramp).clamp(0.0, 1.0)
+    mapped = offset.view(b, 1, 1, 1) + gain.view(b, 1, 1, 1) * y
+    y = garment * mapped + (1 - garment) * y
+    return (y * 2.0 - 1.0).expand(-1, 3, -1, -1)
 
 
 def _labels_to_index(values: Sequence[str], vocab: List[str]) -> torch.Tensor:
@@ -75,6 +102,7 @@ def train_classifier(
     log_every: int = 50,
     eval_every: int = 500,
     seed: int = 0,
+    colour_input: str = "rgb",
     train_data: Optional[Dict[str, object]] = None,
     test_data: Optional[Dict[str, object]] = None,
     verbose: bool = True,
@@ -90,6 +118,8 @@ def train_classifier(
         raise ValueError(f"max_steps must be >= 0; got {max_steps}")
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2; got {batch_size}")
+    if colour_input not in ("rgb", "luma"):
+        raise ValueError(f"colour_input must be 'rgb' or 'luma'; got {colour_input!r}")
     if num_threads:
         torch.set_num_threads(num_threads)
     log = logger.info if verbose else (lambda *a, **k: None)
@@ -102,7 +132,7 @@ def train_classifier(
         test_data = load_split_cache("test", data_dir, cache_dir, limit=test_limit, verbose=verbose)
     log(f"data ready in {time.time() - t_start:.0f}s: {len(train_data['ids'])} train, {len(test_data['ids'])} test images")
 
-    model, vocab = _new_model(train_data, block_out_channels, dropout)
+    model, vocab = _new_model(train_data, block_out_channels, dropout, colour_input)
     n = train_data["images"].shape[0]
     perm = torch.randperm(n, generator=gen)
     val_size = min(val_size, n // 10)
@@ -117,7 +147,7 @@ def train_classifier(
     model = model.to(memory_format=torch.contiguous_format)
     val = loop.val_accuracy()
     model.eval()
-    test = evaluate_accuracy(model, test_data["images"], {h: test_data[h] for h in HEADS})
+    test = evaluate_accuracy(model, test_data["images"], {h: test_data[h] for h in model.head_names})
     results = {
         "test": test,
         "val_accuracy": val,
@@ -130,12 +160,13 @@ def train_classifier(
         "train_seconds": round(time.time() - loop.t_train, 1),
         "num_threads": torch.get_num_threads(),
         "seed": seed,
+        "colour_input": colour_input,
         "command": command
         or "python -m m6_fashion.evaluation.train_classifier "
-        f"--max_steps {max_steps} --batch_size {batch_size} --learning_rate {learning_rate} --seed {seed}"
+        f"--max_steps {max_steps} --batch_size {batch_size} --learning_rate {learning_rate} --seed {seed} --colour_input {colour_input}"
         + (f" --time_budget_s {time_budget_s:g}" if time_budget_s is not None else ""),
     }
-    for h in HEADS:
+    for h in model.head_names:
         log(f"test {h}: accuracy {test[h]['accuracy']:.4f} vs chance (majority '{test[h]['majority_label']}') "
             f"{test[h]['chance_majority']:.4f}")
     if output_dir:
@@ -144,16 +175,20 @@ def train_classifier(
     return model, results
 
 
-def _new_model(train_data: Dict, block_out_channels: Sequence[int], dropout: float) -> Tuple[AttributeClassifier, Dict[str, List[str]]]:
-    """An untrained classifier (channels-last) whose label vocabularies are the sorted values of the train split."""
-    vocab = {h: sorted(set(train_data[h]) - {None}) for h in HEADS}
+def _new_model(train_data: Dict, block_out_channels: Sequence[int], dropout: float,
+               colour_input: str = "rgb") -> Tuple[AttributeClassifier, Dict[str, List[str]]]:
+    """An untrained classifier (channels-last) whose label vocabularies are the sorted values of the train split
+    (no baseColour head for a luma classifier)."""
+    heads = [h for h in HEADS if not (colour_input == "luma" and h == "baseColour")]
+    vocab = {h: sorted(set(train_data[h]) - {None}) for h in heads}
     model = AttributeClassifier(
         article_type_labels=vocab["articleType"],
-        base_colour_labels=vocab["baseColour"],
+        base_colour_labels=vocab.get("baseColour", ()),
         gender_labels=vocab["gender"],
         sample_size=int(train_data["images"].shape[-1]),
         block_out_channels=tuple(block_out_channels),
         dropout=dropout,
+        colour_input=colour_input,
     )
     return model.to(memory_format=torch.channels_last), vocab
 
@@ -197,7 +232,8 @@ class _TrainLoop:
                  label_smoothing: float, gen: torch.Generator, log: Callable):
         self.model, self.train_data, self.train_idx, self.val_idx = model, train_data, train_idx, val_idx
         self.images: torch.Tensor = train_data["images"]  # uint8 (N, 3, S, S)
-        self.targets = {h: _labels_to_index(train_data[h], vocab[h]) for h in HEADS}
+        self.targets = {h: _labels_to_index(train_data[h], vocab[h]) for h in model.head_names}
+        self.luma = model.config.colour_input == "luma"
         self.batch_size, self.label_smoothing, self.gen, self.log = batch_size, label_smoothing, gen, log
         self.t_train = time.time()
 
@@ -205,18 +241,20 @@ class _TrainLoop:
         """Per-head accuracy on the held-out train rows (leaves the model in training mode)."""
         if len(self.val_idx) == 0:
             return {}
-        labels = {h: [self.train_data[h][i] for i in self.val_idx.tolist()] for h in HEADS}
+        labels = {h: [self.train_data[h][i] for i in self.val_idx.tolist()] for h in self.model.head_names}
         acc = evaluate_accuracy(self.model, self.images[self.val_idx], labels)
         self.model.train()
         return {h: round(v["accuracy"], 4) for h, v in acc.items()}
 
     def loss(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.images[idx].float().div(127.5).sub(1.0)
-        x = _augment(x, self.gen).contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
+        x = _augment(x, self.gen)
+        if self.luma:
+            x = _lightness_jitter(x, self.gen)
+        out = self.model(x.contiguous(memory_format=torch.channels_last))
         return sum(
             F.cross_entropy(out.logits[h], self.targets[h][idx], label_smoothing=self.label_smoothing, ignore_index=-100)
-            for h in HEADS
+            for h in self.model.head_names
         )
 
     def run(self, optimizer, schedule: _Schedule, t_start: float, log_every: int, eval_every: int,
@@ -278,11 +316,11 @@ def evaluate_saved(
     """Test-split accuracy per head (vs majority-class chance) of a saved classifier; prints a table."""
     if num_threads:
         torch.set_num_threads(num_threads)
-    model = AttributeClassifier.from_pretrained(model_dir).eval()
+    model = AttributeClassifier.from_pretrained(model_dir, torch_dtype=torch.float32).eval()  # weights may be stored in float16
     test = load_split_cache("test", data_dir, cache_dir, size=model.config.sample_size)
-    result = evaluate_accuracy(model, test["images"], {h: test[h] for h in HEADS})
+    result = evaluate_accuracy(model, test["images"], {h: test[h] for h in model.head_names})
     print(f"{'head':<12} {'accuracy':>9} {'chance':>9}  majority class   (n={len(test['ids'])} test images)")
-    for h in HEADS:
+    for h in model.head_names:
         r = result[h]
         print(f"{h:<12} {r['accuracy']:>9.4f} {r['chance_majority']:>9.4f}  {r['majority_label']}")
     return result
@@ -312,6 +350,8 @@ class ClassifierTrainingArguments:
     log_every: int = field(default=50)
     eval_every: int = field(default=500)
     seed: int = field(default=0)
+    colour_input: str = field(default="rgb", metadata={
+        "help": "'rgb', or 'luma': lightness only, no baseColour head, lightness-jittered training (the colour-blind article judge)"})
     eval_only: bool = field(default=False, metadata={"help": "only evaluate the model in --output_dir on the test split"})
 
 

@@ -440,11 +440,12 @@ class M6FashionPipeline(DiffusionPipeline):
         callback_on_step_end=None,
         blend_pixels=True,
         context_dropout_steps=None,
+        negative_prompt=None,
     ):
         """Checks every argument before any image is encoded or any token generated; raises naming the argument.
 
         No argument is silently ignored: one that would have no effect in this combination (guidance without a
-        prompt or reference patches, `refine_ratio` without style mixing, `blend_pixels=False` without pixels to
+        prompt or reference patches, a negative prompt without guidance, `refine_ratio` without style mixing, `blend_pixels=False` without pixels to
         paste back, an `image_box` that leaves nothing to generate, tensor names without a callback) is refused.
         """
         canvas = self.output_canvas(height, width, outpainting=image is not None and image_box is not None)
@@ -452,6 +453,7 @@ class M6FashionPipeline(DiffusionPipeline):
             prompt, image, style_image, reference_images, num_inference_steps, num_images_per_prompt, guidance_scale,
             temperature, refine_ratio,
         )
+        validation.check_negative_prompt(negative_prompt, prompt, image, guidance_scale)
         validation.check_output_type(output_type, OUTPUT_TYPES)
         validation.check_blend_pixels(blend_pixels, image, output_type, OUTPUT_TYPES)
         _check_generator(generator)
@@ -581,6 +583,7 @@ class M6FashionPipeline(DiffusionPipeline):
         num_inference_steps: int = 10,
         num_images_per_prompt: int = 1,
         guidance_scale: float = 1.0,
+        negative_prompt: Union[str, List[str], None] = None,
         temperature: Optional[float] = None,
         generator: Optional[torch.Generator] = None,
         output_type: str = "pil",
@@ -613,6 +616,11 @@ class M6FashionPipeline(DiffusionPipeline):
             num_images_per_prompt: images per prompt.
             guidance_scale: classifier-free guidance scale (1.0 = off); > 1 runs an unconditional pass too and
                 needs a prompt or reference patches to steer towards (refused without either).
+            negative_prompt: what the guidance pass reads instead of no text (one string, or one per prompt; only
+                with `guidance_scale` > 1): guidance then steers away from it, towards what the prompt adds. Leaving
+                the colour out of it puts the weight on the colour: `prompt="Men Orange Jeans",
+                negative_prompt="Men Jeans", guidance_scale=3` gives orange jeans where the prompt alone gives blue
+                or black ones (an unseen colour x article pair).
             temperature: overrides the scheduler's sampling temperature for this call.
             generator: `torch.Generator` making the call reproducible.
             output_type: `"pil"`, `"np"`, `"pt"` or `"tokens"` (skip decoding).
@@ -639,6 +647,7 @@ class M6FashionPipeline(DiffusionPipeline):
             num_images_per_prompt, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
             temperature=temperature, generator=generator, refine_ratio=refine_ratio, height=height, width=width,
             callback_on_step_end=callback_on_step_end, blend_pixels=blend_pixels, context_dropout_steps=context_dropout_steps,
+            negative_prompt=negative_prompt,
         )
         num_inference_steps, num_images_per_prompt = _as_int(num_inference_steps), _as_int(num_images_per_prompt)
         guidance_scale = float(guidance_scale)  # numpy scalars would turn `scale * tensor` into an array
@@ -656,8 +665,9 @@ class M6FashionPipeline(DiffusionPipeline):
         )
         if isinstance(canvas, WideOutputCanvas):
             prompts = validation.batch_prompts(prompt, image, num_images_per_prompt)
+            negatives = validation.batch_negative_prompts(negative_prompt, prompts, num_images_per_prompt)
             return self._outpaint_wide(canvas, prompts, image, image_box, num_images_per_prompt, output_type,
-                                       return_dict, blend_pixels, sampling)
+                                       return_dict, blend_pixels, sampling, negatives)
         device = self.device
         cfg = self.transformer.config
         (rows, cols), n, k = self.grid_shape, cfg.num_image_tokens, cfg.codebook_size
@@ -728,7 +738,8 @@ class M6FashionPipeline(DiffusionPipeline):
         cond = self._prepare(inputs)
         uncond = None
         if guidance_scale > 1.0:
-            uncond_inputs = build_model_inputs(cfg, [[] for _ in range(b)], tokens.cpu(), None)
+            negatives = validation.batch_negative_prompts(negative_prompt, prompts, num_images_per_prompt)
+            uncond_inputs = build_model_inputs(cfg, self._guidance_text(negatives, b), tokens.cpu(), None)
             uncond = self._prepare({key: v.to(device) for key, v in uncond_inputs.items()})
 
         # ---- SMART loop
@@ -783,8 +794,13 @@ class M6FashionPipeline(DiffusionPipeline):
             )
         return new
 
+    def _guidance_text(self, negatives: Optional[List[str]], b: int) -> List[List[int]]:
+        """The text the guidance pass reads: the negative prompts' token ids, or no text."""
+        return self.encode_prompt(negatives) if negatives is not None else [[] for _ in range(b)]
+
     def _outpaint_wide(self, canvas: "WideOutputCanvas", prompts: List[str], image, image_box, num_images_per_prompt: int,
-                       output_type: str, return_dict: bool, blend_pixels: bool, sampling: Dict[str, Any]):
+                       output_type: str, return_dict: bool, blend_pixels: bool, sampling: Dict[str, Any],
+                       negatives: Optional[List[str]] = None):
         """Outpainting onto a canvas larger than the decoder's square (`m6_fashion_core.outpainting`).
 
         The image is placed in `image_box` on a white `width` x `height` sheet and tokenised whole (`rows` x `cols`
@@ -815,7 +831,7 @@ class M6FashionPipeline(DiffusionPipeline):
         cond = self._prepare({key: v.to(device) for key, v in build_model_inputs(cfg, text_ids, masked, None).items()})
         uncond = None
         if sampling["guidance_scale"] > 1.0:
-            uncond_inputs = build_model_inputs(cfg, [[] for _ in range(b)], masked, None)
+            uncond_inputs = build_model_inputs(cfg, self._guidance_text(negatives, b), masked, None)
             uncond = self._prepare({key: v.to(device) for key, v in uncond_inputs.items()})
         for top_w, left_w in core_outpainting.plan_windows(known.cpu().numpy(), (gr, gc)):
             window = grid[:, top_w : top_w + gr, left_w : left_w + gc].reshape(b, gr * gc, m)
