@@ -68,7 +68,8 @@ diversity
     article, articles the classifier knows), as ``"{gender} {colour} {noun}"``, that have at least
     ``--samples`` high-resolution train photos of the same articleType and baseColour. ``--samples`` (10)
     images per caption with each ``--sampling`` setting of the scheduler (default: the model's own; a constant
-    temperature 1.0; temperature 1.5 -> 0.6; the same with confidence noise 8 -> 1). Diversity = mean pairwise L2
+    temperature 1.0; temperature 1.5 -> 0.6; the same with confidence noise 8 -> 1), all without guidance, and
+    with the model's own sampling at each ``--guidance-scales`` value above 1 (none by default). Diversity = mean pairwise L2
     distance between the Inception-v3 pool features of the images of one caption, next to the same figure for
     ``--samples`` real photos (random, seeded) sharing the caption's articleType and baseColour; also the mean
     pairwise absolute pixel difference, at full size and after area-downsampling to 24x32 (``COARSE``: shape, pose,
@@ -898,10 +899,12 @@ def run_diversity(args) -> Dict:
                     "real_coarse_pixel_distance": pairwise_pixels(real[k * n : (k + 1) * n], COARSE)} for k, c in enumerate(caps)]
     rows, examples, model_scheduler = [], [], pipe.scheduler
     calls = [{"prompt": c["caption"]} for c in caps for _ in range(n)]
-    for i, spec in enumerate(args.sampling):
+    # every sampling setting without guidance, then the model's own sampling with each guidance scale above 1
+    runs = [(spec, 1.0) for spec in args.sampling] + [({}, g) for g in args.guidance_scales if g > 1.0]
+    for i, (spec, g) in enumerate(runs):
         pipe.scheduler = type(model_scheduler).from_config(model_scheduler.config, **spec)
-        label = sampling_label(pipe.scheduler.config, default=not spec)
-        images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps)
+        label = sampling_label(pipe.scheduler.config, default=not spec and g == 1.0) + (f", guidance {g:g}" if g > 1.0 else "")
+        images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps, guidance_scale=g)
         feats = inception_features(extractor, images)
         for k, pc in enumerate(per_caption):
             pc[f"feature_distance_s{i}"] = pairwise(feats[k * n : (k + 1) * n])
@@ -909,7 +912,8 @@ def run_diversity(args) -> Dict:
             pc[f"coarse_pixel_distance_s{i}"] = pairwise_pixels(images[k * n : (k + 1) * n], COARSE)
         gen = _mean([pc[f"feature_distance_s{i}"] for pc in per_caption])
         realv = _mean([pc["real_feature_distance"] for pc in per_caption])
-        rows.append({"label": label, "default": not spec, "sampling": sampling_config(pipe.scheduler.config),
+        rows.append({"label": label, "default": not spec and g == 1.0, "sampling": sampling_config(pipe.scheduler.config),
+                     "guidance_scale": g,
                      "images": int(images.shape[0]), "feature_distance": gen, "real_feature_distance": realv,
                      "ratio_to_real": gen / realv if realv else None,
                      "pixel_distance": _mean([pc[f"pixel_distance_s{i}"] for pc in per_caption]),
@@ -922,7 +926,8 @@ def run_diversity(args) -> Dict:
     floor = fid_kid(ref_feats, real_feats, real_stats=ref_stats)
     data = _base("diversity", args, pipe)
     data.update({
-        "settings": {"num_captions": len(caps), "samples": n, "sampling": args.sampling, "seed": args.seed, "batch_size": args.batch_size,
+        "settings": {"num_captions": len(caps), "samples": n, "sampling": args.sampling, "guidance_scales": args.guidance_scales,
+                     "seed": args.seed, "batch_size": args.batch_size,
                      "num_reference_real": int(ref_feats.shape[0])},
         "captions": per_caption, "rows": rows,
         "real_photos": {"images": int(real.shape[0]), "fid_inception": floor["fid_inception"], "kid_inception_mean": floor["kid_inception_mean"]},
@@ -1175,6 +1180,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "scheduler config (temperature, temperature_end, confidence_noise, confidence_noise_end; 'none' "
                                 f"unsets); default: {' '.join(DEFAULT_SAMPLING)}")
             s.add_argument("--num-reference", type=int, default=None, help="real test photos for FID (default all 798; 16 with --fast)")
+            s.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0],
+                           help="besides the --sampling rows (all without guidance), the model's own sampling with each of these "
+                                "guidance scales above 1 (default: none)")
         add_run_args(s)
     return p
 
@@ -1195,7 +1203,7 @@ def main(argv=None) -> Dict:
             setattr(args, key, fast if args.fast else full)
     if getattr(args, "sampling", "absent") is None:
         args.sampling = [sampling_spec(t) for t in DEFAULT_SAMPLING]
-    if getattr(args, "guidance_scales", "absent") is None:
+    if getattr(args, "guidance_scales", "absent") is None:  # counterfactual and inpainting
         args.guidance_scales = [1.0, 3.0]
     if getattr(args, "negative_guidance_scales", "absent") is None:
         args.negative_guidance_scales = [3.0]

@@ -120,6 +120,32 @@ def test_build_never_creates_an_unseen_colour_article_pair(tmp_path):
     assert len(load_finetune_data(str(tmp_path / "out.parquet"))) == len(out)
 
 
+@requires_fashion_data
+def test_build_with_held_out_pairs_creates_new_pairs_but_never_those(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(FASHION_DIR / "train.parquet")
+    batch = next(pf.iter_batches(batch_size=600))
+    src = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_batches([batch], schema=pf.schema_arrow), src)
+    train = pq.read_table(src, columns=["baseColour", "articleType"]).to_pandas()
+    seen = Counter(zip(train.baseColour, train.articleType))
+    articles = train.articleType.value_counts().index[:3]
+    held = {(c, a) for a in articles for c in ("Red", "Green", "Yellow", "Pink", "Orange") if seen[(c, a)] == 0}
+    spec = tmp_path / "held.json"
+    spec.write_text(json.dumps([list(p) for p in sorted(held)]))
+    assert rc.held_out_pairs(spec) == held
+    summary = rc.build(str(src), str(tmp_path / "out.parquet"), num_recoloured=60, num_replay=0, seed=0,
+                       min_pair_rows=0, palette_photos=12, held_out=rc.held_out_pairs(spec), new_pair_share=1.0)
+    out = pq.read_table(tmp_path / "out.parquet").to_pandas()
+    made = set(zip(out.target_colour, out.articleType))
+    assert summary["new_pairs"] > 0 and summary["held_out_created"] == 0 and summary["held_out_pairs"] == len(held)
+    assert not made & held and any(seen[p] == 0 for p in made)
+    with pytest.raises(ValueError, match="give held_out pairs"):
+        rc.build(str(src), str(tmp_path / "x.parquet"), num_recoloured=1, num_replay=0, min_pair_rows=0)
+
+
 def test_cli_refuses_pairs_without_train_rows(capsys):
     with pytest.raises(SystemExit) as e:
         rc.main(["--out", "x.parquet", "--min_pair_rows", "0"])

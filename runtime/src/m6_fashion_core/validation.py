@@ -132,8 +132,8 @@ def check_negative_prompt(negative_prompt, prompt, image, guidance_scale) -> Non
     pass reads instead of no text; only with `guidance_scale` > 1, the pass that reads it.
 
     Guidance then mixes `l_n + s * (l_c - l_n)`: it steers away from what the negative prompt says, towards what the
-    prompt adds to it (e.g. the prompt "Men Orange Jeans" with the negative prompt "Men Jeans" puts the weight on
-    "Orange").
+    prompt adds to it (e.g. the prompt "Men Red Jeans" with the negative prompt "Men Jeans" puts the weight on
+    "Red").
     """
     if negative_prompt is None:
         return

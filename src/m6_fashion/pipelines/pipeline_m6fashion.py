@@ -445,8 +445,9 @@ class M6FashionPipeline(DiffusionPipeline):
         """Checks every argument before any image is encoded or any token generated; raises naming the argument.
 
         No argument is silently ignored: one that would have no effect in this combination (guidance without a
-        prompt or reference patches, a negative prompt without guidance, `refine_ratio` without style mixing, `blend_pixels=False` without pixels to
-        paste back, an `image_box` that leaves nothing to generate, tensor names without a callback) is refused.
+        prompt or reference patches, a negative prompt without guidance, `refine_ratio` without style mixing,
+        `blend_pixels=False` without pixels to paste back, an `image_box` that leaves nothing to generate, tensor
+        names without a callback) is refused.
         """
         canvas = self.output_canvas(height, width, outpainting=image is not None and image_box is not None)
         steps, _, _, _, _ = validation.check_sampling_arguments(
@@ -618,9 +619,9 @@ class M6FashionPipeline(DiffusionPipeline):
                 needs a prompt or reference patches to steer towards (refused without either).
             negative_prompt: what the guidance pass reads instead of no text (one string, or one per prompt; only
                 with `guidance_scale` > 1): guidance then steers away from it, towards what the prompt adds. Leaving
-                the colour out of it puts the weight on the colour: `prompt="Men Orange Jeans",
-                negative_prompt="Men Jeans", guidance_scale=3` gives orange jeans where the prompt alone gives blue
-                or black ones (an unseen colour x article pair).
+                the colour out of it puts the weight on the colour: `prompt="Men Red Jeans",
+                negative_prompt="Men Jeans", guidance_scale=3` gives red trousers where guidance alone gives black
+                jeans (an unseen colour x article pair), at the cost of some of the garment's detail.
             temperature: overrides the scheduler's sampling temperature for this call.
             generator: `torch.Generator` making the call reproducible.
             output_type: `"pil"`, `"np"`, `"pt"` or `"tokens"` (skip decoding).

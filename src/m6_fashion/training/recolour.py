@@ -3,9 +3,11 @@ changed to match, so that an article type is seen in many colours instead of the
 
 The shipped model learned colour and article type together: for a pair that never occurs in the train split
 ("Men Yellow Sweatshirt") it keeps one attribute and drops the other (``benchmarks/bench_words_and_masks.py
-counterfactual``). Re-balancing teaches each article type more colours. To keep that benchmark a test of
-*unseen* combinations, a photo is only ever recoloured to a colour that its article type already has in the
-train split (at least ``min_pair_rows`` rows): no colour x article pair with zero train rows is created.
+counterfactual``). Re-balancing teaches each article type more colours. By default, to keep that benchmark a
+test of *unseen* combinations, a photo is only ever recoloured to a colour that its article type already has in
+the train split (at least ``min_pair_rows`` rows): no colour x article pair with zero train rows is created.
+With ``--min_pair_rows 0 --held_out_pairs FILE`` photos take any colour, creating many unseen pairs, except the
+held-out ones (the benchmark's), which stay unseen: a test of combining colour and article, not of recall.
 
 How one photo is recoloured (all in CIELAB, numpy only):
 
@@ -170,9 +172,29 @@ def _encode(image: np.ndarray) -> dict:
     return {"bytes": buf.getvalue(), "path": None}
 
 
+def held_out_pairs(path) -> set:
+    """(colour, article) pairs never to create: a JSON list of ``[colour, article]``, or a result file of
+    ``bench_words_and_masks.py counterfactual`` (its ``pairs``)."""
+    data = json.loads(Path(path).read_text())
+    items = data["pairs"] if isinstance(data, dict) else data
+    pairs = {(p["colour"], p["article"]) if isinstance(p, dict) else tuple(p) for p in items}
+    if not pairs or not all(len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs):
+        raise ValueError(f"{path}: expected [colour, article] pairs or a counterfactual result with 'pairs'")
+    return pairs
+
+
 def build(train_parquet: str, out: str, num_recoloured: int, num_replay: int, seed: int = 0,
-          min_pair_rows: int = 3, palette_photos: int = 200) -> Dict:
-    """Writes the fine-tuning Parquet file (``image`` + ``text`` and provenance columns); returns a summary."""
+          min_pair_rows: int = 3, palette_photos: int = 200, held_out: Optional[set] = None,
+          new_pair_share: float = 0.0) -> Dict:
+    """Writes the fine-tuning Parquet file (``image`` + ``text`` and provenance columns); returns a summary.
+
+    ``min_pair_rows=0`` (only with ``held_out``) lets a photo take any colour, creating colour x article pairs the
+    train split does not have, except the ``held_out`` ones (the benchmark's), which stay unseen; a photo whose
+    article type has such colours left takes one of them with probability ``new_pair_share`` (most photos are of
+    frequent types that already come in most colours)."""
+    if min_pair_rows < 1 and not held_out:
+        raise ValueError("min_pair_rows=0 creates unseen colour x article pairs; give held_out pairs to keep the benchmark's unseen")
+    held_out = held_out or set()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -191,10 +213,13 @@ def build(train_parquet: str, out: str, num_recoloured: int, num_replay: int, se
         if len(out_rows) >= num_recoloured:
             break
         targets = [c for c in TARGET_COLOURS if c != r.baseColour and len(palette[c])
-                   and pairs[(c, r.articleType)] >= min_pair_rows]
+                   and pairs[(c, r.articleType)] >= min_pair_rows and (c, r.articleType) not in held_out]
         if not targets:
             skipped["article has no other colour"] += 1
             continue
+        new = [c for c in targets if pairs[(c, r.articleType)] == 0]
+        if new and rng.random() < new_pair_share:
+            targets = new
         target = targets[rng.integers(len(targets))]
         text = replace_colour(r.text, r.baseColour, target)
         if text is None:
@@ -219,7 +244,12 @@ def build(train_parquet: str, out: str, num_recoloured: int, num_replay: int, se
     summary = {"rows": len(out_rows), "recoloured": len(recoloured), "replay": len(out_rows) - len(recoloured),
                "skipped": dict(skipped), "target_colours": dict(Counter(r["target_colour"] for r in recoloured)),
                "palette_photos": {c: len(v) for c, v in palette.items()}, "min_pair_rows": min_pair_rows, "seed": seed,
-               "new_pairs": sum(pairs[(r["target_colour"], r["articleType"])] == 0 for r in recoloured)}
+               "new_pair_share": new_pair_share,
+               "new_pairs": sum(pairs[(r["target_colour"], r["articleType"])] == 0 for r in recoloured),
+               "distinct_new_pairs": len({(r["target_colour"], r["articleType"]) for r in recoloured
+                                          if pairs[(r["target_colour"], r["articleType"])] == 0}),
+               "held_out_pairs": len(held_out),
+               "held_out_created": sum((r["target_colour"], r["articleType"]) in held_out for r in recoloured)}
     Path(out).with_suffix(".json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -233,12 +263,21 @@ def main(argv=None) -> Dict:
     parser.add_argument("--num_replay", type=int, default=6000)
     parser.add_argument("--min_pair_rows", type=int, default=3,
                         help="recolour only to colours the article type has at least this many train rows of")
+    parser.add_argument("--held_out_pairs", default=None,
+                        help="JSON of colour x article pairs never to create (a list of [colour, article], or the result file of "
+                             "`bench_words_and_masks.py counterfactual`); with it --min_pair_rows 0 creates every other unseen pair")
+    parser.add_argument("--new_pair_share", type=float, default=0.5,
+                        help="with --min_pair_rows 0: how often a photo whose article type has unseen colours left takes one of them")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.min_pair_rows < 1:
-        parser.error("--min_pair_rows must be >= 1: a recoloured photo must not create a colour x article pair "
-                     "that has no train row")
-    summary = build(args.train, args.out, args.num_recoloured, args.num_replay, args.seed, args.min_pair_rows)
+    if not 0.0 <= args.new_pair_share <= 1.0:
+        parser.error(f"--new_pair_share must be in [0, 1]; got {args.new_pair_share}")
+    if args.min_pair_rows < 0 or (args.min_pair_rows == 0 and not args.held_out_pairs):
+        parser.error("--min_pair_rows must be >= 1 (a recoloured photo must not create a colour x article pair that has no "
+                     "train row), or 0 together with --held_out_pairs (the pairs that must stay unseen)")
+    held_out = held_out_pairs(args.held_out_pairs) if args.held_out_pairs else None
+    summary = build(args.train, args.out, args.num_recoloured, args.num_replay, args.seed, args.min_pair_rows, held_out=held_out,
+                    new_pair_share=args.new_pair_share if held_out else 0.0)
     print(json.dumps(summary, indent=1))
     return summary
 
