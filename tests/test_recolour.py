@@ -89,8 +89,8 @@ def test_white_and_unknown_colours():
         rc.garment_mask(x, "Teal")
 
 
-@requires_fashion_data
-def test_build_never_creates_an_unseen_colour_article_pair(tmp_path):
+def _small_train(tmp_path):
+    """The first 600 train rows as a Parquet file, its rows' attributes and their (colour, article) counts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -99,7 +99,14 @@ def test_build_never_creates_an_unseen_colour_article_pair(tmp_path):
     src = tmp_path / "train.parquet"
     pq.write_table(pa.Table.from_batches([batch], schema=pf.schema_arrow), src)
     train = pq.read_table(src, columns=["baseColour", "articleType"]).to_pandas()
-    seen = Counter(zip(train.baseColour, train.articleType))
+    return src, train, Counter(zip(train.baseColour, train.articleType))
+
+
+@requires_fashion_data
+def test_build_never_creates_an_unseen_colour_article_pair(tmp_path):
+    import pyarrow.parquet as pq
+
+    src, _, seen = _small_train(tmp_path)
 
     summary = rc.build(str(src), str(tmp_path / "out.parquet"), num_recoloured=40, num_replay=20, seed=0,
                        min_pair_rows=2, palette_photos=12)
@@ -122,15 +129,9 @@ def test_build_never_creates_an_unseen_colour_article_pair(tmp_path):
 
 @requires_fashion_data
 def test_build_with_held_out_pairs_creates_new_pairs_but_never_those(tmp_path):
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(FASHION_DIR / "train.parquet")
-    batch = next(pf.iter_batches(batch_size=600))
-    src = tmp_path / "train.parquet"
-    pq.write_table(pa.Table.from_batches([batch], schema=pf.schema_arrow), src)
-    train = pq.read_table(src, columns=["baseColour", "articleType"]).to_pandas()
-    seen = Counter(zip(train.baseColour, train.articleType))
+    src, train, seen = _small_train(tmp_path)
     articles = train.articleType.value_counts().index[:3]
     held = {(c, a) for a in articles for c in ("Red", "Green", "Yellow", "Pink", "Orange") if seen[(c, a)] == 0}
     spec = tmp_path / "held.json"
