@@ -190,8 +190,9 @@ def hr_test(pipe):
     return data
 
 
-def real_test_predictions(classifier, categories=CATEGORIES) -> Dict:
-    """The classifier on the 64-px test split, restricted to `categories`: predictions and true labels per row."""
+def real_test_predictions(classifier, categories=CATEGORIES, *more) -> Dict:
+    """The classifier on the 64-px test split, restricted to `categories`: predictions and true labels per row.
+    With `more` classifiers, one such dict per classifier (the split is read once)."""
     import pyarrow.parquet as pq
 
     from m6_fashion.evaluation.attribute_classifier import load_split_cache
@@ -200,8 +201,9 @@ def real_test_predictions(classifier, categories=CATEGORIES) -> Dict:
     table = pq.read_table(DATA_64 / "test.parquet", columns=["id", "masterCategory"]).to_pydict()
     cats = dict(zip(table["id"], table["masterCategory"]))
     keep = [i for i, x in enumerate(data["ids"].tolist()) if cats.get(x) in categories]
-    preds = classifier.predict(data["images"][keep])
-    return {"pred": preds, "true": [{"baseColour": data["baseColour"][i], "articleType": data["articleType"][i]} for i in keep]}
+    true = [{"baseColour": data["baseColour"][i], "articleType": data["articleType"][i]} for i in keep]
+    out = [{"pred": c.predict(data["images"][keep]), "true": true} for c in (classifier, *more)]
+    return out if more else out[0]
 
 
 def recoloured_test_photos(pairs, per_pair: int, categories=CATEGORIES) -> Dict[Tuple[str, str], List]:
@@ -236,13 +238,15 @@ def recoloured_test_photos(pairs, per_pair: int, categories=CATEGORIES) -> Dict[
 
 def judge_check(pairs, classifier, luma, per_pair: int) -> Dict:
     """Both article judges (and the colour judge) on real photos of each pair's article recoloured to its colour."""
+    from m6_fashion.image_processing import preprocess
+
     photos = recoloured_test_photos(pairs, per_pair)
     per, tot = [], Counter()
     for (colour, article), found in photos.items():
         if not found:
             per.append({"colour": colour, "article": article, "photos": 0})
             continue
-        before, after = [[im[k] for im in found] for k in (0, 1)]
+        before, after = [preprocess([im[k] for im in found], classifier.config.sample_size) for k in (0, 1)]
         rgb_b, rgb_a = classifier.predict(before), classifier.predict(after)
         luma_b, luma_a = luma.predict(before), luma.predict(after)
         r = {"colour": colour, "article": article, "photos": len(found),
@@ -282,10 +286,14 @@ def to_pil(images_uint8) -> list:
     return [PIL.Image.fromarray(np.ascontiguousarray(a)) for a in images_uint8.permute(0, 2, 3, 1).numpy()]
 
 
-def classify(classifier, images_uint8) -> List[Dict[str, str]]:
+def classify(classifier, images_uint8, *more):
+    """Predictions of the classifier on uint8 (B, 3, H, W) images (padded and downscaled once, `classifier_view`);
+    with `more` classifiers of the same input size, one list per classifier."""
     from m6_fashion.evaluation.evaluate_hr import classifier_view
 
-    return classifier.predict(classifier_view(images_uint8, classifier.config.sample_size))
+    view = classifier_view(images_uint8, classifier.config.sample_size)
+    out = [c.predict(view) for c in (classifier, *more)]
+    return out if more else out[0]
 
 
 def srgb_to_lab(rgb):
@@ -432,7 +440,9 @@ def run_counterfactual(args) -> Dict:
     classifier, luma = load_default_classifier(), load_luma_classifier()
     meta = train_metadata()
     nouns, genders = article_nouns(meta), article_genders(meta)
-    acc, acc_luma = real_test_predictions(classifier), real_test_predictions(luma)
+    if luma.config.sample_size != classifier.config.sample_size:
+        raise ValueError(f"the two judges read different sizes ({classifier.config.sample_size} vs {luma.config.sample_size} px)")
+    acc, acc_luma = real_test_predictions(classifier, CATEGORIES, luma)
     pairs, frequent, counts, info = choose_pairs(meta, classifier, acc, args.min_rows, args.num_pairs, args.num_frequent, args.per_class,
                                                  args.min_class_accuracy, args.min_test_photos)
 
@@ -460,7 +470,7 @@ def run_counterfactual(args) -> Dict:
             calls = [{"prompt": it["caption"], **({"negative_prompt": it["negative_prompt"]} if negative else {})}
                      for it in items for _ in range(args.samples)]
             images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps, guidance_scale=g)
-            preds, preds_luma = classify(classifier, images), classify(luma, images)
+            preds, preds_luma = classify(classifier, images, luma)
             per_pair = []
             for k, it in enumerate(items):
                 p = preds[k * args.samples : (k + 1) * args.samples]
