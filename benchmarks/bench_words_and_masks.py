@@ -40,7 +40,8 @@ counterfactual
     accuracy before and after, and "both right" on them (the nearest thing to real photos of an unseen pair).
     Besides plain guidance (``--guidance-scales``), the pairs are generated with the caption without its colour as
     ``negative_prompt`` ("Men Jeans" for "Men Orange Jeans") at ``--negative-guidance-scales`` (3): the guidance then
-    pushes on what the colour word adds.
+    pushes on what the colour word adds. The first ``--guidance-scales`` value is the shipped text-to-image default
+    (12); guided rows use the pipeline's ``guidance_min_p`` (0.2) unless ``--guidance-min-p`` is given.
 inpainting
     Real high-resolution test photos of Topwear (subCategory), in row order. Mask: the central torso box,
     ``(W/4, 3H/8, 3W/4, 3H/4)`` = (48, 96, 144, 192) on 192x256 (whole 16-px token cells). Asked colour: from the
@@ -100,6 +101,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import _common  # noqa: F401  (puts src/ on the path)
 from _common import REPO_ROOT, add_run_args, command_line, environment, fmt, header, markdown_table, now, out_dir, set_threads, write_results
+from m6_fashion_core.validation import DEFAULT_TEXT_GUIDANCE_SCALE
 from m6_fashion_core.sampling import SCHEDULE_KEYS, describe_config
 
 DATA_64 = REPO_ROOT.parent / "shared" / "data" / "fashion-product-images"
@@ -469,7 +471,8 @@ def run_counterfactual(args) -> Dict:
         for g, negative in settings[set_name]:
             calls = [{"prompt": it["caption"], **({"negative_prompt": it["negative_prompt"]} if negative else {})}
                      for it in items for _ in range(args.samples)]
-            images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps, guidance_scale=g)
+            extra = {} if args.guidance_min_p is None or g <= 1.0 else {"guidance_min_p": args.guidance_min_p}
+            images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps, guidance_scale=g, **extra)
             preds, preds_luma = classify(classifier, images, luma)
             per_pair = []
             for k, it in enumerate(items):
@@ -510,7 +513,7 @@ def run_counterfactual(args) -> Dict:
         "settings": {"min_rows": args.min_rows, "min_class_accuracy": args.min_class_accuracy, "min_test_photos": args.min_test_photos,
                      "num_pairs": args.num_pairs, "num_frequent": args.num_frequent, "per_class": args.per_class,
                      "samples": args.samples, "guidance_scales": args.guidance_scales,
-                     "negative_guidance_scales": args.negative_guidance_scales, "seed": args.seed, "batch_size": args.batch_size,
+                     "negative_guidance_scales": args.negative_guidance_scales, "guidance_min_p": args.guidance_min_p, "seed": args.seed, "batch_size": args.batch_size,
                      "categories": list(CATEGORIES)},
         "selection": {k: v for k, v in info.items() if k not in ("colour_rows", "article_rows")},
         "pairs": sets["counterfactual"], "frequent_pairs": sets["frequent"], "rows": rows,
@@ -909,11 +912,14 @@ def run_diversity(args) -> Dict:
                     "real_coarse_pixel_distance": pairwise_pixels(real[k * n : (k + 1) * n], COARSE)} for k, c in enumerate(caps)]
     rows, examples, model_scheduler = [], [], pipe.scheduler
     calls = [{"prompt": c["caption"]} for c in caps for _ in range(n)]
-    # every sampling setting without guidance, then the model's own sampling with each guidance scale above 1
+    # every sampling setting without guidance, then the model's own sampling with each guidance scale above 1; the
+    # pipeline's default for captions is the model's sampling with guidance DEFAULT_TEXT_GUIDANCE_SCALE (and min-p)
     runs = [(spec, 1.0) for spec in args.sampling] + [({}, g) for g in args.guidance_scales if g > 1.0]
     for i, (spec, g) in enumerate(runs):
         pipe.scheduler = type(model_scheduler).from_config(model_scheduler.config, **spec)
-        label = sampling_label(pipe.scheduler.config, default=not spec and g == 1.0) + (f", guidance {g:g}" if g > 1.0 else "")
+        is_default = not spec and g == DEFAULT_TEXT_GUIDANCE_SCALE
+        label = (sampling_label(pipe.scheduler.config) + (f", guidance {g:g}" if g > 1.0 else ", no guidance")
+                 + (" (the pipeline's default)" if is_default else ""))
         images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps, guidance_scale=g)
         feats = inception_features(extractor, images)
         for k, pc in enumerate(per_caption):
@@ -922,7 +928,7 @@ def run_diversity(args) -> Dict:
             pc[f"coarse_pixel_distance_s{i}"] = pairwise_pixels(images[k * n : (k + 1) * n], COARSE)
         gen = _mean([pc[f"feature_distance_s{i}"] for pc in per_caption])
         realv = _mean([pc["real_feature_distance"] for pc in per_caption])
-        rows.append({"label": label, "default": not spec and g == 1.0, "sampling": sampling_config(pipe.scheduler.config),
+        rows.append({"label": label, "default": is_default, "sampling": sampling_config(pipe.scheduler.config),
                      "guidance_scale": g,
                      "images": int(images.shape[0]), "feature_distance": gen, "real_feature_distance": realv,
                      "ratio_to_real": gen / realv if realv else None,
@@ -1159,12 +1165,14 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--batch-size", type=int, default=16)
         s.add_argument("--seed", type=int, default=0)
         if name in ("counterfactual", "inpainting"):
-            s.add_argument("--guidance-scales", type=float, nargs="+", default=None, help="default 1 3 (the first is the shipped default)")
+            s.add_argument("--guidance-scales", type=float, nargs="+", default=None, help="the first is the shipped default: 12 1 for counterfactual (text-to-image), 1 3 for inpainting")
         if name == "inpainting":
             s.add_argument("--context-dropout-steps", type=_dropout_steps, nargs="+", default=["default", 0],
                            help="pipeline context_dropout_steps values to try, each with every guidance scale: 'default' (the "
                                 "pipeline's own, round(0.8*T) for text-guided inpainting) and/or numbers (0 = off); default: default 0")
         if name == "counterfactual":
+            s.add_argument("--guidance-min-p", type=float, default=None,
+                           help="the pipeline's guidance_min_p for the guided rows (default: the pipeline's, 0.2; 0 = off)")
             s.add_argument("--negative-guidance-scales", type=float, nargs="*", default=None,
                            help="guidance scales also tried with the caption without its colour as negative_prompt (e.g. 'Men Jeans' "
                                 "for 'Men Orange Jeans'), which puts the guidance on the colour; default 3")
@@ -1190,9 +1198,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "scheduler config (temperature, temperature_end, confidence_noise, confidence_noise_end; 'none' "
                                 f"unsets); default: {' '.join(DEFAULT_SAMPLING)}")
             s.add_argument("--num-reference", type=int, default=None, help="real test photos for FID (default all 798; 16 with --fast)")
-            s.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0],
+            s.add_argument("--guidance-scales", type=float, nargs="+", default=[DEFAULT_TEXT_GUIDANCE_SCALE],
                            help="besides the --sampling rows (all without guidance), the model's own sampling with each of these "
-                                "guidance scales above 1 (default: none)")
+                                "guidance scales above 1 (default: 8, the pipeline's default for captions)")
         add_run_args(s)
     return p
 
@@ -1213,8 +1221,8 @@ def main(argv=None) -> Dict:
             setattr(args, key, fast if args.fast else full)
     if getattr(args, "sampling", "absent") is None:
         args.sampling = [sampling_spec(t) for t in DEFAULT_SAMPLING]
-    if getattr(args, "guidance_scales", "absent") is None:  # counterfactual and inpainting
-        args.guidance_scales = [1.0, 3.0]
+    if getattr(args, "guidance_scales", "absent") is None:  # counterfactual and inpainting: the pipeline's default first
+        args.guidance_scales = [DEFAULT_TEXT_GUIDANCE_SCALE, 1.0] if args.which == "counterfactual" else [1.0, 3.0]
     if getattr(args, "negative_guidance_scales", "absent") is None:
         args.negative_guidance_scales = [3.0]
     directory = out_dir(args.out_dir, args.fast)

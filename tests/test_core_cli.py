@@ -65,16 +65,19 @@ def test_usage_errors_are_one_line_with_status_2(capsys):
 
 def test_defaults():
     args = _parser().parse_args(["--out", "a.png"])
-    assert (args.prompt, args.seed, args.steps, args.num_images, args.guidance_scale, args.temperature) == (None, 0, 10, 1, 1.0, None)
+    assert (args.prompt, args.seed, args.steps, args.num_images, args.guidance_scale, args.temperature) == (None, 0, 10, 1, None, None)
+    assert args.guidance_min_p is None  # the pipeline's default
     assert (args.height, args.width, args.overwrite) == (None, None, False)
 
 
 def test_negative_prompt_needs_guidance():
-    args = _parser().parse_args(["--out", "a.png", "--prompt", "Men Orange Jeans", "--negative-prompt", "Men Jeans"])
+    args = _parser().parse_args(["--out", "a.png", "--prompt", "Men Orange Jeans", "--negative-prompt", "Men Jeans", "--guidance-scale", "1"])
     assert args.negative_prompt == "Men Jeans"
     with pytest.raises(SystemExit, match=r"--negative-prompt is read by the guidance pass.*got 1\); add e.g. --guidance-scale 3"):
         core.check_negative_prompt(args)
     core.check_negative_prompt(_parser().parse_args(["--out", "a.png", "--negative-prompt", "x", "--guidance-scale", "3"]))
+    # without --guidance-scale the task's default decides (8 for text-to-image); the pipeline refuses the others
+    core.check_negative_prompt(_parser().parse_args(["--out", "a.png", "--prompt", "Men Orange Jeans", "--negative-prompt", "Men Jeans"]))
     core.check_negative_prompt(_parser().parse_args(["--out", "a.png"]))  # no negative prompt: nothing to check
 
 
@@ -88,6 +91,8 @@ def test_output_paths():
     (core.check_num_images, core.MAX_NUM_IMAGES + 1, "--num-images 65 is too many; at most 64 per call"),
     (core.check_guidance_scale, float("nan"), r"--guidance-scale must be a finite number in \[1, 50\] \(1.0 = off\); got nan"),
     (core.check_guidance_scale, 0.5, "got 0.5"),
+    (core.check_guidance_min_p, 1.0, r"--guidance-min-p must be a number in \[0, 1\) \(0 = off\); got 1.0"),
+    (core.check_guidance_min_p, float("nan"), "got nan"),
     (core.check_temperature, 0.0, r"--temperature must be a finite number in \(0, 100\]; got 0.0"),
     (core.check_temperature, float("inf"), "got inf"),
 ])
@@ -102,6 +107,9 @@ def test_number_checks_accept_the_limits():
     core.check_num_images(core.MAX_NUM_IMAGES)
     core.check_guidance_scale(1.0)
     core.check_guidance_scale(core.MAX_GUIDANCE_SCALE)
+    core.check_guidance_scale(None)  # the task's default
+    core.check_guidance_min_p(None)
+    core.check_guidance_min_p(0.0)
     core.check_temperature(None)
     core.check_temperature(core.MAX_TEMPERATURE)
     core.check_sides(argparse.Namespace(height=core.MAX_SIDE, width=None))

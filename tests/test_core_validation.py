@@ -57,6 +57,29 @@ def test_the_number_of_images_per_call_is_bounded(kwargs, match):
         v.check_num_images(**args)
 
 
+def test_default_guidance_is_the_tasks():
+    assert v.default_guidance_scale(None, "Men Navy Blue Casual Shirt", None, None) == v.DEFAULT_TEXT_GUIDANCE_SCALE == 8.0
+    assert v.default_guidance_scale(None, ["shirt", ""], None, None) == 8.0  # some text: text-to-image
+    assert v.default_guidance_scale(None, None, None, None) == 1.0  # unconditional
+    assert v.default_guidance_scale(None, ["", " "], None, None) == 1.0
+    assert v.default_guidance_scale(None, "shirt", IMG, None) == 1.0  # inpainting, outpainting, mixing
+    assert v.default_guidance_scale(None, "shirt", None, [(IMG, (0, 0, 8, 8))]) == 1.0  # reference patches
+    assert v.default_guidance_scale(3, None, IMG, None) == 3  # given: kept (checked by check_guidance_scale)
+    with pytest.raises(TypeError, match="prompt must be a string or a list of strings; got int"):
+        v.default_guidance_scale(None, 3, None, None)
+
+
+def test_guidance_min_p_needs_guidance():
+    assert v.check_guidance_min_p(v.DEFAULT_GUIDANCE_MIN_P, 1.0) == 0.2  # the default is fine without guidance
+    assert v.check_guidance_min_p(0, 8.0) == 0.0
+    assert v.check_guidance_min_p(0.5, 2.0) == 0.5
+    with pytest.raises(ValueError, match=r"guidance_min_p=0.0 filters the tokens of classifier-free guidance.*guidance_scale=1.0"):
+        v.check_guidance_min_p(0.0, 1.0)
+    for bad in (1.0, -0.1, float("nan"), "0.2", True):
+        with pytest.raises(ValueError, match=r"guidance_min_p must be a number in \[0, 1\)"):
+            v.check_guidance_min_p(bad, 8.0)
+
+
 def test_guidance_needs_text_or_patches():
     assert v.check_guidance_scale(2, "shirt", None) == 2.0
     assert v.check_guidance_scale(2, None, [(IMG, (0, 0, 8, 8))]) == 2.0

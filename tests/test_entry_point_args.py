@@ -74,7 +74,7 @@ def test_evaluate_defaults_and_types():
     assert (args.model, args.split, args.height, args.width, args.temperature, args.sections, args.data_dir) == (
         None, "test", None, None, None, None, None)
     assert (args.guidance_scale, args.transformer_dtype, args.batch_size, args.seed, args.cache_dir) == (
-        1.0, "float32", 16, 0, DEFAULT_CACHE_DIR)
+        None, "float32", 16, 0, DEFAULT_CACHE_DIR)
     assert not (args.fast or args.quiet or args.no_reference_floor)
     args = _evaluate_args(["--fast", "--quiet", "--height", "256", "--width", "192", "--temperature", "0.8", "1",
                            "--sections", "reconstruction", "text_to_image", "--data_dir", "d", "--no_reference_floor"])

@@ -109,7 +109,14 @@ PIPELINE_CASES: List[PipelineCase] = [
     PipelineCase("n-images-True", dict(num_images_per_prompt=True), ValueError, "num_images_per_prompt"),
     PipelineCase("n-images-2x33", dict(prompt=["a", "b"], num_images_per_prompt=33), ValueError, "num_images_per_prompt=33"),
     # guidance_scale
-    PipelineCase("guidance-None", dict(guidance_scale=None), ValueError, "guidance_scale"),
+    PipelineCase("guidance-str", dict(guidance_scale="2"), ValueError, "guidance_scale"),
+    # guidance_min_p (None = guidance_scale's task default: 8 with a prompt and no image)
+    PipelineCase("min-p-1", dict(prompt="x", guidance_min_p=1.0), ValueError, r"guidance_min_p must be a number in \[0, 1\)"),
+    PipelineCase("min-p-nan", dict(prompt="x", guidance_min_p=NAN), ValueError, "guidance_min_p"),
+    PipelineCase("min-p-None", dict(prompt="x", guidance_min_p=None), ValueError, "guidance_min_p"),
+    PipelineCase("min-p-no-guidance", dict(prompt="x", guidance_scale=1.0, guidance_min_p=0.0), ValueError,
+                 "guidance_min_p=0.0 filters the tokens of classifier-free guidance"),
+    PipelineCase("min-p-unconditional", dict(prompt="", guidance_min_p=0.5), ValueError, "guidance_scale=1.0, so it would change nothing"),
     PipelineCase("guidance-negative", dict(guidance_scale=-1.0), ValueError, "guidance_scale"),
     PipelineCase("guidance-51", dict(guidance_scale=51), ValueError, "guidance_scale"),
     PipelineCase("guidance-list", dict(guidance_scale=[2.0]), ValueError, "guidance_scale"),
@@ -414,7 +421,8 @@ RUNTIME_API_CASES: List[RuntimeCase] = [
     RuntimeCase("guidance-nan", _rt(guidance_scale=NAN), ValueError, "guidance_scale"),
     RuntimeCase("guidance-inf", _rt(guidance_scale=INF), ValueError, "guidance_scale"),
     RuntimeCase("guidance-str", _rt(guidance_scale="2"), ValueError, "guidance_scale"),
-    RuntimeCase("guidance-None", _rt(guidance_scale=None), ValueError, "guidance_scale"),
+    RuntimeCase("min-p-1", _rt(guidance_min_p=1.0), ValueError, r"guidance_min_p must be a number in \[0, 1\)"),
+    RuntimeCase("min-p-no-guidance", _rt(guidance_scale=1.0, guidance_min_p=0.0), ValueError, "guidance_min_p=0.0 filters"),
     RuntimeCase("guidance-51", _rt(guidance_scale=51), ValueError, "guidance_scale"),
     RuntimeCase("temperature-zero", _rt(temperature=0), ValueError, "temperature"),
     RuntimeCase("temperature-nan", _rt(temperature=NAN), ValueError, "temperature"),
@@ -939,7 +947,7 @@ def _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio, 
     invalid = []
     if not (temperature is None or (_real(temperature) and math.isfinite(temperature) and 0 < temperature <= 100)):
         invalid.append("temperature")
-    if not (_real(guidance_scale) and math.isfinite(guidance_scale) and 1 <= guidance_scale <= 50):
+    if not (guidance_scale is None or (_real(guidance_scale) and math.isfinite(guidance_scale) and 1 <= guidance_scale <= 50)):
         invalid.append("guidance_scale")
     if not (_int(steps) and 1 <= steps <= 1000):
         invalid.append("num_inference_steps")
@@ -951,7 +959,7 @@ def _invalid_sampling_numbers(temperature, guidance_scale, steps, refine_ratio, 
 @FUZZ
 @given(
     temperature=st.one_of(st.none(), st.floats(0.05, 100), ANY_SCALAR),
-    guidance_scale=st.one_of(st.floats(1, 50), ANY_SCALAR),
+    guidance_scale=st.one_of(st.none(), st.floats(1, 50), ANY_SCALAR),
     steps=st.one_of(st.integers(1, 3), st.integers(-5, 0), st.integers(1001, 10**9), ANY_SCALAR),
     refine_ratio=st.one_of(st.just(0.25), st.floats(0, 1), ANY_SCALAR),
     height=st.one_of(st.none(), st.sampled_from(SIDES), st.integers(-100, 300), ANY_SCALAR),
@@ -978,7 +986,7 @@ def test_pipeline_numbers_work_when_valid_and_are_refused_naming_them_otherwise(
 @FUZZ
 @given(
     temperature=st.one_of(st.none(), st.floats(0.05, 100), ANY_SCALAR),
-    guidance_scale=st.one_of(st.floats(1, 50), ANY_SCALAR),
+    guidance_scale=st.one_of(st.none(), st.floats(1, 50), ANY_SCALAR),
     steps=st.one_of(st.integers(1, 3), st.integers(-5, 0), st.integers(1001, 10**9), ANY_SCALAR),
     refine_ratio=st.one_of(st.just(0.25), st.floats(0, 1), ANY_SCALAR),
     seed=st.one_of(st.none(), st.integers(0, 2**70), ANY_SCALAR),

@@ -176,8 +176,13 @@ def test_runtime_matches_pipeline_tokens_text_to_image(tiny_onnx_pipeline, tiny_
         ref = tiny_onnx_pipeline(prompts, output_type="tokens", **kwargs).tokens.numpy()
         got = rt(prompts, output_type="tokens", **kwargs).tokens
         assert (got == ref).all(), f"{kwargs}: {_agreement(got, ref)}"
+    # the guidance filter off, and a stronger one: the same tokens too
+    for min_p in (0.0, 0.5):
+        kwargs = {"num_inference_steps": 3, "guidance_scale": 4.0, "guidance_min_p": min_p}
+        ref = tiny_onnx_pipeline(prompts, output_type="tokens", **kwargs).tokens.numpy()
+        assert (rt(prompts, output_type="tokens", **kwargs).tokens == ref).all(), kwargs
     with pytest.raises(ValueError, match="runs only with guidance_scale > 1"):
-        rt(prompts, negative_prompt="Men Jeans")
+        rt(prompts, negative_prompt="Men Jeans", guidance_scale=1.0)
 
 
 def _without_split(src: Path, dst: Path) -> Path:

@@ -96,6 +96,7 @@ def _check_numbers(args) -> None:
     """--steps, --guidance-scale, --temperature, --seed and --box, checked before any model is loaded."""
     core.check_steps(args.steps)
     core.check_guidance_scale(args.guidance_scale)
+    core.check_guidance_min_p(args.guidance_min_p)
     core.check_negative_prompt(args)
     core.check_temperature(args.temperature)
     if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
@@ -152,7 +153,7 @@ def _run_pipeline(args, **kwargs) -> None:
     with core.errors_exit():
         out = pipe(
             prompt=args.prompt, num_inference_steps=args.steps, num_images_per_prompt=args.num_images,
-            guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, temperature=args.temperature,
+            **core.guidance_kwargs(args), temperature=args.temperature,
             generator=generator, height=args.height, width=args.width, **kwargs,
         )
     for path in _write(out.images, args.out, args.size):

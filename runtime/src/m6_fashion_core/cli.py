@@ -88,17 +88,21 @@ def positive_int(text: str) -> int:
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, steps_help: str, temperature_help: str,
                            with_prompt: bool = True) -> None:
-    """``--prompt --seed --steps --num-images --guidance-scale --negative-prompt --temperature``, in this order (as
+    """``--prompt --seed --steps --num-images --guidance-scale --negative-prompt --guidance-min-p --temperature``, in this order (as
     ``--help`` lists them)."""
     if with_prompt:
         p.add_argument("--prompt", default=None, help=PROMPT_HELP)
     p.add_argument("--seed", type=int, default=0, help=seed_help)
     p.add_argument("--steps", type=positive_int, default=10, help=steps_help)
     p.add_argument("--num-images", type=positive_int, default=1, help="images to write (out.png, out-1.png, ...)")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1.0 = off)")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="classifier-free guidance (1.0 = off; default: 8 for text-to-image, 1 for the other tasks)")
     p.add_argument("--negative-prompt", default=None,
-                   help="text the guidance pass reads instead of none (needs --guidance-scale > 1); e.g. the prompt without "
+                   help="text the guidance pass reads instead of none (needs guidance); e.g. the prompt without "
                         "its colour puts the weight on the colour")
+    p.add_argument("--guidance-min-p", type=float, default=None,
+                   help="with guidance, exclude tokens below this share of the prompt pass's most likely one "
+                        "(default 0.2; 0 = off)")
     p.add_argument("--temperature", type=float, default=None, help=temperature_help)
 
 
@@ -187,18 +191,33 @@ def check_sides(args: argparse.Namespace, flags: Sequence[str] = ("height", "wid
 
 
 def check_negative_prompt(args) -> None:
-    """``--negative-prompt`` only with ``--guidance-scale`` > 1 (the pass that reads it)."""
-    if getattr(args, "negative_prompt", None) is not None and not args.guidance_scale > 1.0:
+    """``--negative-prompt`` not with ``--guidance-scale`` <= 1 (the guidance pass reads it; without the flag the
+    task's default decides, and the pipeline refuses a task that does not guide)."""
+    if getattr(args, "negative_prompt", None) is not None and args.guidance_scale is not None and not args.guidance_scale > 1.0:
         raise SystemExit(
             f"error: --negative-prompt is read by the guidance pass, which runs only with --guidance-scale > 1 (got "
             f"{args.guidance_scale:g}); add e.g. --guidance-scale 3, or drop --negative-prompt"
         )
 
 
-def check_guidance_scale(guidance_scale: float) -> None:
-    """``--guidance-scale`` finite in [1, ``MAX_GUIDANCE_SCALE``] (1.0 = no guidance)."""
-    if not (math.isfinite(guidance_scale) and 1.0 <= guidance_scale <= MAX_GUIDANCE_SCALE):
+def check_guidance_scale(guidance_scale: Optional[float]) -> None:
+    """``--guidance-scale`` finite in [1, ``MAX_GUIDANCE_SCALE``] (1.0 = no guidance), or None (the task's default)."""
+    if guidance_scale is not None and not (math.isfinite(guidance_scale) and 1.0 <= guidance_scale <= MAX_GUIDANCE_SCALE):
         raise SystemExit(f"error: --guidance-scale must be a finite number in [1, {MAX_GUIDANCE_SCALE:g}] (1.0 = off); got {guidance_scale}")
+
+
+def check_guidance_min_p(guidance_min_p: Optional[float]) -> None:
+    """``--guidance-min-p`` in [0, 1), or None (the default, 0.2)."""
+    if guidance_min_p is not None and not 0.0 <= guidance_min_p < 1.0:  # NaN fails too
+        raise SystemExit(f"error: --guidance-min-p must be a number in [0, 1) (0 = off); got {guidance_min_p}")
+
+
+def guidance_kwargs(args) -> dict:
+    """``guidance_scale`` / ``negative_prompt`` / ``guidance_min_p`` for the pipeline call; flags left out keep its defaults."""
+    kw = {"guidance_scale": args.guidance_scale, "negative_prompt": args.negative_prompt}
+    if getattr(args, "guidance_min_p", None) is not None:
+        kw["guidance_min_p"] = args.guidance_min_p
+    return kw
 
 
 def check_temperature(temperature: Optional[float]) -> None:

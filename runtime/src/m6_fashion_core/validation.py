@@ -30,6 +30,12 @@ from .sampling import check_num_inference_steps, check_temperature
 CONTEXT_DROPOUT_SHARE = 0.8
 MAX_IMAGES_PER_CALL = 64  # prompts x num_images_per_prompt; bounds memory (one batch of 64 needs ~2 GB on CPU)
 MAX_GUIDANCE_SCALE = 50.0
+# text-to-image (prompt text, no image, no reference patches) guides by default: with the min-p filter below it is
+# both closer to real photos and more faithful than no guidance (`m6-fashion evaluate`, 798 test captions: FID 149.2
+# against 152.5, hit rates higher; `bench_words_and_masks.py counterfactual`: unseen colour x article pairs right
+# about 4x as often). Without the filter, guidance 8 cost FID (166.3).
+DEFAULT_TEXT_GUIDANCE_SCALE = 12.0
+DEFAULT_GUIDANCE_MIN_P = 0.2  # with guidance: tokens below 0.2 x the conditional pass's most likely one are excluded
 DEFAULT_REFINE_RATIO = 0.25  # share of the cells around a style-mixing seam that SMART re-samples
 TOKENS = "tokens"  # the output type that skips decoding
 
@@ -125,6 +131,34 @@ def check_guidance_scale(guidance_scale, prompt, reference_images) -> float:
             "reference_images, or leave guidance_scale at 1.0"
         )
     return float(guidance_scale)
+
+
+def default_guidance_scale(guidance_scale, prompt, image, reference_images):
+    """`guidance_scale` as given, or for `None` the default of the call's task: `DEFAULT_TEXT_GUIDANCE_SCALE` for
+    text-to-image (prompt text, no `image`, no `reference_images`), 1.0 (no guidance) for every other task."""
+    if guidance_scale is not None:
+        return guidance_scale
+    check_prompt(prompt)
+    text_to_image = image is None and reference_images is None and has_text(prompt)
+    return DEFAULT_TEXT_GUIDANCE_SCALE if text_to_image else 1.0
+
+
+def check_guidance_min_p(guidance_min_p, guidance_scale) -> float:
+    """A number in [0, 1); any value but `DEFAULT_GUIDANCE_MIN_P` only with guidance (`guidance_scale` > 1).
+
+    With guidance, a token whose probability under the prompt-conditioned pass is below `guidance_min_p` times that
+    of the pass's most likely token is excluded after the guidance mix (a min-p filter on the conditional): guidance
+    then re-ranks only tokens the prompt makes plausible instead of amplifying rare ones. 0 turns the filter off.
+    """
+    if not _is_real(guidance_min_p) or not math.isfinite(guidance_min_p) or not 0.0 <= guidance_min_p < 1.0:
+        raise ValueError(f"guidance_min_p must be a number in [0, 1) (0 = no filter); got {guidance_min_p!r}")
+    if guidance_min_p != DEFAULT_GUIDANCE_MIN_P and not (_is_real(guidance_scale) and guidance_scale > 1.0):
+        raise ValueError(
+            f"guidance_min_p={guidance_min_p!r} filters the tokens of classifier-free guidance, which runs only with "
+            f"guidance_scale > 1, and this call has guidance_scale={guidance_scale!r}, so it would change nothing; raise "
+            "guidance_scale or drop guidance_min_p"
+        )
+    return float(guidance_min_p)
 
 
 def check_negative_prompt(negative_prompt, prompt, image, guidance_scale) -> None:

@@ -52,6 +52,7 @@ def _check_args(args) -> None:
     core.check_num_images(args.num_images)
     core.check_sides(args, ("height", "width"))
     core.check_guidance_scale(args.guidance_scale)
+    core.check_guidance_min_p(args.guidance_min_p)
     core.check_negative_prompt(args)
     core.check_temperature(args.temperature)
     if args.seed < 0:
@@ -103,7 +104,7 @@ def _generate(args, **kwargs) -> None:
     rt = _runtime(args)
     with core.errors_exit():
         out = rt(prompt=args.prompt, num_inference_steps=args.steps, num_images_per_prompt=args.num_images,
-                 guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, temperature=args.temperature,
+                 **core.guidance_kwargs(args), temperature=args.temperature,
                  deterministic=True if args.deterministic else None, seed=args.seed, height=args.height,
                  width=args.width, **kwargs)
     for path in save_images(out.images, args.out):

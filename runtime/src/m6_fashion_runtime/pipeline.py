@@ -342,8 +342,9 @@ class M6FashionRuntime:
         image_box: Optional[Sequence[int]] = None,
         num_inference_steps: int = 10,
         num_images_per_prompt: int = 1,
-        guidance_scale: float = 1.0,
+        guidance_scale: Optional[float] = None,
         negative_prompt: Union[str, Sequence[str], None] = None,
+        guidance_min_p: float = validation.DEFAULT_GUIDANCE_MIN_P,
         temperature: Optional[float] = None,
         deterministic: Optional[bool] = None,
         seed: Optional[int] = None,
@@ -378,8 +379,11 @@ class M6FashionRuntime:
         first this many passes show the model the kept tokens as masked, so the region follows the text; ``None``
         (default) = ``round(0.8 * num_inference_steps)`` there and 0 elsewhere, as in the pipeline.
 
+        ``guidance_scale``: classifier-free guidance (1.0 = off); ``None`` (default) = 8.0 for text-to-image (prompt
+        text, no image, no reference patches) and 1.0 for every other task, as in the pipeline.
         ``negative_prompt``: what the guidance pass reads instead of no text (one string or one per prompt; only
-        with ``guidance_scale`` > 1), as in the pipeline.
+        with ``guidance_scale`` > 1), as in the pipeline. ``guidance_min_p``: with guidance, tokens below this share
+        of the conditional pass's most likely token are excluded (default 0.2; 0 = off; other values need guidance).
 
         ``deterministic`` overrides the bundle's scheduler (argmax tokens, lowest-confidence re-masking);
         ``seed`` seeds numpy's generator for sampling mode (and the random part of the style-mixing seam).
@@ -390,11 +394,13 @@ class M6FashionRuntime:
         geo = self.geometry
         (rows, cols), n, m, k, s = self.grid_shape, geo.num_image_tokens, geo.num_groups, geo.codebook_size, self.sample_shape
         d = canvas.canvas_shape  # pixels for blending live on the decoded canvas; the image encoder reads sample_shape
+        guidance_scale = validation.default_guidance_scale(guidance_scale, prompt, image, reference_images)
         steps, r, guidance_scale, temperature, refine_ratio = validation.check_sampling_arguments(
             prompt, image, style_image, reference_images, num_inference_steps, num_images_per_prompt, guidance_scale,
             temperature, refine_ratio,
         )
         validation.check_negative_prompt(negative_prompt, prompt, image, guidance_scale)
+        guidance_min_p = validation.check_guidance_min_p(guidance_min_p, guidance_scale)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
         validation.check_output_type(output_type, OUTPUT_TYPES)
@@ -414,7 +420,7 @@ class M6FashionRuntime:
         if isinstance(canvas, core_outpainting.WideCanvas):
             imgs = validation.expand_per_prompt(images_in, n_prompts, "image")
             return self._outpaint_wide(canvas, prompts, imgs, image_box, r, sampler, rng, steps, guidance_scale,
-                                       output_type, blend_pixels, negatives)
+                                       output_type, blend_pixels, negatives, guidance_min_p)
 
         tokens = np.full((b, n, m), k, dtype=np.int64)
         editable = np.ones((b, n), dtype=bool)
@@ -457,7 +463,8 @@ class M6FashionRuntime:
 
         cond = self.prepare(inputs)
         uncond = self.prepare(uncond) if uncond is not None else None
-        tokens = self._sample(cond, uncond, tokens, editable, sampler, steps, rng, guidance_scale, context_dropout_steps)
+        tokens = self._sample(cond, uncond, tokens, editable, sampler, steps, rng, guidance_scale, context_dropout_steps,
+                              guidance_min_p)
 
         grid_tokens = tokens.reshape(b, rows, cols, m)
         if output_type == "tokens":
@@ -468,9 +475,11 @@ class M6FashionRuntime:
         return _output(canvas.crop(pixels), grid_tokens, output_type)
 
     def _sample(self, cond, uncond, tokens: np.ndarray, editable: np.ndarray, sampler: SMARTSampler, steps: int,
-                rng: np.random.Generator, guidance_scale: float, context_dropout_steps: int = 0) -> np.ndarray:
+                rng: np.random.Generator, guidance_scale: float, context_dropout_steps: int = 0,
+                guidance_min_p: float = 0.0) -> np.ndarray:
         """The SMART loop: ``steps`` passes over ``tokens`` (B, N, M) (MASK = codebook_size where still to generate),
-        re-sampling only ``editable`` (B, N) cells; returns the final tokens."""
+        re-sampling only ``editable`` (B, N) cells; returns the final tokens. With guidance, tokens below
+        ``guidance_min_p`` x the conditional pass's most likely one get ``-inf`` after the mix."""
         k = self.geometry.codebook_size
         for i in sampler.set_timesteps(steps):
             if not (tokens == k).any():
@@ -480,13 +489,18 @@ class M6FashionRuntime:
             scores, normalized = self.transformer_scores(cond, seen)
             if uncond is not None:  # guidance on log-probabilities equals guidance on logits after the softmax
                 scores_u, _ = self.transformer_scores(uncond, seen)
-                scores, normalized = scores_u + np.float32(guidance_scale) * (scores - scores_u), False
+                guided = scores_u + np.float32(guidance_scale) * (scores - scores_u)
+                if guidance_min_p > 0.0:  # p_c < min_p * max p_c  <=>  l_c - max l_c < log(min_p)
+                    implausible = scores - scores.max(-1, keepdims=True) < np.float32(np.log(guidance_min_p))
+                    guided = np.where(implausible, np.float32(-np.inf), guided)
+                scores, normalized = guided, False
             tokens = sampler.step(scores, int(i), tokens, editable=editable, rng=rng, normalized=normalized)
         return tokens
 
     def _outpaint_wide(self, canvas, prompts: List[str], images: List[ImageInput], image_box, r: int,
                        sampler: SMARTSampler, rng: np.random.Generator, steps: int, guidance_scale: float,
-                       output_type: str, blend_pixels: bool, negatives: Optional[List[str]] = None) -> RuntimeOutput:
+                       output_type: str, blend_pixels: bool, negatives: Optional[List[str]] = None,
+                       guidance_min_p: float = 0.0) -> RuntimeOutput:
         """Outpainting onto a canvas larger than the decoder's, window by window, as the pipeline's
         ``_outpaint_wide`` (``m6_fashion_core.outpainting``): the placed image is tokenised whole, the cells outside
         its box are generated in windows of the model's ``grid_shape`` (gr x gc cells) in ``plan_windows`` order,
@@ -513,7 +527,7 @@ class M6FashionRuntime:
         for top, left in core_outpainting.plan_windows(known, (gr, gc)):
             window = np.ascontiguousarray(grid[:, top : top + gr, left : left + gc]).reshape(b, gr * gc, m)
             editable = (window == k).all(-1)
-            window = self._sample(cond, uncond, window, editable, sampler, steps, rng, guidance_scale)
+            window = self._sample(cond, uncond, window, editable, sampler, steps, rng, guidance_scale, guidance_min_p=guidance_min_p)
             grid[:, top : top + gr, left : left + gc] = window.reshape(b, gr, gc, m)
         if output_type == "tokens":
             return RuntimeOutput(images=None, tokens=grid)

@@ -85,8 +85,25 @@ def describe_sampling(pipe, temperature: Optional[float] = None) -> str:
     return describe_config(pipe.scheduler.config, None if temperature is None else float(temperature))
 
 
-def sampling_settings(pipe, steps: int, guidance_scale: float, batch_size: int, seed: int) -> Dict:
-    """The sampler settings every result file records (scheduler defaults read from ``pipe``)."""
+def text_guidance(guidance_scale: Optional[float], prompts: Sequence[str]) -> float:
+    """The guidance scale the pipeline uses for a text-to-image call with ``prompts`` (``None``: its task default)."""
+    from m6_fashion_core import validation
+
+    return float(validation.default_guidance_scale(guidance_scale, list(prompts), None, None))
+
+
+def guidance_kwargs(guidance_scale: Optional[float], guidance_min_p: Optional[float] = None) -> Dict:
+    """The pipeline's guidance arguments; ``guidance_min_p`` None is left out (the pipeline's default)."""
+    return {"guidance_scale": guidance_scale, **({} if guidance_min_p is None else {"guidance_min_p": guidance_min_p})}
+
+
+def sampling_settings(pipe, steps: int, guidance_scale: Optional[float], batch_size: int, seed: int,
+                      guidance_min_p: Optional[float] = None) -> Dict:
+    """The sampler settings every result file records (scheduler defaults read from ``pipe``). ``guidance_scale``
+    None = the pipeline's task default (``guidance_default_text_to_image`` for captions, 1 without text); ``guidance_min_p``
+    None = the pipeline's default."""
+    from m6_fashion_core import validation
+
     return {
         "steps": steps,
         "scheduler_default_temperature": float(pipe.scheduler.config.temperature),
@@ -94,6 +111,8 @@ def sampling_settings(pipe, steps: int, guidance_scale: float, batch_size: int, 
         "mask_schedule": pipe.scheduler.config.mask_schedule,
         "transformer_dtype": str(pipe.transformer.dtype).replace("torch.", ""),
         "guidance_scale": guidance_scale,
+        "guidance_default_text_to_image": validation.DEFAULT_TEXT_GUIDANCE_SCALE,
+        "guidance_min_p": validation.DEFAULT_GUIDANCE_MIN_P if guidance_min_p is None else guidance_min_p,
         "batch_size": batch_size,
         "seed": seed,
     }

