@@ -918,7 +918,7 @@ def run_diversity(args) -> Dict:
     for i, (spec, g) in enumerate(runs):
         pipe.scheduler = type(model_scheduler).from_config(model_scheduler.config, **spec)
         is_default = not spec and g == DEFAULT_TEXT_GUIDANCE_SCALE
-        label = (sampling_label(pipe.scheduler.config) + (f", guidance {g:g}" if g > 1.0 else ", no guidance")
+        label = (sampling_label(pipe.scheduler.config) + (f", guidance {g:g}" if g > 1.0 else "")
                  + (" (the pipeline's default)" if is_default else ""))
         images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps, guidance_scale=g)
         feats = inception_features(extractor, images)

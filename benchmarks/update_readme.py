@@ -138,6 +138,15 @@ def generation_ablation() -> str:
 
 
 CATALOGUE_RESOLUTION = "evaluate_m6-fashion-hr_test.json"
+CATALOGUE_DEFAULT_GUIDANCE = "evaluate_m6-fashion-hr_test_text_to_image_default.json"
+
+
+def _guidance(section: dict) -> str:
+    """'guidance 12, min-p 0.2' or 'no guidance' for a text_to_image section of an evaluate result."""
+    g = section.get("guidance_scale", 1.0)
+    if g <= 1.0:
+        return "no guidance"
+    return f"guidance {g:g}" + (f", min-p {section['guidance_min_p']:g}" if section.get("guidance_min_p") else ", no min-p filter")
 
 
 def catalogue_resolution() -> str:
@@ -151,10 +160,13 @@ def catalogue_resolution() -> str:
               "baseline": f"(b) the 64-px output's central {lw}x{lh}, bicubic to {size}"}
     parts = []
     t = d.get("text_to_image")
+    # text-to-image at the pipeline's default guidance (same captions and seeds), when that run exists
+    dd = _load(CATALOGUE_DEFAULT_GUIDANCE) if (RESULTS / CATALOGUE_DEFAULT_GUIDANCE).is_file() else None
     if t:
-        rows = [[labels[k], f"{t[k]['fid_inception']:.1f}", f"{t[k]['kid_inception_mean']:.3f}",
-                 *(_pct(t[k]["hit_rate"][x]) for x in HEADS), f"{t[k]['sharpness']:.0f}", f"{t[k]['seconds_per_image']:.2f}"]
-                for k in ("hr", "baseline")]
+        runs = ([(dd["text_to_image"], f", {_guidance(dd['text_to_image'])} (the default)")] if dd else []) + [(t, f", {_guidance(t)}")]
+        rows = [[labels[k] + suffix, f"{r[k]['fid_inception']:.1f}", f"{r[k]['kid_inception_mean']:.3f}",
+                 *(_pct(r[k]["hit_rate"][x]) for x in HEADS), f"{r[k]['sharpness']:.0f}", f"{r[k]['seconds_per_image']:.2f}"]
+                for r, suffix in runs for k in ("hr", "baseline")]
         p = d["prompts"]
         rows.append([f"the {real['num_images']} real test photos at {size}; hit rates: the classifier on the captions' photos (ceiling)",
                      "", "", *(_pct(p["classifier_accuracy_real"][x]) for x in HEADS), f"{real['sharpness']:.0f}", ""])
@@ -165,7 +177,8 @@ def catalogue_resolution() -> str:
                          f"{ref['fid_inception']:.1f}", f"{ref['kid_inception_mean']:.3f}", "", "", "", f"{ref['sharpness']:.0f}", ""])
         parts += [f"Text-to-image, {t['num_images']} test captions (T={t['steps']}, {_sampling(t)}, seed {st['seed']}, "
                   f"batch {st['batch_size']}, transformer in {st['transformer_dtype']}); both rows from the same tokens "
-                  f"(identical on {t['tokens_identical']} of {t['num_images']} images):", "",
+                  f"(identical on {t['tokens_identical']} of {t['num_images']} images"
+                  + (f"; at the default guidance on {dd['text_to_image']['tokens_identical']}" if dd else "") + "):", "",
                   _table(["", "FID", "KID", "article type", "base colour", "gender", "sharpness", "s/image"], rows), ""]
     r = d.get("reconstruction")
     if r:
@@ -182,7 +195,8 @@ def catalogue_resolution() -> str:
                  "Hit rates: the attribute classifier on each image padded to a square and downscaled to 64 px. Sharpness: "
                  "variance of the 3x3 Laplacian of the grey image (0-255), mean over images; the real photos set the target. "
                  f"s/image: the pipeline call, {d['environment']['threads']} CPU threads on a shared {d['environment']['cpu']}. "
-                 f"{_measured(d)}")
+                 f"{_measured(d)}" + (f" Rows at the default guidance ({dd['environment']['threads']} threads, {dd['environment']['cpu']}; "
+                    f"s/image compares rows of one run only): {_measured(dd)}" if dd else ""))
     return "\n".join(parts)
 
 

@@ -411,14 +411,25 @@ class PipelineTesterMixin:
 
         pipe.scheduler.step = spy
         try:
-            self.call(pipe, output_type="tokens", guidance_scale=scale)
+            self.call(pipe, output_type="tokens", guidance_scale=scale, guidance_min_p=0.0)
+            n = len(counter.logits)
+            self.call(pipe, output_type="tokens", guidance_scale=scale, guidance_min_p=0.5)
         finally:
             counter.remove()
-        assert len(fed) == DUMMY_STEPS and len(counter.logits) == 2 * DUMMY_STEPS
+        assert len(fed) == 2 * DUMMY_STEPS and n == 2 * DUMMY_STEPS and len(counter.logits) == 4 * DUMMY_STEPS
         for i, logits in enumerate(fed):
             cond, uncond = counter.logits[2 * i], counter.logits[2 * i + 1]
             assert not torch.allclose(cond, uncond)  # the unconditional pass really drops the prompt
-            assert torch.allclose(logits, uncond + scale * (cond - uncond), atol=1e-5)
+            mixed = uncond + scale * (cond - uncond)
+            if i < DUMMY_STEPS:  # min-p off: the plain mix
+                assert torch.allclose(logits, mixed, atol=1e-5)
+                continue
+            # min-p 0.5: tokens below half the conditional pass's most likely one are excluded, the rest is the mix
+            probs = torch.softmax(cond.float(), -1)
+            kept = probs >= 0.5 * probs.amax(-1, keepdim=True)
+            assert kept.any(-1).all() and (~kept).any()
+            assert torch.equal(torch.isinf(logits), ~kept)
+            assert torch.allclose(logits[kept], mixed[kept], atol=1e-5)
 
     # ------------------------------------------------------------------ sizes
     def test_height_and_width(self):

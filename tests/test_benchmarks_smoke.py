@@ -66,9 +66,10 @@ def test_words_and_masks_fast(tmp_path, which):
             assert all(0 <= row[k] <= 1 for k in ("hit_colour", "hit_article", "hit_both", "ceiling_colour", "ceiling_article",
                                                  "hit_article_luma", "hit_both_luma", "ceiling_article_luma"))
             assert row["hit_both_luma"] <= min(row["hit_colour"], row["hit_article_luma"])
-        # plain guidance 1 and 3, then guidance 3 with the caption without its colour as the negative prompt
+        # the pipeline's text-to-image default (guidance 12) and no guidance, then guidance 3 with the caption without
+        # its colour as the negative prompt
         assert [(r["guidance_scale"], bool(r["negative_prompt"])) for r in data["rows"] if r["set"] == "counterfactual"] == [
-            (1.0, False), (3.0, False), (3.0, True)]
+            (12.0, False), (1.0, False), (3.0, True)]
         assert all(p["negative_prompt"].split() == [w for w in p["caption"].split() if w not in p["colour"].split()] for p in data["pairs"])
         judge = data["judge_check"]  # real photos recoloured to each pair's colour, scored by both article judges
         assert judge["photos"] >= 1 and all(0 <= judge[k] <= 1 for k in ("article_rgb_after", "article_luma_after", "both_luma_after"))
@@ -83,10 +84,13 @@ def test_words_and_masks_fast(tmp_path, which):
     elif which == "diversity":
         for row in data["rows"]:
             assert row["feature_distance"] > 0 and row["real_feature_distance"] > 0 and math.isfinite(row["fid_inception"])
-        # the model's own sampling first, then the settings it is compared with
-        assert [r["default"] for r in data["rows"]] == [True, False, False, False]
-        assert [r["label"] for r in data["rows"]][1:] == ["temperature 1", "temperature 1.5 -> 0.6",
-                                                          "temperature 1.5 -> 0.6, confidence noise 8 -> 1"]
+        # the model's own sampling and the settings it is compared with, unguided; then the pipeline's default for
+        # captions: the model's own sampling with guidance 12
+        assert [r["default"] for r in data["rows"]] == [False, False, False, False, True]
+        labels = [r["label"] for r in data["rows"]]
+        assert labels[1:4] == ["temperature 1", "temperature 1.5 -> 0.6", "temperature 1.5 -> 0.6, confidence noise 8 -> 1"]
+        assert labels[4] == labels[0] + ", guidance 12 (the pipeline's default)"
+        assert [r["guidance_scale"] for r in data["rows"]] == [1.0, 1.0, 1.0, 1.0, 12.0]
     else:
         wide = data["parts"]["own_scale_1.5x"]
         assert wide["canvas"][1] >= 1.5 * data["output_size"][1]

@@ -58,8 +58,8 @@ def test_the_number_of_images_per_call_is_bounded(kwargs, match):
 
 
 def test_default_guidance_is_the_tasks():
-    assert v.default_guidance_scale(None, "Men Navy Blue Casual Shirt", None, None) == v.DEFAULT_TEXT_GUIDANCE_SCALE == 8.0
-    assert v.default_guidance_scale(None, ["shirt", ""], None, None) == 8.0  # some text: text-to-image
+    assert v.default_guidance_scale(None, "Men Navy Blue Casual Shirt", None, None) == v.DEFAULT_TEXT_GUIDANCE_SCALE == 12.0
+    assert v.default_guidance_scale(None, ["shirt", ""], None, None) == 12.0  # some text: text-to-image
     assert v.default_guidance_scale(None, None, None, None) == 1.0  # unconditional
     assert v.default_guidance_scale(None, ["", " "], None, None) == 1.0
     assert v.default_guidance_scale(None, "shirt", IMG, None) == 1.0  # inpainting, outpainting, mixing

@@ -55,7 +55,9 @@ __all__ = [
     "check_steps",
     "check_num_images",
     "check_sides",
+    "check_guidance_min_p",
     "check_guidance_scale",
+    "guidance_kwargs",
     "check_negative_prompt",
     "check_temperature",
     "boxes_of",
@@ -212,11 +214,13 @@ def check_guidance_min_p(guidance_min_p: Optional[float]) -> None:
         raise SystemExit(f"error: --guidance-min-p must be a number in [0, 1) (0 = off); got {guidance_min_p}")
 
 
-def guidance_kwargs(args) -> dict:
-    """``guidance_scale`` / ``negative_prompt`` / ``guidance_min_p`` for the pipeline call; flags left out keep its defaults."""
-    kw = {"guidance_scale": args.guidance_scale, "negative_prompt": args.negative_prompt}
-    if getattr(args, "guidance_min_p", None) is not None:
-        kw["guidance_min_p"] = args.guidance_min_p
+def guidance_kwargs(guidance_scale: Optional[float], guidance_min_p: Optional[float] = None,
+                    negative_prompt: Optional[str] = None) -> dict:
+    """The guidance arguments of a pipeline or runtime call; ``guidance_min_p`` None is left out (the pipeline's
+    default), ``guidance_scale`` None resolves to the task's default there."""
+    kw = {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
+    if guidance_min_p is not None:
+        kw["guidance_min_p"] = guidance_min_p
     return kw
 
 

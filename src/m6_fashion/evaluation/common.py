@@ -92,11 +92,6 @@ def text_guidance(guidance_scale: Optional[float], prompts: Sequence[str]) -> fl
     return float(validation.default_guidance_scale(guidance_scale, list(prompts), None, None))
 
 
-def guidance_kwargs(guidance_scale: Optional[float], guidance_min_p: Optional[float] = None) -> Dict:
-    """The pipeline's guidance arguments; ``guidance_min_p`` None is left out (the pipeline's default)."""
-    return {"guidance_scale": guidance_scale, **({} if guidance_min_p is None else {"guidance_min_p": guidance_min_p})}
-
-
 def sampling_settings(pipe, steps: int, guidance_scale: Optional[float], batch_size: int, seed: int,
                       guidance_min_p: Optional[float] = None) -> Dict:
     """The sampler settings every result file records (scheduler defaults read from ``pipe``). ``guidance_scale``

@@ -58,6 +58,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from m6_fashion_core.cli import guidance_kwargs
+
 from ..errors import parse_arguments
 from .attribute_classifier import (
     DEFAULT_CACHE_DIR,
@@ -88,7 +90,6 @@ from .common import (  # noqa: F401  (environment/json_safe/prompt_rows/TRANSFOR
     prompt_rows,
     prompt_set,
     result_header,
-    guidance_kwargs,
     sampling_settings,
     text_guidance,
     set_quiet,

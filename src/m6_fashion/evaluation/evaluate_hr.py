@@ -56,6 +56,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from m6_fashion_core.cli import guidance_kwargs
+
 from ..image_processing import preprocess, to_rgb
 from .attribute_classifier import (
     DEFAULT_CACHE_DIR,
@@ -81,7 +83,6 @@ from .common import (
     progress_bar,
     prompt_set,
     result_header,
-    guidance_kwargs,
     sampling_settings,
     text_guidance,
 )

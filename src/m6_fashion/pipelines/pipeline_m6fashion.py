@@ -447,13 +447,14 @@ class M6FashionPipeline(DiffusionPipeline):
     ):
         """Checks every argument before any image is encoded or any token generated; raises naming the argument.
 
-        `guidance_scale` is the call's resolved scale (see `validation.default_guidance_scale` for `None`).
+        `guidance_scale` `None` is the task's default (`validation.default_guidance_scale`).
         No argument is silently ignored: one that would have no effect in this combination (guidance without a
         prompt or reference patches, a negative prompt or `guidance_min_p` without guidance, `refine_ratio` without style mixing,
         `blend_pixels=False` without pixels to paste back, an `image_box` that leaves nothing to generate, tensor
         names without a callback) is refused.
         """
         canvas = self.output_canvas(height, width, outpainting=image is not None and image_box is not None)
+        guidance_scale = validation.default_guidance_scale(guidance_scale, prompt, image, reference_images)
         steps, _, _, _, _ = validation.check_sampling_arguments(
             prompt, image, style_image, reference_images, num_inference_steps, num_images_per_prompt, guidance_scale,
             temperature, refine_ratio,
