@@ -379,7 +379,7 @@ class M6FashionRuntime:
         first this many passes show the model the kept tokens as masked, so the region follows the text; ``None``
         (default) = ``round(0.8 * num_inference_steps)`` there and 0 elsewhere, as in the pipeline.
 
-        ``guidance_scale``: classifier-free guidance (1.0 = off); ``None`` (default) = 8.0 for text-to-image (prompt
+        ``guidance_scale``: classifier-free guidance (1.0 = off); ``None`` (default) = 12.0 for text-to-image (prompt
         text, no image, no reference patches) and 1.0 for every other task, as in the pipeline.
         ``negative_prompt``: what the guidance pass reads instead of no text (one string or one per prompt; only
         with ``guidance_scale`` > 1), as in the pipeline. ``guidance_min_p``: with guidance, tokens below this share
