@@ -1200,7 +1200,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--num-reference", type=int, default=None, help="real test photos for FID (default all 798; 16 with --fast)")
             s.add_argument("--guidance-scales", type=float, nargs="+", default=[DEFAULT_TEXT_GUIDANCE_SCALE],
                            help="besides the --sampling rows (all without guidance), the model's own sampling with each of these "
-                                "guidance scales above 1 (default: 8, the pipeline's default for captions)")
+                                "guidance scales above 1 (default: 12, the pipeline's default for captions)")
         add_run_args(s)
     return p
 

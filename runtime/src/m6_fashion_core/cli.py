@@ -98,7 +98,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, steps_
     p.add_argument("--steps", type=positive_int, default=10, help=steps_help)
     p.add_argument("--num-images", type=positive_int, default=1, help="images to write (out.png, out-1.png, ...)")
     p.add_argument("--guidance-scale", type=float, default=None,
-                   help="classifier-free guidance (1.0 = off; default: 8 for text-to-image, 1 for the other tasks)")
+                   help="classifier-free guidance (1.0 = off; default: 12 for text-to-image, 1 for the other tasks)")
     p.add_argument("--negative-prompt", default=None,
                    help="text the guidance pass reads instead of none (needs guidance); e.g. the prompt without "
                         "its colour puts the weight on the colour")
