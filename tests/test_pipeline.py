@@ -60,14 +60,18 @@ def test_outpainting_extends_the_canvas(tiny_pipeline, real_images):
     image, box = real_images[1]["image"], (16, 16, 48, 48)
     out = tiny_pipeline(image=image, image_box=box, generator=_g(), output_type="pt")
     assert out.tokens.shape == (1, 16, 16, 4)
-    # the placed image's cells are kept: the image fitted into the box of a white canvas, encoded, inside the box
+    # the placed image's cells are kept: the image fitted into the box of a white canvas, its border pixels
+    # continued one cell outward for the encoder, encoded, inside the box
+    from m6_fashion_core.image import extend_edges
+
     top, left, h, w = tiny_pipeline.box_to_cells(box)
     c = tiny_pipeline.cell
     sheet = PIL.Image.new("RGB", (64, 64), (255, 255, 255))
     sheet.paste(fit_onto(image, w * c, h * c), (left * c, top * c))
     inside = torch.zeros(16, 16, dtype=torch.bool)
     inside[top : top + h, left : left + w] = True
-    assert torch.equal(out.tokens[0][inside], _tokens_of(tiny_pipeline, sheet).reshape(16, 16, 4)[inside])
+    context = extend_edges(sheet, (left * c, top * c, (left + w) * c, (top + h) * c), c)
+    assert torch.equal(out.tokens[0][inside], _tokens_of(tiny_pipeline, context).reshape(16, 16, 4)[inside])
     assert (out.tokens[0][~inside] < 256).all()  # everything around it is sampled
     assert not torch.equal(out.tokens[0][~inside], _tokens_of(tiny_pipeline, sheet).reshape(16, 16, 4)[~inside])
     # and its pixels are pasted back

@@ -67,6 +67,21 @@ def photo(real_images):
     return real_images[0]["image"].convert("RGB")
 
 
+def test_extend_edges_continues_the_border_one_margin_outward():
+    from m6_fashion_core.image import extend_edges
+
+    a = np.full((10, 12, 3), 255, np.uint8)
+    a[3:7, 4:8] = np.arange(16, dtype=np.uint8).reshape(4, 4, 1) * 10  # the box (4, 3, 8, 7), each pixel its own value
+    got = np.asarray(extend_edges(PIL.Image.fromarray(a), (4, 3, 8, 7), 2))
+    assert np.array_equal(got[3:7, 4:8], a[3:7, 4:8])  # the box itself is untouched
+    assert np.array_equal(got[3:7, 2], a[3:7, 4]) and np.array_equal(got[3:7, 9], a[3:7, 7])  # left / right columns
+    assert np.array_equal(got[1, 4:8], a[3, 4:8]) and np.array_equal(got[8, 4:8], a[6, 4:8])  # top / bottom rows
+    assert (got[1, 2] == a[3, 4]).all() and (got[8, 9] == a[6, 7]).all()  # corners take the corner pixel
+    assert (got[:, :2] == 255).all() and (got[:, 10:] == 255).all() and (got[0] == 255).all() and (got[9] == 255).all()
+    # a margin reaching past the sheet is clipped to it
+    assert np.asarray(extend_edges(PIL.Image.fromarray(a), (4, 3, 8, 7), 50)).shape == a.shape
+
+
 def test_pipeline_outpaints_onto_a_wider_canvas(pipe, photo):
     s, cell = DUMMY_SAMPLE_SIZE, DUMMY_SAMPLE_SIZE // DUMMY_GRID
     width = s + s // 2  # 1.5x the canvas

@@ -178,23 +178,43 @@ def sheet_pixels(sheets: Sequence[PIL.Image.Image]) -> np.ndarray:
     return np.ascontiguousarray(arrays.transpose(0, 3, 1, 2)) / np.float32(127.5) - np.float32(1.0)
 
 
+# outpainting: how many token cells beyond the placed image the encoder's copy repeats the image's border pixels
+OUTPAINTING_EDGE_CELLS = 1
+
+
+def extend_edges(sheet: PIL.Image.Image, box: Tuple[int, int, int, int], margin: int) -> PIL.Image.Image:
+    """A copy of `sheet` whose pixels up to `margin` px outside the pixel box `box = (left, top, right, bottom)`
+    repeat the box's nearest border pixel (corners its corner pixel); pixels inside the box and farther out stay."""
+    left, top, right, bottom = box
+    a = np.asarray(sheet.convert("RGB")).copy()
+    height, width = a.shape[:2]
+    x0, y0, x1, y1 = max(0, left - margin), max(0, top - margin), min(width, right + margin), min(height, bottom + margin)
+    a[y0:y1, x0:x1] = np.pad(a[top:bottom, left:right], ((top - y0, y1 - bottom), (left - x0, x1 - right), (0, 0)), mode="edge")
+    return PIL.Image.fromarray(a)
+
+
 def outpainting_sheets(
     images: Sequence[PIL.Image.Image], width: int, height: int, cells: Tuple[int, int, int, int], cell: int,
-    token_size: Tuple[int, int],
+    token_size: Tuple[int, int], edge_cells: int = OUTPAINTING_EDGE_CELLS,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Each image fitted (aspect kept, centred on white) into the grid box `cells = (top, left, h, w)` (cells of
     `cell` pixels) of a white `width` x `height` sheet.
 
     Returns `(pixels (B, 3, height, width), encoder pixels (B, 3, token_size[1], token_size[0]))`, both float32 in
-    [-1, 1]; the encoder's copy is the sheet resized bicubic to `token_size = (width, height)`.
+    [-1, 1]. The encoder's copy is the sheet with the box's border pixels repeated `edge_cells` cells outward
+    (`extend_edges`), resized bicubic to `token_size = (width, height)`: the encoder reads every pixel near a cell, so
+    on plain white the kept cells at the border would be encoded as a garment that ends there (the generated cells
+    then stay white); with the border continued they are encoded as content that goes on. Only the kept cells'
+    tokens are used, so the repeated pixels themselves never reach the output.
     """
     top, left, h, w = cells
+    box = (left * cell, top * cell, (left + w) * cell, (top + h) * cell)
     sheets = []
     for im in images:
         sheet = PIL.Image.new("RGB", (width, height), WHITE)
         sheet.paste(fit_onto(im, w * cell, h * cell), (left * cell, top * cell))
         sheets.append(sheet)
-    small = [sh.resize(tuple(token_size), PIL.Image.BICUBIC) for sh in sheets]
+    small = [extend_edges(sh, box, edge_cells * cell).resize(tuple(token_size), PIL.Image.BICUBIC) for sh in sheets]
     return sheet_pixels(sheets), sheet_pixels(small)
 
 

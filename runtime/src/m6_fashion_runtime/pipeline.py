@@ -27,7 +27,7 @@ from m6_fashion_core import validation
 
 from .bundle import Bundle, load_bundle
 from .canvas import OutputCanvas, output_canvas, output_sizes
-from .image import ImageInput, cell_mask, fit_onto, postprocess, preprocess, preprocess_mask, to_rgb
+from .image import ImageInput, cell_mask, postprocess, preprocess, preprocess_mask, to_rgb
 from .layout import build_model_inputs
 from .scheduler import SMARTSampler
 
@@ -310,20 +310,16 @@ class M6FashionRuntime:
 
     def _outpainting_sheets(self, images: List[ImageInput], cells: Tuple[int, int, int, int],
                             canvas: OutputCanvas) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each image fitted (aspect kept, centred on white) into the grid box ``cells`` of a white canvas.
+        """Each image fitted (aspect kept, centred on white) into the grid box ``cells`` of a white canvas
+        (``m6_fashion_core.image.outpainting_sheets``: the encoder's copy continues the image's border one cell outward).
 
         Returns ``(pixels (B, 3, *D), encoder pixels (B, 3, *S), pixel mask (B, 1, *D))`` with ``D`` the canvas's
         ``(height, width)``, ``S`` the ``sample_shape`` and the mask 1 outside the box (generated), 0 inside (kept).
         """
-        d, c = canvas.canvas_shape, canvas.cell
-        top, left, h, w = cells
-        sheets = []
-        for im in images:
-            pil = im if isinstance(im, Image.Image) else postprocess(preprocess(im, d))[0]
-            sheet = Image.new("RGB", (d[1], d[0]), (255, 255, 255))
-            sheet.paste(fit_onto(pil, w * c, h * c), (left * c, top * c))  # aspect kept, on white
-            sheets.append(sheet)
-        return preprocess(sheets, d), preprocess(sheets, self.sample_shape), canvas.cells_mask([cells], 0.0, len(sheets))
+        d, s = canvas.canvas_shape, self.sample_shape
+        pils = [im if isinstance(im, Image.Image) else postprocess(preprocess(im, d))[0] for im in images]
+        pixels, token_pixels = core_image.outpainting_sheets(pils, d[1], d[0], cells, canvas.cell, (s[1], s[0]))
+        return pixels, token_pixels, canvas.cells_mask([cells], 0.0, len(pils))
 
     @staticmethod
     def _mask_pixels(masks: List[ImageInput], size) -> np.ndarray:

@@ -47,7 +47,7 @@ from m6_fashion_core import validation
 
 # The Hub card template lives in m6_fashion.hub (shared with `m6-fashion finetune`); these names stay importable here.
 from ..hub import HUB_METADATA, with_hub_metadata  # noqa: F401
-from ..image_processing import PipelineImageInput, fit_onto, postprocess, preprocess, preprocess_mask
+from ..image_processing import PipelineImageInput, postprocess, preprocess, preprocess_mask
 from ..models.pq_tokenizer import PQTokenizer
 from ..models.sequence_layout import build_model_inputs, split_prefix_and_target
 from ..models.style_decoder import StyleDecoder
@@ -621,7 +621,9 @@ class M6FashionPipeline(DiffusionPipeline):
             style_image: second garment for style mixing: its tokens fill the mask region, then SMART refines
                 the seam (`refine_ratio` of the tokens around it are re-sampled).
             image_box: outpainting: `image` is resized into this pixel box of the canvas and everything outside
-                it is generated.
+                it is generated. The tokens of the kept cells are read from the image with its border pixels
+                continued one cell outward (`m6_fashion_core.image.outpainting_sheets`), so a garment cut by the
+                box edge is continued rather than closed off.
             reference_images: local editing: a list of `(patch_image, box)`; each patch is resized into its box
                 and given to the model as a visual condition at that place. Several pairs = several conditions.
             height, width: output size in pixels (default `pipe.default_size`: 256 x 192 with `decoder_hr`,
@@ -710,16 +712,12 @@ class M6FashionPipeline(DiffusionPipeline):
         if image is not None:
             if image_box is not None:
                 top, left, h, w = canvas.box_to_cells(image_box, "image_box")
-                c = canvas.cell
-                canvases = []
-                for im in _expand(image, n_base, "image"):
-                    pil = im if isinstance(im, PIL.Image.Image) else postprocess(preprocess(im, d, "image"), "pil")[0]
-                    sheet = PIL.Image.new("RGB", (d[1], d[0]), (255, 255, 255))
-                    sheet.paste(fit_onto(pil, w * c, h * c), (left * c, top * c))  # aspect kept, on white
-                    canvases.append(sheet)
-                base_pixels = preprocess(canvases, d)
-                token_pixels = preprocess(canvases, s)
-                pixel_mask = canvas.cells_mask([(top, left, h, w)], 0.0, len(canvases))
+                pils = [im if isinstance(im, PIL.Image.Image) else postprocess(preprocess(im, d, "image"), "pil")[0]
+                        for im in _expand(image, n_base, "image")]
+                # aspect kept, on white; the encoder's copy continues the image's border one cell outward
+                base_pixels, token_pixels = (torch.from_numpy(a) for a in core_image.outpainting_sheets(
+                    pils, d[1], d[0], (top, left, h, w), canvas.cell, (s[1], s[0])))
+                pixel_mask = canvas.cells_mask([(top, left, h, w)], 0.0, len(pils))
             else:
                 images = _expand(image, n_base, "image")
                 base_pixels = preprocess(images, d)
