@@ -110,7 +110,7 @@ PIPELINE_CASES: List[PipelineCase] = [
     PipelineCase("n-images-2x33", dict(prompt=["a", "b"], num_images_per_prompt=33), ValueError, "num_images_per_prompt=33"),
     # guidance_scale
     PipelineCase("guidance-str", dict(guidance_scale="2"), ValueError, "guidance_scale"),
-    # guidance_min_p (None = guidance_scale's task default: 8 with a prompt and no image)
+    # guidance_min_p (None = guidance_scale's task default: 12 with a prompt and no image)
     PipelineCase("min-p-1", dict(prompt="x", guidance_min_p=1.0), ValueError, r"guidance_min_p must be a number in \[0, 1\)"),
     PipelineCase("min-p-nan", dict(prompt="x", guidance_min_p=NAN), ValueError, "guidance_min_p"),
     PipelineCase("min-p-None", dict(prompt="x", guidance_min_p=None), ValueError, "guidance_min_p"),
