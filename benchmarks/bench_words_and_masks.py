@@ -41,7 +41,7 @@ counterfactual
     Besides plain guidance (``--guidance-scales``), the pairs are generated with the caption without its colour as
     ``negative_prompt`` ("Men Jeans" for "Men Orange Jeans") at ``--negative-guidance-scales`` (3): the guidance then
     pushes on what the colour word adds. The first ``--guidance-scales`` value is the shipped text-to-image default
-    (12); guided rows use the pipeline's ``guidance_min_p`` (0.2) unless ``--guidance-min-p`` is given.
+    (12); guided rows use the pipeline's ``guidance_min_p`` (0.1) unless ``--guidance-min-p`` is given.
 inpainting
     Real high-resolution test photos of Topwear (subCategory), in row order. Mask: the central torso box,
     ``(W/4, 3H/8, 3W/4, 3H/4)`` = (48, 96, 144, 192) on 192x256 (whole 16-px token cells). Asked colour: from the
@@ -1172,7 +1172,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "pipeline's own, round(0.8*T) for text-guided inpainting) and/or numbers (0 = off); default: default 0")
         if name == "counterfactual":
             s.add_argument("--guidance-min-p", type=float, default=None,
-                           help="the pipeline's guidance_min_p for the guided rows (default: the pipeline's, 0.2; 0 = off)")
+                           help="the pipeline's guidance_min_p for the guided rows (default: the pipeline's, 0.1; 0 = off)")
             s.add_argument("--negative-guidance-scales", type=float, nargs="*", default=None,
                            help="guidance scales also tried with the caption without its colour as negative_prompt (e.g. 'Men Jeans' "
                                 "for 'Men Orange Jeans'), which puts the guidance on the colour; default 3")

@@ -70,7 +70,7 @@ def test_default_guidance_is_the_tasks():
 
 
 def test_guidance_min_p_needs_guidance():
-    assert v.check_guidance_min_p(v.DEFAULT_GUIDANCE_MIN_P, 1.0) == 0.2  # the default is fine without guidance
+    assert v.check_guidance_min_p(v.DEFAULT_GUIDANCE_MIN_P, 1.0) == 0.1  # the default is fine without guidance
     assert v.check_guidance_min_p(0, 8.0) == 0.0
     assert v.check_guidance_min_p(0.5, 2.0) == 0.5
     with pytest.raises(ValueError, match=r"guidance_min_p=0.0 filters the tokens of classifier-free guidance.*guidance_scale=1.0"):

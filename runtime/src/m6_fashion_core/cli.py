@@ -104,7 +104,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, steps_
                         "its colour puts the weight on the colour")
     p.add_argument("--guidance-min-p", type=float, default=None,
                    help="with guidance, exclude tokens below this share of the prompt pass's most likely one "
-                        "(default 0.2; 0 = off)")
+                        "(default 0.1; 0 = off)")
     p.add_argument("--temperature", type=float, default=None, help=temperature_help)
 
 
@@ -209,7 +209,7 @@ def check_guidance_scale(guidance_scale: Optional[float]) -> None:
 
 
 def check_guidance_min_p(guidance_min_p: Optional[float]) -> None:
-    """``--guidance-min-p`` in [0, 1), or None (the default, 0.2)."""
+    """``--guidance-min-p`` in [0, 1), or None (the default, 0.1)."""
     if guidance_min_p is not None and not 0.0 <= guidance_min_p < 1.0:  # NaN fails too
         raise SystemExit(f"error: --guidance-min-p must be a number in [0, 1) (0 = off); got {guidance_min_p}")
 

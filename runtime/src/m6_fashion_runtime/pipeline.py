@@ -379,7 +379,7 @@ class M6FashionRuntime:
         text, no image, no reference patches) and 1.0 for every other task, as in the pipeline.
         ``negative_prompt``: what the guidance pass reads instead of no text (one string or one per prompt; only
         with ``guidance_scale`` > 1), as in the pipeline. ``guidance_min_p``: with guidance, tokens below this share
-        of the conditional pass's most likely token are excluded (default 0.2; 0 = off; other values need guidance).
+        of the conditional pass's most likely token are excluded (default 0.1; 0 = off; other values need guidance).
 
         ``deterministic`` overrides the bundle's scheduler (argmax tokens, lowest-confidence re-masking);
         ``seed`` seeds numpy's generator for sampling mode (and the random part of the style-mixing seam).

@@ -584,7 +584,7 @@ class EvaluateArguments:
     guidance_scale: Optional[float] = field(default=None, metadata={
         "help": "classifier-free guidance for text-to-image (default: the pipeline's, 12 with captions, 1 without)"})
     guidance_min_p: Optional[float] = field(default=None, metadata={
-        "help": "with guidance, exclude tokens below this share of the prompt pass's most likely one (default: the pipeline's, 0.2)"})
+        "help": "with guidance, exclude tokens below this share of the prompt pass's most likely one (default: the pipeline's, 0.1)"})
     transformer_dtype: str = field(default="float32", metadata={"choices": tuple(TRANSFORMER_DTYPES), "help": (
         "compute dtype of the stage-2 transformer (bfloat16 is faster on CPUs with AVX512-BF16 or AMX)")})
     batch_size: int = field(default=16)

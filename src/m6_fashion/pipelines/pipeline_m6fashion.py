@@ -634,11 +634,11 @@ class M6FashionPipeline(DiffusionPipeline):
             guidance_scale: classifier-free guidance scale (1.0 = off); > 1 runs an unconditional pass too and
                 needs a prompt or reference patches to steer towards (refused without either). `None` (default):
                 12.0 for text-to-image (prompt text, no `image`, no `reference_images`), 1.0 for every other task.
-                With `guidance_min_p` it is both closer to real photos and more faithful to the prompt than no
-                guidance (`m6-fashion evaluate` on 798 test captions: FID 149.2 against 152.5, higher hit rates; unseen
+                With `guidance_min_p` it is as close to real photos as no guidance and more faithful to the prompt
+                (`m6-fashion evaluate` on 798 test captions: FID 152.6 against 152.5, higher hit rates; unseen
                 colour x article pairs right about 4x as often); it runs two model passes per step.
             guidance_min_p: with guidance, tokens whose probability under the prompt-conditioned pass is below this
-                share of its most likely token's are excluded after the guidance mix (default 0.2; 0 = off), so
+                share of its most likely token's are excluded after the guidance mix (default 0.1; 0 = off), so
                 guidance re-ranks only what the prompt makes plausible. Any other value without guidance is refused.
             negative_prompt: what the guidance pass reads instead of no text (one string, or one per prompt; only
                 with `guidance_scale` > 1): guidance then steers away from it, towards what the prompt adds. Leaving
