@@ -195,7 +195,7 @@ def catalogue_resolution() -> str:
                  "Hit rates: the attribute classifier on each image padded to a square and downscaled to 64 px. Sharpness: "
                  "variance of the 3x3 Laplacian of the grey image (0-255), mean over images; the real photos set the target. "
                  f"s/image: the pipeline call, {d['environment']['threads']} CPU threads on a shared {d['environment']['cpu']}. "
-                 f"{_measured(d)}" + (f" Rows at the default guidance ({dd['environment']['threads']} threads, {dd['environment']['cpu']}; "
+                 f"{_measured(d)}" + (f" Rows at the default guidance ({dd['environment']['threads']} CPU thread(s), {dd['environment']['cpu']}; "
                     f"s/image compares rows of one run only): {_measured(dd)}" if dd else ""))
     return "\n".join(parts)
 
