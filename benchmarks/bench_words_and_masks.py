@@ -40,7 +40,9 @@ counterfactual
     accuracy before and after, and "both right" on them (the nearest thing to real photos of an unseen pair).
     Besides plain guidance (``--guidance-scales``), the pairs are generated with the caption without its colour as
     ``negative_prompt`` ("Men Jeans" for "Men Orange Jeans") at ``--negative-guidance-scales`` (3): the guidance then
-    pushes on what the colour word adds. The first ``--guidance-scales`` value is the shipped text-to-image default
+    pushes on what the colour word adds; and at the default guidance with that negative prompt in a third pass
+    (``negative_guidance_scale``, ``--contrast-scales``: 4), which adds that push to full guidance. The first
+    ``--guidance-scales`` value is the shipped text-to-image default
     (12); guided rows use the pipeline's ``guidance_min_p`` (0.1) unless ``--guidance-min-p`` is given.
 inpainting
     Real high-resolution test photos of Topwear (subCategory), in row order. Mask: the central torso box,
@@ -464,14 +466,19 @@ def run_counterfactual(args) -> Dict:
     for it in sets["counterfactual"]:
         it["negative_prompt"] = f"{genders[it['article']]} {nouns[it['article']]}"  # the caption without its colour
     rows, strips = [], {}
-    settings = {"counterfactual": [(g, False) for g in args.guidance_scales] + [(g, True) for g in args.negative_guidance_scales],
-                "frequent": [(args.guidance_scales[0], False)]}
+    # (guidance, with the caption without its colour as negative prompt, negative_guidance_scale)
+    g0 = args.guidance_scales[0]
+    settings = {"counterfactual": [(g, False, None) for g in args.guidance_scales] + [(g0, True, s) for s in args.contrast_scales]
+                + [(g, True, None) for g in args.negative_guidance_scales],
+                "frequent": [(g0, False, None)]}
     for set_name in ("counterfactual", "frequent"):
         items = sets[set_name]
-        for g, negative in settings[set_name]:
+        for g, negative, contrast in settings[set_name]:
             calls = [{"prompt": it["caption"], **({"negative_prompt": it["negative_prompt"]} if negative else {})}
                      for it in items for _ in range(args.samples)]
             extra = {} if args.guidance_min_p is None or g <= 1.0 else {"guidance_min_p": args.guidance_min_p}
+            if contrast is not None:
+                extra["negative_guidance_scale"] = contrast
             images, spi = batched(pipe, calls, args.batch_size, args.seed, num_inference_steps=args.steps, guidance_scale=g, **extra)
             preds, preds_luma = classify(classifier, images, luma)
             per_pair = []
@@ -492,6 +499,7 @@ def run_counterfactual(args) -> Dict:
             ceil_both = _mean([it["ceiling_both_product"] for it in items])
             ceil_both_l = _mean([it["ceiling_both_luma_product"] for it in items])
             rows.append({"set": set_name, "guidance_scale": g, "negative_prompt": "the caption without its colour" if negative else None,
+                         "negative_guidance_scale": contrast,
                          "pairs": len(items), "images": n, "hit_colour": hit["colour_hits"],
                          "hit_article": hit["article_hits"], "hit_both": hit["both_hits"],
                          "hit_article_luma": hit["article_hits_luma"], "hit_both_luma": hit["both_hits_luma"],
@@ -507,13 +515,14 @@ def run_counterfactual(args) -> Dict:
                          "seconds_per_image": spi, "per_pair": per_pair})
             strips.setdefault(set_name, (images, items))
             if negative:
-                strips.setdefault("negative", (images, items))
+                strips.setdefault("negative", (images, items, g, contrast))
     data = _base("counterfactual", args, pipe)
     data.update({
         "settings": {"min_rows": args.min_rows, "min_class_accuracy": args.min_class_accuracy, "min_test_photos": args.min_test_photos,
                      "num_pairs": args.num_pairs, "num_frequent": args.num_frequent, "per_class": args.per_class,
                      "samples": args.samples, "guidance_scales": args.guidance_scales,
-                     "negative_guidance_scales": args.negative_guidance_scales, "guidance_min_p": args.guidance_min_p, "seed": args.seed, "batch_size": args.batch_size,
+                     "negative_guidance_scales": args.negative_guidance_scales, "contrast_scales": args.contrast_scales,
+                     "guidance_min_p": args.guidance_min_p, "seed": args.seed, "batch_size": args.batch_size,
                      "categories": list(CATEGORIES)},
         "selection": {k: v for k, v in info.items() if k not in ("colour_rows", "article_rows")},
         "pairs": sets["counterfactual"], "frequent_pairs": sets["frequent"], "rows": rows,
@@ -528,10 +537,11 @@ def run_counterfactual(args) -> Dict:
     cols = [[images[i * args.samples + s] for s in range(shown)] for i in range(k)]
     label = f" (0 train rows; {shown} seeds"
     if "negative" in strips:  # the same seeds with the negative prompt beside them
-        neg = strips["negative"][0]
+        neg, _, g, contrast = strips["negative"]
         cols = [row + [neg[i * args.samples + s] for s in range(shown)] for i, row in enumerate(cols)]
-        g = args.negative_guidance_scales[0]
-        label += f"; left: guidance {args.guidance_scales[0]:g}, right: guidance {g:g} with the caption without its colour as negative prompt"
+        right = (f"guidance {g:g} plus {contrast:g} x (caption - the caption without its colour)" if contrast is not None
+                 else f"guidance {g:g} with the caption without its colour as negative prompt")
+        label += f"; left: guidance {args.guidance_scales[0]:g}, right: {right}"
     data["examples"] = f"{NAMES['counterfactual']}.jpg"
     data["_strip"] = (cols, [it["caption"] + label + ")" for it in items[:k]])
     return data
@@ -551,6 +561,8 @@ def render_counterfactual(d) -> str:
     rows = []
     for r in d["rows"]:
         neg = ", negative prompt: the caption without its colour" if r.get("negative_prompt") else ""
+        if r.get("negative_guidance_scale") is not None:
+            neg = f" plus {r['negative_guidance_scale']:g} x (caption - the caption without its colour), a third pass"
         rows.append([f"{r['set']} pairs, guidance {r['guidance_scale']:g}{neg}", r["images"], fmt(r["hit_colour"]),
                      f"{fmt(r['hit_article'])} / {fmt(r.get('hit_article_luma'))}", f"{fmt(r['hit_both'])} / {fmt(r.get('hit_both_luma'))}",
                      f"{r['pairs_with_a_both_right_sample']} / {r.get('pairs_with_a_both_right_sample_luma', '')} of {r['pairs']}",
@@ -1176,6 +1188,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--negative-guidance-scales", type=float, nargs="*", default=None,
                            help="guidance scales also tried with the caption without its colour as negative_prompt (e.g. 'Men Jeans' "
                                 "for 'Men Orange Jeans'), which puts the guidance on the colour; default 3")
+            s.add_argument("--contrast-scales", type=float, nargs="*", default=[4.0],
+                           help="negative_guidance_scale values tried at the first --guidance-scales value with the caption without "
+                                "its colour as negative_prompt: guidance keeps its empty-text pass and a third pass pushes on the "
+                                "colour (default 4)")
             s.add_argument("--num-pairs", type=int, default=None, help="unseen pairs (default 32; 3 with --fast)")
             s.add_argument("--num-frequent", type=int, default=None, help="frequent reference pairs (default 12; 2 with --fast)")
             s.add_argument("--samples", type=int, default=None, help="images per caption (default 4; 2 with --fast)")

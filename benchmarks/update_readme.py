@@ -210,7 +210,9 @@ def _met(ok) -> str:
 def _setting(row: dict) -> str:
     """The sampling settings of a result row that differ from the defaults, e.g. 'guidance 3'."""
     parts = [f"guidance {row['guidance_scale']:g}"]
-    if row.get("negative_prompt"):
+    if row.get("negative_guidance_scale") is not None:
+        parts.append(f"plus {row['negative_guidance_scale']:g} x (caption - {row['negative_prompt']}), a third pass")
+    elif row.get("negative_prompt"):
         parts.append(f"negative prompt: {row['negative_prompt']}")
     if "context_dropout_steps" in row:
         parts.append(f"context dropout {row['context_dropout_steps']}" + (" (default)" if row.get("pipeline_default") else ""))

@@ -431,6 +431,33 @@ class PipelineTesterMixin:
             assert torch.equal(torch.isinf(logits), ~kept)
             assert torch.allclose(logits[kept], mixed[kept], atol=1e-5)
 
+    def test_negative_guidance_scale_adds_a_pass_on_the_negative_prompt(self):
+        pipe = self.get_pipeline()
+        scale, scale_n = 3.0, 2.0
+        counter = _PassCounter(pipe.transformer)
+        fed = []
+        step = pipe.scheduler.step
+
+        def spy(model_output, *args, **kwargs):
+            fed.append(model_output.detach().clone())
+            return step(model_output, *args, **kwargs)
+
+        pipe.scheduler.step = spy
+        try:
+            self.call(pipe, output_type="tokens", guidance_scale=scale, guidance_min_p=0.0, negative_prompt="black",
+                      negative_guidance_scale=scale_n)
+        finally:
+            counter.remove()
+        # three passes per step: the prompt, no text, the negative prompt
+        assert len(fed) == DUMMY_STEPS and len(counter.logits) == 3 * DUMMY_STEPS
+        for i, logits in enumerate(fed):
+            cond, uncond, neg = counter.logits[3 * i : 3 * i + 3]
+            assert not torch.allclose(uncond, neg)  # the negative prompt is read, and not instead of the empty text
+            assert torch.allclose(logits, uncond + scale * (cond - uncond) + scale_n * (cond - neg), atol=1e-5)
+        # without a negative prompt there is nothing for it to weigh: refused
+        with pytest.raises(ValueError, match="negative_guidance_scale=2.0 weighs a pass on the negative prompt"):
+            self.call(pipe, output_type="tokens", guidance_scale=scale, negative_guidance_scale=scale_n)
+
     # ------------------------------------------------------------------ sizes
     def test_height_and_width(self):
         pipe = self.get_pipeline()

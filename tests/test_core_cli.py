@@ -76,9 +76,25 @@ def test_negative_prompt_needs_guidance():
     with pytest.raises(SystemExit, match=r"--negative-prompt is read by the guidance pass.*got 1\); add e.g. --guidance-scale 3"):
         core.check_negative_prompt(args)
     core.check_negative_prompt(_parser().parse_args(["--out", "a.png", "--negative-prompt", "x", "--guidance-scale", "3"]))
-    # without --guidance-scale the task's default decides (8 for text-to-image); the pipeline refuses the others
+    # without --guidance-scale the task's default decides (12 for text-to-image); the pipeline refuses the others
     core.check_negative_prompt(_parser().parse_args(["--out", "a.png", "--prompt", "Men Orange Jeans", "--negative-prompt", "Men Jeans"]))
     core.check_negative_prompt(_parser().parse_args(["--out", "a.png"]))  # no negative prompt: nothing to check
+
+
+def test_negative_guidance_scale_needs_a_negative_prompt_and_a_finite_positive_value():
+    args = _parser().parse_args(["--out", "a.png", "--prompt", "Men Orange Jeans", "--negative-guidance-scale", "4"])
+    assert args.negative_guidance_scale == 4.0
+    with pytest.raises(SystemExit, match="--negative-guidance-scale weighs a pass on --negative-prompt; add --negative-prompt"):
+        core.check_negative_prompt(args)
+    for bad in ("0", "-1", "nan", "inf", "51"):
+        args = _parser().parse_args(["--out", "a.png", "--negative-prompt", "Men Jeans", "--negative-guidance-scale", bad])
+        with pytest.raises(SystemExit, match=r"--negative-guidance-scale must be a finite number in \(0, 50\]"):
+            core.check_negative_prompt(args)
+    core.check_negative_prompt(_parser().parse_args(["--out", "a.png", "--prompt", "Men Orange Jeans", "--negative-prompt", "Men Jeans",
+                                                      "--negative-guidance-scale", "4"]))
+    assert core.guidance_kwargs(None, None, "Men Jeans", 4.0) == {"guidance_scale": None, "negative_prompt": "Men Jeans",
+                                                                  "negative_guidance_scale": 4.0}
+    assert "negative_guidance_scale" not in core.guidance_kwargs(None, None, "Men Jeans")  # None: the pipeline's default
 
 
 def test_output_paths():

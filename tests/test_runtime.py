@@ -165,7 +165,8 @@ def test_runtime_matches_pipeline_tokens_text_to_image(tiny_onnx_pipeline, tiny_
     rt = mrt.M6FashionRuntime(str(tiny_onnx_bundle))
     prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes"]
     for kwargs in ({"num_inference_steps": 10, "guidance_scale": 1.0}, {"num_inference_steps": 4, "num_images_per_prompt": 2, "guidance_scale": 1.0},
-                   {"num_inference_steps": 3, "guidance_scale": 2.0}):
+                   {"num_inference_steps": 3, "guidance_scale": 2.0},
+                   {"num_inference_steps": 3, "guidance_scale": 2.0, "negative_prompt": "Men Shirt", "negative_guidance_scale": 1.5}):
         ref = tiny_onnx_pipeline(prompts, output_type="tokens", **kwargs).tokens.numpy()
         got = rt(prompts, output_type="tokens", **kwargs).tokens
         assert got.shape == ref.shape

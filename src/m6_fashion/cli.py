@@ -153,7 +153,7 @@ def _run_pipeline(args, **kwargs) -> None:
     with core.errors_exit():
         out = pipe(
             prompt=args.prompt, num_inference_steps=args.steps, num_images_per_prompt=args.num_images,
-            **core.guidance_kwargs(args.guidance_scale, args.guidance_min_p, args.negative_prompt), temperature=args.temperature,
+            **core.guidance_kwargs(args.guidance_scale, args.guidance_min_p, args.negative_prompt, args.negative_guidance_scale), temperature=args.temperature,
             generator=generator, height=args.height, width=args.width, **kwargs,
         )
     for path in _write(out.images, args.out, args.size):

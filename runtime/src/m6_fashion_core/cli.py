@@ -90,8 +90,8 @@ def positive_int(text: str) -> int:
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, steps_help: str, temperature_help: str,
                            with_prompt: bool = True) -> None:
-    """``--prompt --seed --steps --num-images --guidance-scale --negative-prompt --guidance-min-p --temperature``, in this order (as
-    ``--help`` lists them)."""
+    """``--prompt --seed --steps --num-images --guidance-scale --negative-prompt --negative-guidance-scale --guidance-min-p
+    --temperature``, in this order (as ``--help`` lists them)."""
     if with_prompt:
         p.add_argument("--prompt", default=None, help=PROMPT_HELP)
     p.add_argument("--seed", type=int, default=0, help=seed_help)
@@ -102,6 +102,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, steps_
     p.add_argument("--negative-prompt", default=None,
                    help="text the guidance pass reads instead of none (needs guidance); e.g. the prompt without "
                         "its colour puts the weight on the colour")
+    p.add_argument("--negative-guidance-scale", type=float, default=None,
+                   help="keep the guidance pass on no text and push this much more on what the prompt adds to "
+                        "--negative-prompt, in a third pass (e.g. 4; default: the negative prompt replaces no text)")
     p.add_argument("--guidance-min-p", type=float, default=None,
                    help="with guidance, exclude tokens below this share of the prompt pass's most likely one "
                         "(default 0.1; 0 = off)")
@@ -194,12 +197,20 @@ def check_sides(args: argparse.Namespace, flags: Sequence[str] = ("height", "wid
 
 def check_negative_prompt(args) -> None:
     """``--negative-prompt`` not with ``--guidance-scale`` <= 1 (the guidance pass reads it; without the flag the
-    task's default decides, and the pipeline refuses a task that does not guide)."""
+    task's default decides, and the pipeline refuses a task that does not guide); ``--negative-guidance-scale``
+    finite in (0, ``MAX_GUIDANCE_SCALE``] and only with ``--negative-prompt``."""
     if getattr(args, "negative_prompt", None) is not None and args.guidance_scale is not None and not args.guidance_scale > 1.0:
         raise SystemExit(
             f"error: --negative-prompt is read by the guidance pass, which runs only with --guidance-scale > 1 (got "
             f"{args.guidance_scale:g}); add e.g. --guidance-scale 3, or drop --negative-prompt"
         )
+    scale_n = getattr(args, "negative_guidance_scale", None)
+    if scale_n is not None:
+        if not (math.isfinite(scale_n) and 0.0 < scale_n <= MAX_GUIDANCE_SCALE):
+            raise SystemExit(f"error: --negative-guidance-scale must be a finite number in (0, {MAX_GUIDANCE_SCALE:g}]; got {scale_n}")
+        if getattr(args, "negative_prompt", None) is None:
+            raise SystemExit("error: --negative-guidance-scale weighs a pass on --negative-prompt; add --negative-prompt "
+                             "(e.g. the prompt without its colour) or drop --negative-guidance-scale")
 
 
 def check_guidance_scale(guidance_scale: Optional[float]) -> None:
@@ -215,12 +226,14 @@ def check_guidance_min_p(guidance_min_p: Optional[float]) -> None:
 
 
 def guidance_kwargs(guidance_scale: Optional[float], guidance_min_p: Optional[float] = None,
-                    negative_prompt: Optional[str] = None) -> dict:
-    """The guidance arguments of a pipeline or runtime call; ``guidance_min_p`` None is left out (the pipeline's
-    default), ``guidance_scale`` None resolves to the task's default there."""
+                    negative_prompt: Optional[str] = None, negative_guidance_scale: Optional[float] = None) -> dict:
+    """The guidance arguments of a pipeline or runtime call; ``guidance_min_p`` and ``negative_guidance_scale`` None
+    are left out (the pipeline's defaults), ``guidance_scale`` None resolves to the task's default there."""
     kw = {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
     if guidance_min_p is not None:
         kw["guidance_min_p"] = guidance_min_p
+    if negative_guidance_scale is not None:
+        kw["negative_guidance_scale"] = negative_guidance_scale
     return kw
 
 

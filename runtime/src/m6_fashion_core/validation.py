@@ -192,6 +192,30 @@ def check_negative_prompt(negative_prompt, prompt, image, guidance_scale) -> Non
         )
 
 
+def check_negative_guidance_scale(negative_guidance_scale, negative_prompt) -> Optional[float]:
+    """`None` (the default: the negative prompt, if any, replaces the guidance pass's empty text), or a finite
+    number in (0, MAX_GUIDANCE_SCALE]; a number only with a `negative_prompt` for it to contrast.
+
+    With a number `s_n` the guidance pass keeps reading no text and a third pass reads the negative prompt:
+    `l_u + s * (l_c - l_u) + s_n * (l_c - l_n)`. Guidance keeps its full pull towards the prompt and pushes
+    `s_n` more on what the prompt adds to the negative prompt (the colour, for the prompt "Men Orange Jeans"
+    with the negative prompt "Men Jeans"). It costs a third transformer pass per step.
+    """
+    if negative_guidance_scale is None:
+        return None
+    if not _is_real(negative_guidance_scale) or not math.isfinite(negative_guidance_scale) or not 0.0 < negative_guidance_scale <= MAX_GUIDANCE_SCALE:
+        raise ValueError(
+            f"negative_guidance_scale must be None or a finite number in (0, {MAX_GUIDANCE_SCALE:g}]; got {negative_guidance_scale!r}"
+        )
+    if negative_prompt is None:
+        raise ValueError(
+            f"negative_guidance_scale={negative_guidance_scale!r} weighs a pass on the negative prompt, and this call has no "
+            "negative_prompt, so it would change nothing; give a negative_prompt (e.g. the prompt without its colour) or "
+            "drop negative_guidance_scale"
+        )
+    return float(negative_guidance_scale)
+
+
 def batch_negative_prompts(negative_prompt, prompts: List[str], num_images_per_prompt: int) -> Optional[List[str]]:
     """The negative prompt of each generated image (aligned with `batch_prompts`), or None without one."""
     if negative_prompt is None:

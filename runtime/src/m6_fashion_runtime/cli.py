@@ -104,7 +104,7 @@ def _generate(args, **kwargs) -> None:
     rt = _runtime(args)
     with core.errors_exit():
         out = rt(prompt=args.prompt, num_inference_steps=args.steps, num_images_per_prompt=args.num_images,
-                 **core.guidance_kwargs(args.guidance_scale, args.guidance_min_p, args.negative_prompt), temperature=args.temperature,
+                 **core.guidance_kwargs(args.guidance_scale, args.guidance_min_p, args.negative_prompt, args.negative_guidance_scale), temperature=args.temperature,
                  deterministic=True if args.deterministic else None, seed=args.seed, height=args.height,
                  width=args.width, **kwargs)
     for path in save_images(out.images, args.out):

@@ -165,6 +165,16 @@ class M6FashionRuntime:
         """``(height, width)`` in pixels of the canvas the image encoder reads: ``grid_shape * cell``."""
         return self.geometry.sample_shape
 
+    def _guidance_passes(self, negatives: Optional[List[str]], b: int, tokens: np.ndarray,
+                         negative_guidance_scale: Optional[float]):
+        """The prepared guidance pass and the negative prompt's own pass (``None`` unless ``negative_guidance_scale``
+        is set; the guidance pass then reads no text), for target ``tokens`` (B, N, M)."""
+        geo = self.geometry
+        if negative_guidance_scale is None:
+            return self.prepare(build_model_inputs(geo, self.special, self._guidance_text(negatives, b), tokens)), None
+        return (self.prepare(build_model_inputs(geo, self.special, self._guidance_text(None, b), tokens)),
+                self.prepare(build_model_inputs(geo, self.special, self.encode_prompt(negatives), tokens)))
+
     def _guidance_text(self, negatives: Optional[List[str]], b: int) -> List[List[int]]:
         """The text the guidance pass reads: the negative prompts' token ids, or no text."""
         return self.encode_prompt(negatives) if negatives is not None else [[] for _ in range(b)]
@@ -341,6 +351,7 @@ class M6FashionRuntime:
         guidance_scale: Optional[float] = None,
         negative_prompt: Union[str, Sequence[str], None] = None,
         guidance_min_p: float = validation.DEFAULT_GUIDANCE_MIN_P,
+        negative_guidance_scale: Optional[float] = None,
         temperature: Optional[float] = None,
         deterministic: Optional[bool] = None,
         seed: Optional[int] = None,
@@ -380,6 +391,8 @@ class M6FashionRuntime:
         ``negative_prompt``: what the guidance pass reads instead of no text (one string or one per prompt; only
         with ``guidance_scale`` > 1), as in the pipeline. ``guidance_min_p``: with guidance, tokens below this share
         of the conditional pass's most likely token are excluded (default 0.1; 0 = off; other values need guidance).
+        ``negative_guidance_scale``: ``None`` (default) or a number ``s_n``: keep the empty-text guidance pass and add
+        a third pass on ``negative_prompt``, ``l_u + s (l_c - l_u) + s_n (l_c - l_n)``, as in the pipeline.
 
         ``deterministic`` overrides the bundle's scheduler (argmax tokens, lowest-confidence re-masking);
         ``seed`` seeds numpy's generator for sampling mode (and the random part of the style-mixing seam).
@@ -396,6 +409,7 @@ class M6FashionRuntime:
             temperature, refine_ratio,
         )
         validation.check_negative_prompt(negative_prompt, prompt, image, guidance_scale)
+        negative_guidance_scale = validation.check_negative_guidance_scale(negative_guidance_scale, negative_prompt)
         guidance_min_p = validation.check_guidance_min_p(guidance_min_p, guidance_scale)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
@@ -416,7 +430,7 @@ class M6FashionRuntime:
         if isinstance(canvas, core_outpainting.WideCanvas):
             imgs = validation.expand_per_prompt(images_in, n_prompts, "image")
             return self._outpaint_wide(canvas, prompts, imgs, image_box, r, sampler, rng, steps, guidance_scale,
-                                       output_type, blend_pixels, negatives, guidance_min_p)
+                                       output_type, blend_pixels, negatives, guidance_min_p, negative_guidance_scale)
 
         tokens = np.full((b, n, m), k, dtype=np.int64)
         editable = np.ones((b, n), dtype=bool)
@@ -455,12 +469,10 @@ class M6FashionRuntime:
 
         text_ids = self.encode_prompt(prompts)
         inputs = build_model_inputs(geo, self.special, text_ids, tokens, conditions)
-        uncond = build_model_inputs(geo, self.special, self._guidance_text(negatives, b), tokens) if guidance_scale > 1.0 else None
-
         cond = self.prepare(inputs)
-        uncond = self.prepare(uncond) if uncond is not None else None
+        uncond, contrast = self._guidance_passes(negatives, b, tokens, negative_guidance_scale) if guidance_scale > 1.0 else (None, None)
         tokens = self._sample(cond, uncond, tokens, editable, sampler, steps, rng, guidance_scale, context_dropout_steps,
-                              guidance_min_p)
+                              guidance_min_p, contrast, negative_guidance_scale)
 
         grid_tokens = tokens.reshape(b, rows, cols, m)
         if output_type == "tokens":
@@ -472,9 +484,10 @@ class M6FashionRuntime:
 
     def _sample(self, cond, uncond, tokens: np.ndarray, editable: np.ndarray, sampler: SMARTSampler, steps: int,
                 rng: np.random.Generator, guidance_scale: float, context_dropout_steps: int = 0,
-                guidance_min_p: float = 0.0) -> np.ndarray:
+                guidance_min_p: float = 0.0, contrast=None, negative_guidance_scale: Optional[float] = None) -> np.ndarray:
         """The SMART loop: ``steps`` passes over ``tokens`` (B, N, M) (MASK = codebook_size where still to generate),
-        re-sampling only ``editable`` (B, N) cells; returns the final tokens. With guidance, tokens below
+        re-sampling only ``editable`` (B, N) cells; returns the final tokens. With guidance (plus
+        ``negative_guidance_scale`` x (conditional - ``contrast``) with a pass on the negative prompt), tokens below
         ``guidance_min_p`` x the conditional pass's most likely one get ``-inf`` after the mix."""
         k = self.geometry.codebook_size
         for i in sampler.set_timesteps(steps):
@@ -486,6 +499,9 @@ class M6FashionRuntime:
             if uncond is not None:  # guidance on log-probabilities equals guidance on logits after the softmax
                 scores_u, _ = self.transformer_scores(uncond, seen)
                 guided = scores_u + np.float32(guidance_scale) * (scores - scores_u)
+                if contrast is not None:
+                    scores_n, _ = self.transformer_scores(contrast, seen)
+                    guided = guided + np.float32(negative_guidance_scale) * (scores - scores_n)
                 if guidance_min_p > 0.0:  # p_c < min_p * max p_c  <=>  l_c - max l_c < log(min_p)
                     implausible = scores - scores.max(-1, keepdims=True) < np.float32(np.log(guidance_min_p))
                     guided = np.where(implausible, np.float32(-np.inf), guided)
@@ -496,7 +512,7 @@ class M6FashionRuntime:
     def _outpaint_wide(self, canvas, prompts: List[str], images: List[ImageInput], image_box, r: int,
                        sampler: SMARTSampler, rng: np.random.Generator, steps: int, guidance_scale: float,
                        output_type: str, blend_pixels: bool, negatives: Optional[List[str]] = None,
-                       guidance_min_p: float = 0.0) -> RuntimeOutput:
+                       guidance_min_p: float = 0.0, negative_guidance_scale: Optional[float] = None) -> RuntimeOutput:
         """Outpainting onto a canvas larger than the decoder's, window by window, as the pipeline's
         ``_outpaint_wide`` (``m6_fashion_core.outpainting``): the placed image is tokenised whole, the cells outside
         its box are generated in windows of the model's ``grid_shape`` (gr x gc cells) in ``plan_windows`` order,
@@ -517,13 +533,12 @@ class M6FashionRuntime:
         # tokens into the target, so the inputs (and the prefix keys/values) are prepared once
         masked = np.full((b, gr * gc, m), k, dtype=np.int64)
         cond = self.prepare(build_model_inputs(geo, self.special, text_ids, masked))
-        uncond = None
-        if guidance_scale > 1.0:
-            uncond = self.prepare(build_model_inputs(geo, self.special, self._guidance_text(negatives, b), masked))
+        uncond, contrast = self._guidance_passes(negatives, b, masked, negative_guidance_scale) if guidance_scale > 1.0 else (None, None)
         for top, left in core_outpainting.plan_windows(known, (gr, gc)):
             window = np.ascontiguousarray(grid[:, top : top + gr, left : left + gc]).reshape(b, gr * gc, m)
             editable = (window == k).all(-1)
-            window = self._sample(cond, uncond, window, editable, sampler, steps, rng, guidance_scale, guidance_min_p=guidance_min_p)
+            window = self._sample(cond, uncond, window, editable, sampler, steps, rng, guidance_scale, guidance_min_p=guidance_min_p,
+                                  contrast=contrast, negative_guidance_scale=negative_guidance_scale)
             grid[:, top : top + gr, left : left + gc] = window.reshape(b, gr, gc, m)
         if output_type == "tokens":
             return RuntimeOutput(images=None, tokens=grid)
