@@ -111,17 +111,21 @@ def test_every_task_once(pipe, real_images, size):
     keep = ~canvas.crop(pixel_mask)[0].bool().numpy()
     assert np.array_equal(image[keep], kept_pixels(preprocess(a, d))[keep])
 
-    # outpainting: the image, fitted into its box on white, keeps its cells and pixels; the rest is generated
+    # outpainting: the image, fitted into its box on white, keeps its cells (encoded with its border continued one
+    # cell outward) and pixels; the rest is generated
+    from m6_fashion_core.image import extend_edges
+
     image, tokens = outs["outpaint"]
     top, left, h, w = canvas.box_to_cells(q(1, 1, 3, 3))
     c = canvas.cell
     sheet = PIL.Image.new("RGB", (d, d), (255, 255, 255))
     sheet.paste(fit_onto(a, w * c, h * c), (left * c, top * c))
+    context = extend_edges(sheet, (left * c, top * c, (left + w) * c, (top + h) * c), c)
     inside = torch.zeros(grid, grid, dtype=torch.bool)
     inside[top : top + h, left : left + w] = True
     inside = inside.reshape(-1)
     assert inside.any() and not inside.all()
-    assert torch.equal(tokens[inside], pipe.encode_images(preprocess(sheet, s))[0][inside])
+    assert torch.equal(tokens[inside], pipe.encode_images(preprocess(context, s))[0][inside])
     box_pixels = torch.zeros(1, d, d, dtype=torch.bool)
     box_pixels[:, top * c : (top + h) * c, left * c : (left + w) * c] = True
     in_box = canvas.crop(box_pixels)[0].numpy()
