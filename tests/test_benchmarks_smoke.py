@@ -66,10 +66,11 @@ def test_words_and_masks_fast(tmp_path, which):
             assert all(0 <= row[k] <= 1 for k in ("hit_colour", "hit_article", "hit_both", "ceiling_colour", "ceiling_article",
                                                  "hit_article_luma", "hit_both_luma", "ceiling_article_luma"))
             assert row["hit_both_luma"] <= min(row["hit_colour"], row["hit_article_luma"])
-        # the pipeline's text-to-image default (guidance 12) and no guidance, then guidance 3 with the caption without
-        # its colour as the negative prompt
-        assert [(r["guidance_scale"], bool(r["negative_prompt"])) for r in data["rows"] if r["set"] == "counterfactual"] == [
-            (12.0, False), (1.0, False), (3.0, True)]
+        # the pipeline's text-to-image default (guidance 12) and no guidance, then the default guidance plus a third pass
+        # on the caption without its colour (negative_guidance_scale 4), then guidance 3 with that caption as the
+        # negative prompt
+        assert [(r["guidance_scale"], bool(r["negative_prompt"]), r["negative_guidance_scale"])
+                for r in data["rows"] if r["set"] == "counterfactual"] == [(12.0, False, None), (1.0, False, None), (12.0, True, 4.0), (3.0, True, None)]
         assert all(p["negative_prompt"].split() == [w for w in p["caption"].split() if w not in p["colour"].split()] for p in data["pairs"])
         judge = data["judge_check"]  # real photos recoloured to each pair's colour, scored by both article judges
         assert judge["photos"] >= 1 and all(0 <= judge[k] <= 1 for k in ("article_rgb_after", "article_luma_after", "both_luma_after"))
