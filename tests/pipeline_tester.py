@@ -130,6 +130,19 @@ class _PassCounter:
         self._post.remove()
 
 
+def _spy_scheduler_logits(pipe) -> List[torch.Tensor]:
+    """Makes `pipe.scheduler.step` record the logits it is given (after guidance); returns the list it fills."""
+    fed: List[torch.Tensor] = []
+    step = pipe.scheduler.step
+
+    def spy(model_output, *args, **kwargs):
+        fed.append(model_output.detach().clone())
+        return step(model_output, *args, **kwargs)
+
+    pipe.scheduler.step = spy
+    return fed
+
+
 class PipelineTesterMixin:
     """Generic `M6FashionPipeline` tests. A concrete pytest class mixes this in and may set:
 
@@ -402,14 +415,7 @@ class PipelineTesterMixin:
         pipe = self.get_pipeline()
         scale = 3.0
         counter = _PassCounter(pipe.transformer)
-        fed = []
-        step = pipe.scheduler.step
-
-        def spy(model_output, *args, **kwargs):
-            fed.append(model_output.detach().clone())
-            return step(model_output, *args, **kwargs)
-
-        pipe.scheduler.step = spy
+        fed = _spy_scheduler_logits(pipe)
         try:
             self.call(pipe, output_type="tokens", guidance_scale=scale, guidance_min_p=0.0)
             n = len(counter.logits)
@@ -435,14 +441,7 @@ class PipelineTesterMixin:
         pipe = self.get_pipeline()
         scale, scale_n = 3.0, 2.0
         counter = _PassCounter(pipe.transformer)
-        fed = []
-        step = pipe.scheduler.step
-
-        def spy(model_output, *args, **kwargs):
-            fed.append(model_output.detach().clone())
-            return step(model_output, *args, **kwargs)
-
-        pipe.scheduler.step = spy
+        fed = _spy_scheduler_logits(pipe)
         try:
             self.call(pipe, output_type="tokens", guidance_scale=scale, guidance_min_p=0.0, negative_prompt="black",
                       negative_guidance_scale=scale_n)
