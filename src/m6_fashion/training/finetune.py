@@ -129,7 +129,7 @@ from .finetune_hub import (
     load_lora_adapter,
 )
 from .pretokenize import _tokenizer_hash, default_cache_dir, load_pretokenized, pretokenize_dataset
-from .trainer import M6FashionTrainingArguments, build_trainer
+from .trainer import M6FashionTrainingArguments, build_trainer, end_distributed
 
 logger = logging.getLogger("m6_fashion.finetune")
 
@@ -429,6 +429,7 @@ def _run(ft_args: FinetuneArguments, training_args) -> dict:
     model = _trainable_model(ft_args, pipe.transformer)
     trainer, ema, sampler = _build_trainer(ft_args, training_args, pipe, model, train_raw, eval_raw, resume)
     results = _train_and_evaluate(trainer, ema, resume, eval_raw is not None)
+    end_distributed(trainer)  # every process has trained and evaluated; saving and pushing are process 0's
 
     if trainer.is_world_process_zero():
         rows = {"num_train_rows": len(train_idx), "num_eval_rows": len(eval_idx), "global_step": trainer.state.global_step}

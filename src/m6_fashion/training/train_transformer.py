@@ -60,6 +60,7 @@ from .trainer import (  # noqa: F401 - the metric functions stay importable from
     M6FashionTrainingArguments,
     build_trainer,
     compute_masked_accuracy,
+    end_distributed,
     preprocess_logits_for_metrics,
 )
 
@@ -359,7 +360,9 @@ def main(argv=None) -> dict:
     if training_args.max_train_minutes:
         callbacks.append(TimeLimitCallback(training_args.max_train_minutes))
     trainer = build_trainer(model, training_args, train_raw, eval_raw, (train_collator, eval_collator), text_tokenizer, callbacks)
-    return _run(trainer, training_args, resume, eval_raw is not None)
+    results = _run(trainer, training_args, resume, eval_raw is not None)
+    end_distributed(trainer)
+    return results
 
 
 if __name__ == "__main__":

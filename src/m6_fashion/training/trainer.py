@@ -15,8 +15,25 @@ from transformers import Trainer, TrainingArguments
 from .collator import TokenGridDataset
 
 __all__ = [
-    "M6FashionTrainingArguments", "M6FashionTrainer", "build_trainer", "compute_masked_accuracy", "preprocess_logits_for_metrics",
+    "end_distributed", "M6FashionTrainingArguments", "M6FashionTrainer", "build_trainer", "compute_masked_accuracy", "preprocess_logits_for_metrics",
 ]
+
+
+def end_distributed(trainer: Optional[Trainer] = None) -> None:
+    """Closes the process group that ``torchrun`` / ``accelerate launch`` made ``Trainer`` open, if any; a no-op in a
+    single process. Called by the training entry points once every process has trained and evaluated.
+
+    Left to the interpreter's exit, the group's gloo threads are torn down in no set order and can abort a run that
+    has already saved everything (SIGABRT, "terminate called without an active exception"). Destroying the group
+    while the DDP wrapper still holds it hangs instead, when the wrapper is freed. So, in order: drop ``trainer``'s
+    DDP wrapper (its reducer holds the group), wait for every process to get there, then destroy the group."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if trainer is not None:
+        trainer.model_wrapped = trainer.model
+        trainer.accelerator.free_memory()  # forgets the prepared (wrapped) model, optimizer, dataloaders; gc
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _accelerator_available() -> bool:
