@@ -301,15 +301,11 @@ def classify(classifier, images_uint8, *more):
 
 
 def srgb_to_lab(rgb):
-    """uint8/float sRGB (..., 3) in 0-255 -> CIELAB (D65), float32 numpy."""
+    """uint8/float sRGB (..., 3) in 0-255 -> CIELAB (D65), float32 numpy (the recolouring tool's conversion)."""
     import numpy as np
+    from m6_fashion.training.recolour import srgb_to_lab as to_lab
 
-    c = np.asarray(rgb, dtype=np.float32) / 255.0
-    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]], dtype=np.float32)
-    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883], dtype=np.float32)
-    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1).astype(np.float32)
+    return to_lab(rgb).astype(np.float32)
 
 
 PALETTE_NAMES = list(PALETTE)

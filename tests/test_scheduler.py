@@ -239,6 +239,24 @@ def test_remasked_count_is_the_float32_product_torch_takes():
     assert int(num_remasked(180, 0.65)) == 116  # float64 would give 117
 
 
+def test_step_remasks_num_remasked_per_row_of_editable_positions():
+    """Rows with different editable counts each re-mask `num_remasked(count, ratio)`, the count the numpy
+    sampler uses (180 editable at ratio 0.65: 116, the float32 product)."""
+    from m6_fashion_core.sampling import num_remasked
+
+    s = SMARTScheduler(mask_token_id=8, alpha=0.65, beta=0.65)
+    s.set_timesteps(6)
+    counts = [180, 37, 0, 256]
+    editable = torch.zeros(len(counts), 256, dtype=torch.bool)
+    for row, n in enumerate(counts):
+        editable[row, torch.randperm(256, generator=torch.Generator().manual_seed(row))[:n]] = True
+    sample = torch.where(editable[..., None], 8, 3).expand(-1, -1, 2).contiguous()
+    out = s.step(torch.randn(len(counts), 256, 2, 8), 0, sample, editable=editable, generator=torch.Generator().manual_seed(0))
+    remasked = (out.prev_sample == 8).any(-1)
+    assert not remasked[~editable].any()
+    assert remasked.sum(-1).tolist() == num_remasked(np.array(counts), s.remask_ratio(0)).tolist() == [116, 24, 0, 166]
+
+
 def test_mask_code_has_one_name_in_both_samplers():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # diffusers warns on config attributes read off the object; this is a property

@@ -183,8 +183,8 @@ class SMARTScheduler(SchedulerMixin, ConfigMixin):
 
         ratio = self.remask_ratio(step)
         if ratio > 0:
-            n_edit = editable.sum(-1).cpu().numpy()  # (B,)
-            n_remask = torch.from_numpy(_smart.num_remasked(n_edit, ratio)).to(editable.device)
+            # floor(n_editable * ratio) in float32 on the device, as `m6_fashion_core.sampling.num_remasked` (no host sync)
+            n_remask = torch.floor(editable.sum(-1).float() * ratio).long()  # (B,)
             scores = conf_log
             if not self.config.deterministic:
                 u = torch.rand(conf_log.shape, generator=generator, device=generator.device if generator is not None else conf_log.device)
