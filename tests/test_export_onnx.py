@@ -307,11 +307,53 @@ TENSORRT_SKIP = "TensorRT is not installed (needs an NVIDIA GPU and `pip install
 def test_tensorrt_profiles_follow_the_bundle_geometry(tiny_onnx_bundle):
     cfg = json.loads((tiny_onnx_bundle / ex.BUNDLE_JSON).read_text())
     p = bt.profiles_for(cfg, 1, 4, 16)
-    assert p["image_encoder"]["pixel_values"] == ((1, 3, 32, 32), (4, 3, 32, 32), (16, 3, 32, 32))
+    # optimal at the model's 8x8 grid (32 px), up to the bundle's image_grid_max of 16 cells (wide outpainting)
+    assert cfg["image_grid_max"] == 16 and bt.grid_max_shape(cfg) == (16, 16)
+    assert p["image_encoder"]["pixel_values"] == ((1, 3, 32, 32), (4, 3, 32, 32), (16, 3, 64, 64))
+    assert p["image_decoder"]["tokens"] == ((1, 8, 8, 4), (4, 8, 8, 4), (16, 16, 16, 4))
     short = cfg["geometry"]["max_text_length"] + 2 + 64
     assert p["transformer"]["image_codes"] == ((1, short, 4), (4, short, 4), (16, short + 16, 4))
+    assert set(p) == set(bt.engine_files(cfg)) == {"image_encoder", "image_decoder", "transformer"}  # no decoder_hr
     with pytest.raises(ValueError, match="min_batch"):
         bt.profiles_for(cfg, 4, 2, 16)
+
+
+def test_tensorrt_builds_the_hr_decoder_engine_of_a_bundle_that_has_one(tiny_onnx_hr_bundle):
+    """The default output is painted by image_decoder_hr: a bundle with it gets its engine, on the same token grids."""
+    cfg = json.loads((tiny_onnx_hr_bundle / ex.BUNDLE_JSON).read_text())
+    assert bt.engine_files(cfg) == {**bt.ENGINE_FILES, ex.HR_DECODER: "image_decoder_hr.plan"}
+    p = bt.profiles_for(cfg, 1, 4, 16)
+    assert p[ex.HR_DECODER] == p["image_decoder"] == {"tokens": ((1, 8, 8, 4), (4, 8, 8, 4), (16, 16, 16, 4))}
+
+
+def test_fp16_decoder_graphs_for_strongly_typed_tensorrt(tiny_onnx_pipeline, tmp_path):
+    """The float16 re-export (TensorRT >= 11) covers the high-resolution decoder too: float16 convolutions, int64
+    tokens in and float32 pixels out at the decoder's own canvas; asking for it without a decoder_hr is refused."""
+    import numpy as np
+    import onnx
+    import torch
+
+    from conftest import build_tiny_decoder_hr
+
+    ort = pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="no decoder_hr"):
+        ex.export_fp16_graphs(tiny_onnx_pipeline, str(tmp_path), components=[ex.HR_DECODER])
+    pipe = ex.with_decoder_hr(tiny_onnx_pipeline, build_tiny_decoder_hr())
+    paths = ex.export_fp16_graphs(pipe, str(tmp_path), components=["image_decoder", ex.HR_DECODER])
+    assert set(paths) == {"image_decoder", ex.HR_DECODER} and paths[ex.HR_DECODER].endswith(ex.HR_DECODER_FILE)
+    tokens = torch.randint(0, 32, (2, 8, 8, 4), generator=torch.Generator().manual_seed(0))
+    for key, decoder, side in [("image_decoder", pipe.decoder, 32), (ex.HR_DECODER, pipe.decoder_hr, 128)]:
+        model = onnx.load(paths[key])
+        assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        conv_weights = [i for i in model.graph.initializer if len(i.dims) == 4]
+        assert conv_weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in conv_weights)
+        got = ort.InferenceSession(paths[key], providers=["CPUExecutionProvider"]).run(None, {"tokens": tokens.numpy()})[0]
+        with torch.no_grad():
+            ref = ex.ImageDecoderGraph(pipe.image_tokenizer, decoder)(tokens).numpy()  # float32
+        assert got.shape == ref.shape == (2, 3, side, side)
+        assert np.abs(got - ref).mean() < 0.005, (key, np.abs(got - ref).mean())  # measured: about 1e-4
+    assert pipe.decoder_hr.dtype == pipe.decoder.dtype == torch.float32  # the pipeline's own decoders are untouched
 
 
 @pytest.mark.skipif(not _tensorrt_missing(), reason="tensorrt is installed: the missing-TensorRT message cannot be shown")

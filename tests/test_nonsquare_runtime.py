@@ -194,8 +194,10 @@ def test_tensorrt_profiles_take_the_nonsquare_canvas(hr_export):
 
     cfg = json.loads((hr_export[0] / ex.BUNDLE_JSON).read_text())
     p = bt.profiles_for(cfg, 1, 4, 16)
-    assert p["image_encoder"]["pixel_values"] == ((1, 3, 32, 24), (4, 3, 32, 24), (16, 3, 32, 24))
-    assert p["image_decoder"]["tokens"] == ((1, 8, 6, 4), (4, 8, 6, 4), (16, 8, 6, 4))
+    assert bt.grid_max_shape(cfg) == (16, 12)  # each side up to twice the model's 8x6 grid (wide outpainting)
+    assert p["image_encoder"]["pixel_values"] == ((1, 3, 32, 24), (4, 3, 32, 24), (16, 3, 64, 48))
+    assert p["image_decoder"]["tokens"] == ((1, 8, 6, 4), (4, 8, 6, 4), (16, 16, 12, 4))
+    assert p[ex.HR_DECODER] == p["image_decoder"]  # the hr decoder paints the default output: its engine too
     short = cfg["geometry"]["max_text_length"] + 2 + 48
     assert p["transformer"]["image_codes"] == ((1, short, 4), (4, short, 4), (16, short + 16, 4))
     assert cfg["format_version"] in bt.SUPPORTED_FORMAT_VERSIONS

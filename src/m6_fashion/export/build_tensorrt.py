@@ -8,12 +8,14 @@
 Needs an NVIDIA GPU, the ``tensorrt`` Python package and a CUDA build of PyTorch (used for the device
 buffers). On a machine without them the script stops at once with a message saying what is missing.
 
-Engines (``image_encoder.plan``, ``image_decoder.plan``, ``transformer.plan``) get one optimisation
-profile each: batch ``min/opt/max`` and, for the transformer, sequence length from the shortest
-(no condition) to the longest (``max_condition_tokens``) layout, optimal at the shortest. The image engines
-take the model's canvas: ``S`` x ``S`` pixels and a ``grid`` x ``grid`` token grid, or for a non-square model
-(bundle format 5) ``sample_height`` x ``sample_width`` pixels and ``grid_height`` x ``grid_width`` tokens; the
-transformer's target has ``num_image_tokens`` (rows x cols) positions either way.
+Engines (``image_encoder.plan``, ``image_decoder.plan``, ``transformer.plan``, and ``image_decoder_hr.plan``
+when the bundle has the high-resolution decoder that paints the default output) get one optimisation profile
+each: batch ``min/opt/max`` and, for the transformer, sequence length from the shortest (no condition) to the
+longest (``max_condition_tokens``) layout, optimal at the shortest. The image engines are optimal at the
+model's grid (``grid`` x ``grid`` tokens, ``S`` x ``S`` pixels; for a non-square model, bundle format 5,
+``grid_height`` x ``grid_width`` and ``sample_height`` x ``sample_width``) and take grids up to the bundle's
+``image_grid_max`` (the wide outpainting canvases, each side up to twice the model's); the transformer's target
+has ``num_image_tokens`` (rows x cols) positions either way.
 
 Precision: ``fp32`` builds from the bundle's float32 graphs. ``fp16`` uses the FP16 builder flag on
 TensorRT 10 (weak typing); TensorRT 11 removed it (networks are strongly typed), so there the graphs
@@ -38,6 +40,7 @@ import numpy as np
 from . import export_onnx as ex
 
 ENGINE_FILES = {"image_encoder": "image_encoder.plan", "image_decoder": "image_decoder.plan", "transformer": "transformer.plan"}
+HR_ENGINE_FILE = "image_decoder_hr.plan"  # built when the bundle has ex.HR_DECODER
 MISSING_TENSORRT = (
     "TensorRT is not installed (the `tensorrt` Python package could not be imported). build_tensorrt.py needs "
     "an NVIDIA GPU with a CUDA driver and `pip install tensorrt` (Linux x86_64/aarch64); it cannot run on a "
@@ -87,14 +90,35 @@ def geometry_shapes(geo: dict) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     return (geo.get("sample_height", s), geo.get("sample_width", s)), (geo.get("grid_height", g), geo.get("grid_width", g))
 
 
+def engine_files(bundle_cfg: dict) -> Dict[str, str]:
+    """``{component: engine file}`` for a bundle: :data:`ENGINE_FILES`, plus ``image_decoder_hr`` when the bundle
+    has that graph."""
+    files = dict(ENGINE_FILES)
+    if ex.HR_DECODER in bundle_cfg.get("files", {}):
+        files[ex.HR_DECODER] = HR_ENGINE_FILE
+    return files
+
+
+def grid_max_shape(bundle_cfg: dict) -> Tuple[int, int]:
+    """``(rows, cols)`` of the largest token grid the bundle's image graphs take: each side of the model's grid
+    scaled by ``image_grid_max / grid_size`` (the runtime's rule); the model's grid when the bundle records none."""
+    geo = bundle_cfg["geometry"]
+    (_, (gr, gc)), top = geometry_shapes(geo), int(bundle_cfg.get("image_grid_max") or 0)
+    if not top:
+        return gr, gc
+    return gr * top // geo["grid_size"], gc * top // geo["grid_size"]
+
+
 def profiles_for(bundle_cfg: dict, min_batch: int, opt_batch: int, max_batch: int) -> Dict[str, Dict[str, Tuple[tuple, tuple, tuple]]]:
-    """``{component: {input: (min_shape, opt_shape, max_shape)}}`` from ``bundle.json``'s geometry (the image
-    engines at the model's canvas: ``sample_height`` x ``sample_width`` pixels, ``grid_height`` x ``grid_width``
-    tokens, each the square's side for a square model)."""
+    """``{component: {input: (min_shape, opt_shape, max_shape)}}`` from ``bundle.json``: the image engines from
+    the model's grid (``grid_height`` x ``grid_width`` tokens, ``sample_height`` x ``sample_width`` pixels; the
+    square's sides for a square model), also optimal there, up to :func:`grid_max_shape`; one profile per
+    component of :func:`engine_files`."""
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ValueError(f"need 1 <= min_batch <= opt_batch <= max_batch; got {min_batch}, {opt_batch}, {max_batch}")
     geo = bundle_cfg["geometry"]
     (sh, sw), (gr, gc), m = *geometry_shapes(geo), geo["num_groups"]
+    (tr_, tc), cell = grid_max_shape(bundle_cfg), sh // gr
     short = geo["max_text_length"] + 2 + geo["num_image_tokens"]
     long = short + geo["max_condition_tokens"]
     b = (min_batch, opt_batch, max_batch)
@@ -102,11 +126,15 @@ def profiles_for(bundle_cfg: dict, min_batch: int, opt_batch: int, max_batch: in
     for name in ex.TRANSFORMER_INPUTS:
         extra = (m,) if name == "image_codes" else ()
         tr[name] = ((b[0], short) + extra, (b[1], short) + extra, (b[2], long) + extra)
-    return {
-        "image_encoder": {"pixel_values": tuple((x, 3, sh, sw) for x in b)},
-        "image_decoder": {"tokens": tuple((x, gr, gc, m) for x in b)},
+    tokens = ((b[0], gr, gc, m), (b[1], gr, gc, m), (b[2], tr_, tc, m))
+    profiles = {
+        "image_encoder": {"pixel_values": ((b[0], 3, sh, sw), (b[1], 3, sh, sw), (b[2], 3, cell * tr_, cell * tc))},
+        "image_decoder": {"tokens": tokens},
         "transformer": tr,
     }
+    if ex.HR_DECODER in engine_files(bundle_cfg):
+        profiles[ex.HR_DECODER] = {"tokens": tokens}
+    return profiles
 
 
 def build_engine(trt, onnx_path: str, engine_path: str, profile: Dict[str, Tuple[tuple, tuple, tuple]], fp16_flag: bool,
@@ -229,9 +257,11 @@ def check_parity(trt, bundle_dir: str, engine_dir: str, bundle_cfg: dict, images
     size = sh if sh == sw else (sh, sw)  # what the image encoder reads (preprocess takes a side or (height, width))
     tok = Tokenizer.from_file(os.path.join(bundle_dir, bundle_cfg["files"]["tokenizer"]))
     prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes", "Girls Red Dress"]
-    runners = {k: TRTRunner(trt, os.path.join(engine_dir, v)) for k, v in ENGINE_FILES.items()}
-    sessions = {k: _ort(os.path.join(bundle_dir, bundle_cfg["files"][k])) for k in ENGINE_FILES}
-    report = {"image_encoder": [], "image_decoder": [], "transformer": []}
+    files = engine_files(bundle_cfg)
+    decoders = [k for k in files if k.startswith("image_decoder")]  # the base decoder and, if any, image_decoder_hr
+    runners = {k: TRTRunner(trt, os.path.join(engine_dir, v)) for k, v in files.items()}
+    sessions = {k: _ort(os.path.join(bundle_dir, bundle_cfg["files"][k])) for k in files}
+    report = {k: [] for k in files}
     for b in batches:
         if images:
             pixels = preprocess((list(images) * b)[:b], size).numpy()
@@ -241,12 +271,13 @@ def check_parity(trt, bundle_dir: str, engine_dir: str, bundle_cfg: dict, images
         got_tok = runners["image_encoder"].run({"pixel_values": pixels})["tokens"].astype(np.int64)
         report["image_encoder"].append({"batch": b, "token_match": float((ref_tok == got_tok).mean())})
 
-        ref_pix = sessions["image_decoder"].run(None, {"tokens": ref_tok})[0]
-        got_pix = runners["image_decoder"].run({"tokens": ref_tok})["pixel_values"]
         to_u8 = lambda x: np.round((np.clip(x, -1, 1) + 1) * 127.5).astype(np.int16)  # noqa: E731
-        diff = np.abs(to_u8(ref_pix) - to_u8(got_pix))
-        report["image_decoder"].append({"batch": b, "uint8_max_diff": int(diff.max()), "uint8_mean_diff": float(diff.mean()),
-                                        "finite": bool(np.isfinite(got_pix).all())})
+        for key in decoders:
+            ref_pix = sessions[key].run(None, {"tokens": ref_tok})[0]
+            got_pix = runners[key].run({"tokens": ref_tok})["pixel_values"]
+            diff = np.abs(to_u8(ref_pix) - to_u8(got_pix))
+            report[key].append({"batch": b, "shape": list(got_pix.shape), "uint8_max_diff": int(diff.max()),
+                                "uint8_mean_diff": float(diff.mean()), "finite": bool(np.isfinite(got_pix).all())})
 
         ids = [e.ids[: bundle_cfg["geometry"]["max_text_length"]] for e in tok.encode_batch((prompts * b)[:b], add_special_tokens=False)]
         feed = _layout_inputs(bundle_cfg, ref_tok, ids)
@@ -299,7 +330,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if any(b < args.min_batch or b > args.max_batch for b in args.parity_batches):
         raise SystemExit(f"error: --parity-batches must lie in [{args.min_batch}, {args.max_batch}]")
 
-    sources = {k: os.path.join(args.bundle, bundle_cfg["files"][k]) for k in ENGINE_FILES}
+    files = engine_files(bundle_cfg)
+    sources = {k: os.path.join(args.bundle, bundle_cfg["files"][k]) for k in files}
     fp16_flag = False
     if args.precision == "fp16":
         if weak_fp16_available(trt):
@@ -313,12 +345,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
             from m6_fashion import M6FashionPipeline
 
             pipe = M6FashionPipeline.from_pretrained(args.model)
-            sources = ex.export_fp16_graphs(pipe, os.path.join(out, "onnx_fp16"))
+            if ex.HR_DECODER in files and getattr(pipe, "decoder_hr", None) is None:
+                raise SystemExit(f"error: the bundle has {ex.HR_DECODER_FILE} but --model {args.model!r} has no decoder_hr; "
+                                 "pass the pipeline the bundle was exported from")
+            sources = ex.export_fp16_graphs(pipe, os.path.join(out, "onnx_fp16"), components=list(files))
 
     report = {"tensorrt_version": str(trt.__version__), "precision": args.precision, "fp16_builder_flag": fp16_flag,
               "profiles": {k: {n: [list(s) for s in v] for n, v in p.items()} for k, p in profiles.items()},
               "engines": {}, "build_seconds": {}}
-    for key, name in ENGINE_FILES.items():
+    for key, name in files.items():
         path = os.path.join(out, name)
         report["build_seconds"][key] = build_engine(trt, sources[key], path, profiles[key], fp16_flag, args.workspace_gb)
         report["engines"][key] = name
@@ -334,10 +369,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f"parity image_encoder batch {r['batch']}: token exact match {r['token_match']:.4%}")
         if r["token_match"] < args.min_token_match:
             failed.append(f"encoder token match {r['token_match']:.4f} at batch {r['batch']}")
-    for r in parity["image_decoder"]:
-        print(f"parity image_decoder batch {r['batch']}: uint8 max diff {r['uint8_max_diff']}, mean {r['uint8_mean_diff']:.3f}, finite {r['finite']}")
-        if not r["finite"]:
-            failed.append(f"decoder produced non-finite pixels at batch {r['batch']}")
+    for key in (k for k in files if k.startswith("image_decoder")):
+        for r in parity[key]:
+            print(f"parity {key} batch {r['batch']} {tuple(r['shape'])}: uint8 max diff {r['uint8_max_diff']}, "
+                  f"mean {r['uint8_mean_diff']:.3f}, finite {r['finite']}")
+            if not r["finite"]:
+                failed.append(f"{key} produced non-finite pixels at batch {r['batch']}")
     for r in parity["transformer"]:
         print(f"parity transformer batch {r['batch']} seq {r['seq_len']}: argmax match {r['argmax_match']:.4%}, finite {r['finite']}")
         if r["argmax_match"] < args.min_argmax_match or not r["finite"]:

@@ -482,9 +482,9 @@ def export_fp16_graphs(pipe, out_dir: str, opset: int = DEFAULT_OPSET, component
     """Exports the three graphs with float16 weights and compute (float32 inputs/outputs) into ``out_dir``.
 
     For strongly typed TensorRT builds (TensorRT >= 11 has no FP16 builder flag). The codebooks and
-    the nearest-code search stay in float32, so only the encoder CNN, the decoder and the transformer
+    the nearest-code search stay in float32, so only the encoder CNN, the decoders and the transformer
     run in half precision. Returns ``{component: path}`` with the file names of :data:`FILES`
-    (``components`` picks a subset).
+    (``components`` picks a subset; ``HR_DECODER`` adds ``HR_DECODER_FILE`` from ``pipe.decoder_hr``).
     """
     import copy
 
@@ -492,16 +492,21 @@ def export_fp16_graphs(pipe, out_dir: str, opset: int = DEFAULT_OPSET, component
     tok.encoder.half()  # codebooks (buffers of tok.codebooks) stay float32
     decoder = copy.deepcopy(pipe.decoder).half().eval()
     transformer = copy.deepcopy(pipe.transformer).half().eval()
-    unknown = set(components) - set(FILES)
+    names = {**FILES, HR_DECODER: HR_DECODER_FILE}
+    unknown = set(components) - set(names)
     if unknown:
-        raise ValueError(f"unknown components {sorted(unknown)}; accepted: {sorted(FILES)}")
-    paths = {key: os.path.join(out_dir, FILES[key]) for key in components}
+        raise ValueError(f"unknown components {sorted(unknown)}; accepted: {sorted(names)}")
+    if HR_DECODER in components and getattr(pipe, "decoder_hr", None) is None:
+        raise ValueError(f"{HR_DECODER} asked for, but the pipeline has no decoder_hr")
+    paths = {key: os.path.join(out_dir, names[key]) for key in components}
     if "image_encoder" in paths:
         export_image_encoder(tok, paths["image_encoder"], opset)
     if "image_decoder" in paths:
         export_image_decoder(tok, decoder, paths["image_decoder"], opset)
     if "transformer" in paths:
         export_transformer(transformer, paths["transformer"], opset)
+    if HR_DECODER in paths:
+        export_image_decoder(tok, copy.deepcopy(pipe.decoder_hr).half().eval(), paths[HR_DECODER], opset)
     return paths
 
 
