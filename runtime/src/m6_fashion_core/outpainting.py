@@ -26,6 +26,13 @@ from .canvas import Cells, Grid, OutputCanvas, canvas_shape, grid_fields, grid_r
 MAX_WIDE_FACTOR = 2  # a wide canvas side is at most 2x the largest decoder canvas (4 windows per side at most)
 
 
+def image_grid_max_shape(grid_shape: Tuple[int, int], grid_size: int, image_grid_max: int) -> Tuple[int, int]:
+    """``(rows, cols)`` limits of the token grids a bundle's image graphs take: each side of the model's grid
+    ``grid_shape`` scaled by ``image_grid_max / grid_size`` (``grid_size``: the grid's longest side)."""
+    rows, cols = grid_shape
+    return rows * image_grid_max // grid_size, cols * image_grid_max // grid_size
+
+
 @dataclass(frozen=True)
 class WideCanvas(OutputCanvas):
     """An outpainting output of `height` x `width` pixels larger than the decoder canvas (`side` x `side`, or

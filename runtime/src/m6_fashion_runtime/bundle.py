@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from m6_fashion_core import validation
+from m6_fashion_core.outpainting import image_grid_max_shape
 
 from .canvas import default_size as canvas_default_size
 
@@ -146,10 +147,9 @@ class Bundle:
     def image_grid_max_shape(self) -> Tuple[int, int]:
         """``(rows, cols)`` limits of the grids the image graphs take: ``image_grid_max`` for both sides of a square
         grid, each side scaled by ``image_grid_max / grid_size`` for a non-square one; ``(0, 0)`` before format 4."""
-        g, top = self.geometry.grid_size, self.image_grid_max
-        if not top:
+        if not self.image_grid_max:
             return 0, 0
-        return self.geometry.grid_height * top // g, self.geometry.grid_width * top // g
+        return image_grid_max_shape(self.geometry.grid_shape, self.geometry.grid_size, self.image_grid_max)
 
     def canvas_sides(self) -> List[int]:
         """Sides of the squares the bundle's decoders paint (longest sides, for a non-square grid): ``sample_size``

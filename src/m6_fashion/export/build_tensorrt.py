@@ -37,6 +37,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from m6_fashion_core.outpainting import image_grid_max_shape
+
 from . import export_onnx as ex
 
 ENGINE_FILES = {"image_encoder": "image_encoder.plan", "image_decoder": "image_decoder.plan", "transformer": "transformer.plan"}
@@ -99,14 +101,18 @@ def engine_files(bundle_cfg: dict) -> Dict[str, str]:
     return files
 
 
+def decoder_keys(files: Dict[str, str]) -> List[str]:
+    """The image decoders among :func:`engine_files`: ``image_decoder`` and, if any, ``image_decoder_hr``."""
+    return [k for k in files if k.startswith("image_decoder")]
+
+
 def grid_max_shape(bundle_cfg: dict) -> Tuple[int, int]:
-    """``(rows, cols)`` of the largest token grid the bundle's image graphs take: each side of the model's grid
-    scaled by ``image_grid_max / grid_size`` (the runtime's rule); the model's grid when the bundle records none."""
+    """``(rows, cols)`` of the largest token grid the bundle's image graphs take
+    (``m6_fashion_core.outpainting.image_grid_max_shape``, as the runtime reads it); the model's grid when the
+    bundle records no ``image_grid_max``."""
     geo = bundle_cfg["geometry"]
-    (_, (gr, gc)), top = geometry_shapes(geo), int(bundle_cfg.get("image_grid_max") or 0)
-    if not top:
-        return gr, gc
-    return gr * top // geo["grid_size"], gc * top // geo["grid_size"]
+    (_, grid), top = geometry_shapes(geo), int(bundle_cfg.get("image_grid_max") or 0)
+    return image_grid_max_shape(grid, geo["grid_size"], top) if top else grid
 
 
 def profiles_for(bundle_cfg: dict, min_batch: int, opt_batch: int, max_batch: int) -> Dict[str, Dict[str, Tuple[tuple, tuple, tuple]]]:
@@ -258,7 +264,6 @@ def check_parity(trt, bundle_dir: str, engine_dir: str, bundle_cfg: dict, images
     tok = Tokenizer.from_file(os.path.join(bundle_dir, bundle_cfg["files"]["tokenizer"]))
     prompts = ["Men Navy Blue Casual Shirt", "Women Pink Handbag", "Unisex Black Sports Shoes", "Girls Red Dress"]
     files = engine_files(bundle_cfg)
-    decoders = [k for k in files if k.startswith("image_decoder")]  # the base decoder and, if any, image_decoder_hr
     runners = {k: TRTRunner(trt, os.path.join(engine_dir, v)) for k, v in files.items()}
     sessions = {k: _ort(os.path.join(bundle_dir, bundle_cfg["files"][k])) for k in files}
     report = {k: [] for k in files}
@@ -272,7 +277,7 @@ def check_parity(trt, bundle_dir: str, engine_dir: str, bundle_cfg: dict, images
         report["image_encoder"].append({"batch": b, "token_match": float((ref_tok == got_tok).mean())})
 
         to_u8 = lambda x: np.round((np.clip(x, -1, 1) + 1) * 127.5).astype(np.int16)  # noqa: E731
-        for key in decoders:
+        for key in decoder_keys(files):
             ref_pix = sessions[key].run(None, {"tokens": ref_tok})[0]
             got_pix = runners[key].run({"tokens": ref_tok})["pixel_values"]
             diff = np.abs(to_u8(ref_pix) - to_u8(got_pix))
@@ -369,7 +374,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f"parity image_encoder batch {r['batch']}: token exact match {r['token_match']:.4%}")
         if r["token_match"] < args.min_token_match:
             failed.append(f"encoder token match {r['token_match']:.4f} at batch {r['batch']}")
-    for key in (k for k in files if k.startswith("image_decoder")):
+    for key in decoder_keys(files):
         for r in parity[key]:
             print(f"parity {key} batch {r['batch']} {tuple(r['shape'])}: uint8 max diff {r['uint8_max_diff']}, "
                   f"mean {r['uint8_mean_diff']:.3f}, finite {r['finite']}")

@@ -488,23 +488,21 @@ def export_fp16_graphs(pipe, out_dir: str, opset: int = DEFAULT_OPSET, component
     """
     import copy
 
-    tok = copy.deepcopy(pipe.image_tokenizer).float().eval()
-    tok.encoder.half()  # codebooks (buffers of tok.codebooks) stay float32
-    decoder = copy.deepcopy(pipe.decoder).half().eval()
-    transformer = copy.deepcopy(pipe.transformer).half().eval()
     names = {**FILES, HR_DECODER: HR_DECODER_FILE}
     unknown = set(components) - set(names)
     if unknown:
         raise ValueError(f"unknown components {sorted(unknown)}; accepted: {sorted(names)}")
     if HR_DECODER in components and getattr(pipe, "decoder_hr", None) is None:
         raise ValueError(f"{HR_DECODER} asked for, but the pipeline has no decoder_hr")
+    tok = copy.deepcopy(pipe.image_tokenizer).float().eval()
+    tok.encoder.half()  # codebooks (buffers of tok.codebooks) stay float32
     paths = {key: os.path.join(out_dir, names[key]) for key in components}
     if "image_encoder" in paths:
         export_image_encoder(tok, paths["image_encoder"], opset)
     if "image_decoder" in paths:
-        export_image_decoder(tok, decoder, paths["image_decoder"], opset)
+        export_image_decoder(tok, copy.deepcopy(pipe.decoder).half().eval(), paths["image_decoder"], opset)
     if "transformer" in paths:
-        export_transformer(transformer, paths["transformer"], opset)
+        export_transformer(copy.deepcopy(pipe.transformer).half().eval(), paths["transformer"], opset)
     if HR_DECODER in paths:
         export_image_decoder(tok, copy.deepcopy(pipe.decoder_hr).half().eval(), paths[HR_DECODER], opset)
     return paths
